@@ -1,0 +1,50 @@
+"""Who asked: the process behind a request, as recorded in every event."""
+import os
+import pwd
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Actor:
+    uid: int
+    gid: int
+    pid: int = 0
+    program: str = ""
+    groups: tuple = field(default=(), compare=False)
+
+    @property
+    def user(self):
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return str(self.uid)
+
+    def as_dict(self):
+        return {"uid": self.uid, "gid": self.gid, "pid": self.pid, "program": self.program,
+                "user": self.user}
+
+    @classmethod
+    def from_pid(cls, uid, gid, pid):
+        """Describe a process by pid (from /proc), as the FUSE layer sees its callers."""
+        program, groups = "", ()
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                program = f.read().strip()
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Groups:"):
+                        groups = tuple(int(g) for g in line.split()[1:])
+                        break
+        except OSError:
+            pass
+        return cls(uid, gid, pid, program, groups)
+
+    @classmethod
+    def current(cls):
+        """This process (the CLI acting on a store directly)."""
+        try:
+            with open("/proc/self/comm") as f:
+                program = f.read().strip()
+        except OSError:
+            program = "wormfs"
+        return cls(os.getuid(), os.getgid(), os.getpid(), program, tuple(os.getgroups()))

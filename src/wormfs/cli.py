@@ -1,0 +1,312 @@
+"""The ``wormfs`` command. Each subcommand is a function taking parsed args and returning an
+exit status; ``main`` turns every error into one line (never a traceback): exit 2 for bad
+arguments or values, 1 for failures and findings."""
+import argparse
+import grp
+import json
+import os
+import shutil
+import sys
+
+from . import __version__, retention
+from .errors import InvalidValue, StoreError, WormError
+from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
+from .store.unit import new_serial, read_unit, write_unit
+from .timeutil import US, format_us
+
+
+class UsageError(Exception):
+    """Bad arguments: exit status 2."""
+
+
+# -- mkfs ---------------------------------------------------------------------------------
+
+def _nearest_dev(path):
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    return os.stat(p).st_dev
+
+
+def _check_empty(path, what):
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UsageError(f"{what} {path} exists and is not a directory")
+        if os.listdir(path):
+            raise UsageError(f"{what} {path} is not empty; wormfs mkfs needs an empty or new "
+                             f"directory")
+
+
+def cmd_mkfs(args):
+    try:
+        default = retention.parse_default(args.default_retention)
+    except InvalidValue as e:
+        raise UsageError(str(e)) from None
+    if args.mirror and args.no_mirror:
+        raise UsageError("give either --mirror DIR or --no-mirror, not both")
+    if not args.mirror and not args.no_mirror:
+        raise UsageError("a store needs a duplicate: give --mirror DIR (--no-mirror is for "
+                         "development and is reported NOT COMPLIANT)")
+    if args.mirror and args.mirror.startswith("s3://"):
+        raise UsageError("S3 Object Lock mirrors are not supported by this version yet")
+    admin_gid = None
+    if args.admin_group:
+        try:
+            admin_gid = grp.getgrnam(args.admin_group).gr_gid
+        except KeyError:
+            raise UsageError(f"no group named {args.admin_group!r}") from None
+    store = os.path.abspath(args.store)
+    mirror = os.path.abspath(args.mirror) if args.mirror else None
+    _check_empty(store, "store directory")
+    same_device = False
+    if mirror:
+        if mirror == store or mirror.startswith(store + "/") or store.startswith(mirror + "/"):
+            raise UsageError("the mirror must be a directory apart from the store")
+        _check_empty(mirror, "mirror directory")
+        same_device = _nearest_dev(store) == _nearest_dev(mirror)
+        if same_device and not args.allow_same_device:
+            raise UsageError(f"{mirror} is on the same device as {store}: a duplicate must be "
+                             f"stored separately; use another disk, or --allow-same-device "
+                             f"(then status reports the store as not separately duplicated)")
+    primary_serial = new_serial()
+    mirror_serial = new_serial() if mirror else None
+    settings = {"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": DEFAULT_SCRATCH_TTL}
+    init = {"default_retention": default, "admin_gid": admin_gid,
+            "admin_group": args.admin_group, "same_device": same_device,
+            "no_mirror": bool(args.no_mirror)}
+    create_store(store, role="primary", mode=args.mode, label=args.label,
+                 peer_serial=mirror_serial, peer_path=mirror, same_device=same_device,
+                 no_mirror=bool(args.no_mirror), serial=primary_serial, settings=settings,
+                 init=init)
+    if mirror:
+        # The mirror starts empty: it will hold the primary's log, frame for frame.
+        write_unit(mirror, role="mirror", mode=args.mode, label=args.label,
+                   peer_serial=primary_serial, peer_path=store, same_device=same_device,
+                   serial=mirror_serial)
+    print(f"created store {store}")
+    print(f"  primary unit  {primary_serial}  {store}")
+    if mirror:
+        print(f"  mirror unit   {mirror_serial}  {mirror}")
+    else:
+        print("  mirror unit   none (--no-mirror): NOT COMPLIANT, for development only")
+    print(f"  mode {args.mode}, default retention {default}")
+    return 0
+
+
+# -- status -------------------------------------------------------------------------------
+
+def _mirror_state(unit, primary_seq):
+    if unit.get("no_mirror"):
+        return {"state": "none", "serial": None, "path": None, "lag_events": None}
+    path = unit.get("peer_path")
+    out = {"serial": unit.get("peer_serial"), "path": path, "lag_events": None}
+    try:
+        m = read_unit(path)
+    except StoreError as e:
+        out.update(state="unreachable", detail=str(e))
+        return out
+    if m.get("serial") != unit.get("peer_serial"):
+        out.update(state="wrong unit", detail=f"{path} holds unit {m.get('serial')}")
+        return out
+    seq = 0
+    if os.path.exists(os.path.join(path, "index", "data.mdb")):
+        try:
+            with Store(path, readonly=True) as ms:
+                seq = ms._last_seq
+        except WormError as e:
+            out.update(state="unreadable", detail=str(e))
+            return out
+    out["lag_events"] = max(0, primary_seq - seq)
+    out["state"] = "synced" if out["lag_events"] == 0 else "lagging"
+    return out
+
+
+def status_report(path):
+    unit = read_unit(path)
+    with Store(path, readonly=True) as st:
+        info = st.unit_info() or {}
+        stats = st.stats()
+        seq = st._last_seq
+        comp = st.clock.now()
+        wall = st.clock.wall_us()
+    mirror = _mirror_state(unit, seq) if unit["role"] == "primary" else None
+    reasons = []
+    if unit["role"] != "primary":
+        reasons.append(f"this is the {unit['role']} unit of {unit.get('peer_serial')}")
+    elif mirror["state"] == "none":
+        reasons.append("no mirror unit (created with --no-mirror)")
+    elif mirror["state"] != "synced":
+        detail = mirror.get("detail") or f"{mirror['lag_events']} events behind"
+        reasons.append(f"mirror {mirror['state']}: {detail}")
+    if unit.get("same_device"):
+        reasons.append("mirror is on the same device as the primary: not separately duplicated")
+    reasons.append("never verified (wormfs verify has not run)")
+    stored = stats["stored_bytes"]
+    return {
+        "store": path, "unit": {"serial": unit["serial"], "role": unit["role"],
+                                "label": unit.get("label", "")},
+        "mode": unit["mode"], "default_retention": info.get("default_retention"),
+        "records": stats["records"], "logical_bytes": stats["logical_bytes"],
+        "stored_bytes": stored,
+        "dedup_ratio": round(stats["logical_bytes"] / stored, 3) if stored else None,
+        "events": seq, "mirror": mirror, "last_verification": None,
+        "clock": {"compliance": format_us(comp), "system": format_us(wall),
+                  "difference_seconds": round((wall - comp) / US, 3)},
+        "compliant": not reasons, "reasons": reasons,
+    }
+
+
+def _human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def cmd_status(args):
+    r = status_report(os.path.abspath(args.store))
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        u = r["unit"]
+        print(f"store      {r['store']}  ({u['role']} unit {u['serial']}"
+              f"{', ' + u['label'] if u['label'] else ''})")
+        print(f"mode       {r['mode']}, default retention {r['default_retention']}")
+        print(f"records    {r['records']}  ({_human_bytes(r['logical_bytes'])} logical, "
+              f"{_human_bytes(r['stored_bytes'])} stored, dedup "
+              f"{r['dedup_ratio'] or '-'}x)")
+        m = r["mirror"]
+        if m is not None:
+            lag = f", {m['lag_events']} events behind" if m.get("lag_events") else ""
+            print(f"mirror     {m['state']}{lag}  {m['serial'] or ''} {m['path'] or ''}".rstrip())
+        print(f"verified   {r['last_verification'] or 'never'}")
+        c = r["clock"]
+        print(f"clock      compliance {c['compliance']}, system {c['system']} "
+              f"(difference {c['difference_seconds']:+.0f}s)")
+        if r["compliant"]:
+            print("COMPLIANT")
+        else:
+            print("NOT COMPLIANT: " + "; ".join(r["reasons"]))
+    return 0 if r["compliant"] else 1
+
+
+# -- rebuild-index and clock ---------------------------------------------------------------
+
+def cmd_rebuild_index(args):
+    path = os.path.abspath(args.store)
+    read_unit(path)
+    index = os.path.join(path, "index")
+    old = index + ".old"
+    if os.path.exists(old):
+        shutil.rmtree(old)
+    lockfd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        import fcntl
+        try:
+            fcntl.flock(lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"{path} is in use (mounted?); unmount it first") from None
+        if os.path.exists(index):
+            os.rename(index, old)
+        os.makedirs(index)
+        fcntl.flock(lockfd, fcntl.LOCK_UN)
+    finally:
+        os.close(lockfd)
+    try:
+        with Store(path) as st:
+            stats, seq = st.stats(), st._last_seq
+    except BaseException:
+        shutil.rmtree(index, ignore_errors=True)
+        if os.path.exists(old):
+            os.rename(old, index)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"rebuilt index of {path} from its segments: {seq} events, {stats['records']} "
+          f"records, {stats['chunks']} chunks")
+    return 0
+
+
+def cmd_clock(args):
+    path = os.path.abspath(args.store)
+    with Store(path, readonly=True) as st:
+        comp, wall = st.clock.now(), st.clock.wall_us()
+    r = {"compliance": format_us(comp), "system": format_us(wall),
+         "difference_seconds": round((wall - comp) / US, 3)}
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"compliance clock  {r['compliance']}")
+        print(f"system clock      {r['system']}")
+        print(f"difference        {r['difference_seconds']:+.3f}s (system minus compliance)")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser():
+    p = _Parser(prog="wormfs", description="Content-addressed WORM file system for "
+                "broker-dealer records (SEC 17a-4(f)).")
+    p.add_argument("--version", action="version", version=f"wormfs {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("mkfs", help="create a store: a primary unit and its mirror unit")
+    s.add_argument("store")
+    s.add_argument("--mirror", metavar="DIR")
+    s.add_argument("--no-mirror", action="store_true",
+                   help="development only: the store reports NOT COMPLIANT")
+    s.add_argument("--default-retention", default="6y", metavar="PERIOD")
+    s.add_argument("--mode", choices=("compliance", "enterprise"), default="compliance")
+    s.add_argument("--label", default="")
+    s.add_argument("--admin-group", metavar="GROUP",
+                   help="group whose members are records admins (root always is)")
+    s.add_argument("--allow-same-device", action="store_true")
+    s.set_defaults(fn=cmd_mkfs)
+
+    s = sub.add_parser("status", help="units, records, mirror, clock, compliance")
+    s.add_argument("store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("rebuild-index", help="recreate the index from the segments alone")
+    s.add_argument("store")
+    s.set_defaults(fn=cmd_rebuild_index)
+
+    s = sub.add_parser("clock", help="the compliance clock and the system clock")
+    s.add_argument("store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_clock)
+    return p
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except UsageError as e:
+        print(f"wormfs: {e}", file=sys.stderr)
+        return 2
+    except InvalidValue as e:
+        print(f"wormfs: {e}", file=sys.stderr)
+        return 2
+    except WormError as e:
+        print(f"wormfs: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("wormfs: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"wormfs: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}",
+              file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: one line for the user, never a traceback
+        print(f"wormfs: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

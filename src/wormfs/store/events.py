@@ -1,0 +1,45 @@
+"""Events: the audit trail, the replication stream and the record of every state change.
+
+An event is one JSON object, encoded canonically (keys sorted, no spaces, ASCII only, names
+that are not UTF-8 carried as surrogate escapes \\udcXX of their bytes). Common fields:
+
+    seq   1, 2, 3 ... without gaps within a unit
+    prev  hex BLAKE3-256 of the previous event's encoded bytes (64 zeros for seq 1)
+    time  compliance-clock time, ISO 8601 UTC
+    type  what happened (docs/FORMAT.md lists every type and its fields)
+    actor {uid, gid, pid, program, user} of the process that caused it, when one did
+
+The hash of an event is BLAKE3-256 of its encoded bytes; a chain is valid when every ``prev``
+equals the hash of the event before it and ``seq`` counts up by one.
+"""
+import json
+import os
+
+import blake3
+
+GENESIS = "0" * 64
+
+
+def encode(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def decode(payload):
+    return json.loads(payload)
+
+
+def event_hash(payload):
+    return blake3.blake3(payload).hexdigest()
+
+
+def name_str(name):
+    """File names are bytes on Linux; events carry them as str (surrogateescape)."""
+    return os.fsdecode(name) if isinstance(name, bytes) else name
+
+
+def name_bytes(name):
+    return os.fsencode(name)
+
+
+def actor_dict(actor):
+    return None if actor is None else actor.as_dict()

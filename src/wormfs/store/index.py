@@ -1,0 +1,152 @@
+"""The LMDB index of one unit: a cache of the segments, rebuildable from them at any time.
+
+Schema (every named database, its keys and values; integers are unsigned big-endian so that
+LMDB's byte order is numeric order). docs/FORMAT.md repeats this for readers without our code.
+
+    meta       ASCII name -> JSON
+               applied      [segno, offset] just past the last frame applied
+               last_seq     seq of the last event applied (0: none)
+               last_hash    hex BLAKE3 of the last event applied (the chain head)
+               next_ino     next inode number to hand out
+               next_serial  next record serial to hand out
+               unit         the unit_init event's fields (identity, mode, defaults)
+               settings     current store settings (scratch patterns, scratch TTL)
+               stats        {"records", "logical_bytes", "chunks", "stored_bytes"}
+               last_time    time of the last event (us): a floor for the compliance clock
+    inodes     u64 ino -> JSON inode (fields in docs/FORMAT.md "Inodes")
+    dirents    u64 parent ino | name bytes -> u64 child ino | u64 cookie
+    dirlist    u64 parent ino | u64 cookie -> name bytes   (readdir order; cookies only grow:
+               the seq of the event that made the entry)
+    chunks     32-byte BLAKE3 chunk id -> u64 segno | u64 frame offset | u32 length
+    manifests  u64 serial | u64 end offset of a chunk in the record -> 32-byte chunk id | u32 len
+    serials    u64 serial -> u64 ino
+    expiry     u64 effective retain-until (us) | u64 serial -> empty (finite retention only)
+    events     u64 seq -> u64 segno | u64 offset of the event's frame
+
+Only ``replay.py`` writes to these, so that a live store and a rebuilt index cannot differ.
+"""
+import json
+import os
+import struct
+
+import lmdb
+
+DBS = ("meta", "inodes", "dirents", "dirlist", "chunks", "manifests", "serials", "expiry",
+       "events")
+MAP_SIZE = 1 << 40  # address space only; the file grows with use
+
+U64 = struct.Struct(">Q")
+U64x2 = struct.Struct(">QQ")
+CHUNK_LOC = struct.Struct(">QQI")
+MANIFEST_VAL = struct.Struct(">32sI")
+
+
+def k64(n):
+    return U64.pack(n)
+
+
+def k64x2(a, b):
+    return U64x2.pack(a, b)
+
+
+class Index:
+    def __init__(self, path, readonly=False):
+        os.makedirs(path, exist_ok=True) if not readonly else None
+        self.env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=len(DBS), subdir=True,
+                             readonly=readonly, lock=True, sync=False, metasync=False,
+                             readahead=False)
+        self.db = {}
+        for name in DBS:
+            self.db[name] = self.env.open_db(name.encode(), create=not readonly)
+
+    def close(self):
+        self.env.close()
+
+    def sync(self):
+        self.env.sync(True)
+
+    def write(self):
+        return self.env.begin(write=True)
+
+    def read(self):
+        return self.env.begin(write=False)
+
+    # -- typed accessors (work on any txn) -----------------------------------------------
+
+    def meta(self, txn, key, default=None):
+        v = txn.get(key.encode(), db=self.db["meta"])
+        return default if v is None else json.loads(v)
+
+    def put_meta(self, txn, key, value):
+        txn.put(key.encode(), json.dumps(value, sort_keys=True).encode(), db=self.db["meta"])
+
+    def inode(self, txn, ino):
+        v = txn.get(k64(ino), db=self.db["inodes"])
+        return None if v is None else json.loads(v)
+
+    def put_inode(self, txn, rec):
+        txn.put(k64(rec["ino"]), json.dumps(rec, sort_keys=True).encode(), db=self.db["inodes"])
+
+    def lookup(self, txn, parent, name):
+        v = txn.get(k64(parent) + name, db=self.db["dirents"])
+        return None if v is None else U64x2.unpack(v)  # (ino, cookie)
+
+    def list_dir(self, txn, parent, after_cookie=0):
+        """Yield (cookie, name, ino) in cookie order, strictly after ``after_cookie``."""
+        cur = txn.cursor(db=self.db["dirlist"])
+        prefix = k64(parent)
+        if not cur.set_range(k64x2(parent, after_cookie + 1)):
+            return
+        for key, name in cur:
+            if key[:8] != prefix:
+                break
+            ino, _ = self.lookup(txn, parent, name)
+            yield U64.unpack(key[8:])[0], name, ino
+
+    def dir_is_empty(self, txn, parent):
+        cur = txn.cursor(db=self.db["dirlist"])
+        return not (cur.set_range(k64x2(parent, 0)) and cur.key()[:8] == k64(parent))
+
+    def chunk(self, txn, chunk_id):
+        v = txn.get(chunk_id, db=self.db["chunks"])
+        return None if v is None else CHUNK_LOC.unpack(v)  # (segno, offset, length)
+
+    def manifest_from(self, txn, serial, offset):
+        """Yield (start, length, chunk_id) of the record's chunks from the one holding
+        ``offset`` onward."""
+        cur = txn.cursor(db=self.db["manifests"])
+        if not cur.set_range(k64x2(serial, offset + 1)):
+            return
+        for key, val in cur:
+            s, end = U64x2.unpack(key)
+            if s != serial:
+                break
+            cid, length = MANIFEST_VAL.unpack(val)
+            yield end - length, length, cid
+
+    def serial_ino(self, txn, serial):
+        v = txn.get(k64(serial), db=self.db["serials"])
+        return None if v is None else U64.unpack(v)[0]
+
+    def event_pos(self, txn, seq):
+        v = txn.get(k64(seq), db=self.db["events"])
+        return None if v is None else U64x2.unpack(v)
+
+    def expiring(self, txn, before_us):
+        """Yield (retain_until_us, serial) of records whose retention ends before a time."""
+        cur = txn.cursor(db=self.db["expiry"])
+        if not cur.first():
+            return
+        for key, _ in cur:
+            until, serial = U64x2.unpack(key)
+            if until >= before_us:
+                break
+            yield until, serial
+
+    def dump(self):
+        """Every key and value of every database: what ``rebuild-index`` must reproduce."""
+        out = {}
+        with self.read() as txn:
+            for name in DBS:
+                out[name] = list(txn.cursor(db=self.db[name]))
+        return out

@@ -1,0 +1,218 @@
+"""Applying frames to the index: the one place where the log's meaning is defined.
+
+The live store and ``rebuild-index`` both go through ``apply_chunk`` and ``apply_event``, so a
+rebuilt index answers exactly like the live one. Functions here trust the event: the store
+checked the rules before appending it. They must be deterministic: only the event and the
+index may be read (no clock, no staging, no settings outside the log).
+"""
+from .. import retention
+from ..errors import IntegrityError
+from . import events as E
+from .index import CHUNK_LOC, MANIFEST_VAL, U64, U64x2, k64, k64x2
+
+ROOT_INO = 1
+
+
+class Replayer:
+    def __init__(self, index):
+        self.ix = index
+        self.db = index.db
+
+    # -- chunks ---------------------------------------------------------------------------
+
+    def apply_chunk(self, txn, chunk_id, segno, offset, length):
+        if txn.get(chunk_id, db=self.db["chunks"]) is not None:
+            return False  # the first copy wins; a later duplicate frame is dead weight
+        txn.put(chunk_id, CHUNK_LOC.pack(segno, offset, length), db=self.db["chunks"])
+        stats = self.ix.meta(txn, "stats")
+        stats["chunks"] += 1
+        stats["stored_bytes"] += length
+        self.ix.put_meta(txn, "stats", stats)
+        return True
+
+    # -- events ---------------------------------------------------------------------------
+
+    def apply_event(self, txn, ev, ev_hash, segno, offset):
+        last_seq = self.ix.meta(txn, "last_seq", 0)
+        last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
+        if ev["seq"] != last_seq + 1 or ev["prev"] != last_hash:
+            raise IntegrityError(
+                f"event chain broken at seq {ev['seq']} (segment {segno} offset {offset}): "
+                f"expected seq {last_seq + 1} after {last_hash[:16]}")
+        handler = getattr(self, "_ev_" + ev["type"], None)
+        if handler is not None:
+            handler(txn, ev)
+        txn.put(k64(ev["seq"]), U64x2.pack(segno, offset), db=self.db["events"])
+        self.ix.put_meta(txn, "last_seq", ev["seq"])
+        self.ix.put_meta(txn, "last_hash", ev_hash)
+        self.ix.put_meta(txn, "last_time", ev["time_us"])
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _link(self, txn, parent, name, ino, cookie):
+        nb = E.name_bytes(name)
+        txn.put(k64(parent) + nb, U64x2.pack(ino, cookie), db=self.db["dirents"])
+        txn.put(k64x2(parent, cookie), nb, db=self.db["dirlist"])
+
+    def _unlink(self, txn, parent, name):
+        nb = E.name_bytes(name)
+        v = txn.pop(k64(parent) + nb, db=self.db["dirents"])
+        if v is not None:
+            _, cookie = U64x2.unpack(v)
+            txn.delete(k64x2(parent, cookie), db=self.db["dirlist"])
+
+    def _bump_ino(self, txn, ino):
+        if ino >= self.ix.meta(txn, "next_ino", ROOT_INO + 1):
+            self.ix.put_meta(txn, "next_ino", ino + 1)
+
+    def _set_expiry(self, txn, rec, old_ret):
+        if rec.get("serial") is None:
+            return
+        serial = rec["serial"]
+        if old_ret is not None:
+            kind, until = retention.effective(old_ret)
+            if kind == "until" and until is not None:
+                txn.delete(k64x2(until, serial), db=self.db["expiry"])
+        if rec["state"] == "sealed":
+            kind, until = retention.effective(rec["retention"])
+            if kind == "until" and until is not None:
+                txn.put(k64x2(until, serial), b"", db=self.db["expiry"])
+
+    def _new_inode(self, ev, kind):
+        return {"ino": ev["ino"], "kind": kind, "parent": ev["parent"], "name": ev["name"],
+                "mode": ev["mode"], "uid": ev["uid"], "gid": ev["gid"], "size": 0,
+                "ctime": ev["time_us"], "mtime": ev["time_us"], "atime": ev["time_us"],
+                "cookie": ev["seq"], "creator": ev.get("actor")}
+
+    # -- one method per event type that changes the index (docs/FORMAT.md "Events") -------
+
+    def _ev_unit_init(self, txn, ev):
+        self.ix.put_meta(txn, "unit", {k: ev[k] for k in ev
+                                       if k not in ("seq", "prev", "time", "time_us", "type")})
+        self.ix.put_meta(txn, "settings", ev["settings"])
+        self.ix.put_meta(txn, "stats", {"records": 0, "logical_bytes": 0, "chunks": 0,
+                                        "stored_bytes": 0})
+        self.ix.put_meta(txn, "next_ino", ROOT_INO + 1)
+        self.ix.put_meta(txn, "next_serial", 1)
+        root = {"ino": ROOT_INO, "kind": "d", "parent": ROOT_INO, "name": "", "mode": 0o755,
+                "uid": 0, "gid": 0, "size": 0, "ctime": ev["time_us"], "mtime": ev["time_us"],
+                "atime": ev["time_us"], "cookie": 0, "creator": None, "retention": None}
+        self.ix.put_inode(txn, root)
+
+    def _ev_mkdir(self, txn, ev):
+        rec = self._new_inode(ev, "d")
+        rec["retention"] = None
+        self.ix.put_inode(txn, rec)
+        self._link(txn, ev["parent"], ev["name"], ev["ino"], ev["seq"])
+        self._bump_ino(txn, ev["ino"])
+
+    def _ev_create(self, txn, ev):
+        rec = self._new_inode(ev, "f")
+        rec["state"] = ev["state"]
+        rec["retention"] = None   # set on the open file, or resolved at seal
+        rec["holds"] = {}
+        self.ix.put_inode(txn, rec)
+        self._link(txn, ev["parent"], ev["name"], ev["ino"], ev["seq"])
+        self._bump_ino(txn, ev["ino"])
+
+    def _ev_rmdir(self, txn, ev):
+        self._unlink(txn, ev["parent"], ev["name"])
+        txn.delete(k64(ev["ino"]), db=self.db["inodes"])
+
+    def _ev_unlink(self, txn, ev):
+        # An open or scratch file given up before it became a record.
+        self._unlink(txn, ev["parent"], ev["name"])
+        txn.delete(k64(ev["ino"]), db=self.db["inodes"])
+
+    def _ev_rename(self, txn, ev):
+        if ev.get("replaced"):
+            txn.delete(k64(ev["replaced"]), db=self.db["inodes"])
+            self._unlink(txn, ev["new_parent"], ev["new_name"])
+        self._unlink(txn, ev["parent"], ev["name"])
+        self._link(txn, ev["new_parent"], ev["new_name"], ev["ino"], ev["seq"])
+        rec = self.ix.inode(txn, ev["ino"])
+        rec["parent"], rec["name"], rec["cookie"] = ev["new_parent"], ev["new_name"], ev["seq"]
+        rec["ctime"] = ev["time_us"]
+        self.ix.put_inode(txn, rec)
+
+    def _ev_state(self, txn, ev):
+        # scratch <-> open, when a rename changes whether the name is a scratch name
+        rec = self.ix.inode(txn, ev["ino"])
+        rec["state"] = ev["state"]
+        self.ix.put_inode(txn, rec)
+
+    def _ev_setattr(self, txn, ev):
+        rec = self.ix.inode(txn, ev["ino"])
+        for k in ("mode", "uid", "gid", "mtime", "atime"):
+            if k in ev:
+                rec[k] = ev[k]
+        rec["ctime"] = ev["time_us"]
+        self.ix.put_inode(txn, rec)
+
+    def _ev_seal(self, txn, ev):
+        rec = self.ix.inode(txn, ev["ino"])
+        serial = ev["serial"]
+        rec.update(state="sealed", serial=serial, size=ev["size"], blake3=ev["blake3"],
+                   committed=ev["time_us"], retention=ev["retention"], mode=ev["mode"],
+                   uid=ev["uid"], gid=ev["gid"], mtime=ev["mtime"], atime=ev["time_us"],
+                   ctime=ev["time_us"], path=ev["path"], writer=ev.get("writer"))
+        end = 0
+        for cid_hex, length in ev["chunks"]:
+            cid = bytes.fromhex(cid_hex)
+            end += length
+            txn.put(k64x2(serial, end), MANIFEST_VAL.pack(cid, length), db=self.db["manifests"])
+        if end != ev["size"]:
+            raise IntegrityError(f"seal event {ev['seq']}: chunks add up to {end}, not "
+                                 f"{ev['size']}")
+        txn.put(k64(serial), U64.pack(ev["ino"]), db=self.db["serials"])
+        self.ix.put_inode(txn, rec)
+        self._set_expiry(txn, rec, None)
+        if serial >= self.ix.meta(txn, "next_serial", 1):
+            self.ix.put_meta(txn, "next_serial", serial + 1)
+        stats = self.ix.meta(txn, "stats")
+        stats["records"] += 1
+        stats["logical_bytes"] += ev["size"]
+        self.ix.put_meta(txn, "stats", stats)
+
+    def _ev_retention(self, txn, ev):
+        rec = self.ix.inode(txn, ev["ino"])
+        old = rec.get("retention")
+        rec["retention"] = ev["after"]
+        self.ix.put_inode(txn, rec)
+        if rec.get("state") == "sealed":
+            self._set_expiry(txn, rec, old)
+
+    _ev_event_date = _ev_retention
+
+    def _ev_hold(self, txn, ev):
+        rec = self.ix.inode(txn, ev["ino"])
+        rec["holds"][ev["name"]] = ev["reason"]
+        self.ix.put_inode(txn, rec)
+
+    def _ev_release(self, txn, ev):
+        rec = self.ix.inode(txn, ev["ino"])
+        rec["holds"].pop(ev["name"], None)
+        self.ix.put_inode(txn, rec)
+
+    def _ev_dir_retention(self, txn, ev):
+        rec = self.ix.inode(txn, ev["ino"])
+        rec["retention"] = ev["value"]
+        self.ix.put_inode(txn, rec)
+
+    def _ev_delete(self, txn, ev):
+        rec = self.ix.inode(txn, ev["ino"])
+        old = rec["retention"]
+        self._unlink(txn, rec["parent"], rec["name"])
+        rec["state"] = "deleted"
+        rec["deleted"] = ev["time_us"]
+        self.ix.put_inode(txn, rec)
+        self._set_expiry(txn, rec, old)
+        stats = self.ix.meta(txn, "stats")
+        stats["records"] -= 1
+        stats["logical_bytes"] -= rec["size"]
+        self.ix.put_meta(txn, "stats", stats)
+
+    def _ev_setting(self, txn, ev):
+        settings = self.ix.meta(txn, "settings")
+        settings[ev["name"]] = ev["new"]
+        self.ix.put_meta(txn, "settings", settings)

@@ -1,0 +1,276 @@
+"""The append-only segment log of one unit: the only source of truth.
+
+Concurrency: ``append`` and ``roll`` are called with the store's write lock held; ``sync`` may
+run concurrently with appends from the group-commit thread (fdatasync and pwrite on one fd are
+safe together); ``read`` is safe from any thread (pread on cached, never-closed-while-open fds).
+
+Crash safety: frames are written with pwrite at the known end and only count once fdatasync
+returned. A crash can leave a torn frame at the end of the open segment; ``recover_tail`` finds
+it, moves the bytes to ``quarantine/`` and cuts the segment there. Damage anywhere else is never
+cut: it is an integrity error for verify/scrub to repair from the mirror.
+"""
+import mmap
+import os
+import threading
+
+from ..errors import IntegrityError, StoreError, StoreFull
+from . import frames as F
+from .hostfs import fsync_dir, set_immutable
+
+
+def seg_name(segno, open_=False):
+    return f"{segno:010d}.{'open' if open_ else 'seg'}"
+
+
+class Frame:
+    __slots__ = ("segno", "offset", "ftype", "key", "payload", "length")
+
+    def __init__(self, segno, offset, ftype, key, payload, length):
+        self.segno, self.offset, self.ftype = segno, offset, ftype
+        self.key, self.payload, self.length = key, payload, length
+
+    @property
+    def end(self):
+        return self.offset + self.length
+
+
+class SegmentLog:
+    def __init__(self, dirpath, unit_uuid, max_size, readonly=False):
+        self.dir = dirpath
+        self.unit_uuid = unit_uuid
+        self.max_size = max_size
+        self.readonly = readonly
+        self._fds = {}
+        self._fd_lock = threading.Lock()
+        self.cur_segno = None
+        self.cur_fd = None
+        self.cur_end = None
+        self.immutable_supported = None
+        self._open()
+
+    # -- opening --------------------------------------------------------------------------
+
+    def segment_numbers(self):
+        """All segment numbers on disk, ascending, and the number of the open one (or None)."""
+        nums, open_no = [], None
+        for name in os.listdir(self.dir):
+            stem, _, ext = name.partition(".")
+            if ext in ("seg", "open") and stem.isdigit():
+                nums.append(int(stem))
+                if ext == "open":
+                    if open_no is not None:
+                        raise StoreError(f"two open segments in {self.dir}")
+                    open_no = int(stem)
+        nums.sort()
+        if open_no is not None and open_no != nums[-1]:
+            raise StoreError(f"open segment {open_no} is not the last one in {self.dir}")
+        return nums, open_no
+
+    def path(self, segno):
+        p = os.path.join(self.dir, seg_name(segno))
+        if os.path.exists(p):
+            return p
+        return os.path.join(self.dir, seg_name(segno, open_=True))
+
+    def _open(self):
+        nums, open_no = self.segment_numbers()
+        if self.readonly:
+            self.cur_segno = nums[-1] if nums else None
+            return
+        if open_no is None:
+            self._create_segment(nums[-1] + 1 if nums else 1)
+        else:
+            self.cur_segno = open_no
+            self.cur_fd = os.open(self.path(open_no), os.O_RDWR)
+            self.cur_end = os.fstat(self.cur_fd).st_size
+            self._check_header(open_no)
+        self._fds[self.cur_segno] = self.cur_fd
+
+    def _check_header(self, segno):
+        segno_read, unit = F.decode_segment_header(os.pread(self._fd(segno), F.SEG_HEADER_LEN, 0))
+        if segno_read != segno or unit != self.unit_uuid:
+            raise IntegrityError(f"segment {segno} belongs to another unit or number")
+
+    def _create_segment(self, segno):
+        p = os.path.join(self.dir, seg_name(segno, open_=True))
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, F.encode_segment_header(segno, self.unit_uuid))
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            os.unlink(p)
+            raise StoreFull(f"cannot create segment {p}: {e.strerror}") from e
+        fsync_dir(self.dir)
+        self.cur_segno, self.cur_fd, self.cur_end = segno, fd, F.SEG_HEADER_LEN
+        self._fds[segno] = fd
+
+    # -- writing --------------------------------------------------------------------------
+
+    def end_position(self):
+        return (self.cur_segno, self.cur_end)
+
+    def append(self, parts):
+        """Write one frame given as a list of buffers; return (segno, offset). Not durable
+        until ``sync``. On failure the segment is cut back, so no partial frame remains."""
+        total = sum(len(p) for p in parts)
+        if self.cur_end > F.SEG_HEADER_LEN and self.cur_end + total > self.max_size:
+            self.roll()
+        start = self.cur_end
+        pos = start
+        try:
+            bufs = [memoryview(p).cast("B") for p in parts]
+            while bufs:
+                n = os.pwritev(self.cur_fd, bufs, pos)
+                pos += n
+                while bufs and n >= len(bufs[0]):
+                    n -= len(bufs[0])
+                    bufs.pop(0)
+                if bufs and n:
+                    bufs[0] = bufs[0][n:]
+        except OSError as e:
+            try:
+                os.ftruncate(self.cur_fd, start)
+            except OSError:
+                pass
+            raise StoreFull(f"cannot append to segment {self.cur_segno}: {e.strerror}") from e
+        self.cur_end = pos
+        return (self.cur_segno, start)
+
+    def sync(self):
+        os.fdatasync(self.cur_fd)
+
+    def roll(self):
+        """Finish the open segment (fsync, rename, read-only, immutable) and start the next."""
+        segno, fd = self.cur_segno, self.cur_fd
+        os.fsync(fd)
+        open_path = os.path.join(self.dir, seg_name(segno, open_=True))
+        final = os.path.join(self.dir, seg_name(segno))
+        os.chmod(open_path, 0o444)
+        os.rename(open_path, final)
+        fsync_dir(self.dir)
+        self.immutable_supported = set_immutable(final, True)
+        self._create_segment(segno + 1)
+
+    def close(self):
+        with self._fd_lock:
+            for fd in self._fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._fds.clear()
+        self.cur_fd = None
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _fd(self, segno):
+        fd = self._fds.get(segno)
+        if fd is None:
+            with self._fd_lock:
+                fd = self._fds.get(segno)
+                if fd is None:
+                    try:
+                        fd = os.open(self.path(segno), os.O_RDONLY)
+                    except FileNotFoundError:
+                        raise IntegrityError(f"segment {segno} is missing") from None
+                    self._fds[segno] = fd
+        return fd
+
+    def read(self, segno, offset, length):
+        data = os.pread(self._fd(segno), length, offset)
+        if len(data) != length:
+            raise IntegrityError(f"segment {segno} is shorter than the index says")
+        return data
+
+    def read_chunk(self, segno, offset, chunk_id, length):
+        """The bytes of the chunk frame at (segno, offset), checked against its id and
+        checksum; IntegrityError rather than wrong bytes."""
+        hl = F.FIXED_LEN + 32
+        buf = self.read(segno, offset, hl + length)
+        try:
+            ftype, key, plen, pxxh, _ = F.parse_header(buf)
+            if ftype != F.T_CHUNK or key != chunk_id or plen != length:
+                raise F.FrameError("frame is not the expected chunk")
+            payload = memoryview(buf)[hl:]
+            F.check_payload(payload, pxxh)
+        except F.FrameError as e:
+            raise IntegrityError(
+                f"chunk {chunk_id.hex()[:16]} at segment {segno} offset {offset}: {e}") from None
+        return payload
+
+    def scan(self, start=None):
+        """Yield every frame from ``start`` (segno, offset) to the end of the log, checked.
+        A damaged or torn frame raises FrameError carrying ``.segno`` and ``.offset``."""
+        nums, _ = self.segment_numbers()
+        first_seg, first_off = start if start else (nums[0] if nums else 0, F.SEG_HEADER_LEN)
+        for segno in nums:
+            if segno < first_seg:
+                continue
+            off = first_off if segno == first_seg else F.SEG_HEADER_LEN
+            yield from self._scan_segment(segno, off)
+
+    def _scan_segment(self, segno, off):
+        fd = self._fd(segno)
+        size = os.fstat(fd).st_size
+        if segno == self.cur_segno and self.cur_end is not None:
+            size = min(size, self.cur_end) if self.readonly else size
+        if size <= F.SEG_HEADER_LEN:
+            if off > F.SEG_HEADER_LEN:
+                raise IntegrityError(f"segment {segno} is shorter than the index says")
+            if size < F.SEG_HEADER_LEN:
+                err = F.FrameError("segment header truncated", torn=True)
+                err.segno, err.offset = segno, 0
+                raise err
+            return
+        self._check_header(segno)
+        # Slicing the map copies; holding memoryviews into it would pin it open.
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm:
+            while off < size:
+                try:
+                    ftype, key, plen, pxxh, hl = F.parse_header(mm[off:off + 64], size - off)
+                    payload = mm[off + hl:off + hl + plen]
+                    F.check_payload(payload, pxxh)
+                except F.FrameError as e:
+                    e.segno, e.offset = segno, off
+                    raise
+                yield Frame(segno, off, ftype, key, payload if ftype == F.T_EVENT else None,
+                            hl + plen)
+                off += hl + plen
+
+    def has_valid_frame_after(self, segno, offset):
+        """Whether a complete, checksummed frame starts anywhere after ``offset`` in the
+        segment: then the damage at ``offset`` is not a torn tail and must not be cut."""
+        fd = self._fd(segno)
+        size = os.fstat(fd).st_size
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm:
+            pos = offset + 1
+            while True:
+                pos = mm.find(F.FRAME_MAGIC, pos)
+                if pos < 0:
+                    return False
+                try:
+                    _, _, plen, pxxh, hl = F.parse_header(mm[pos:pos + 64], size - pos)
+                    F.check_payload(mm[pos + hl:pos + hl + plen], pxxh)
+                    return True
+                except F.FrameError:
+                    pos += 1
+
+    def cut_tail(self, segno, offset, quarantine_dir):
+        """Move bytes [offset, end) of the open segment to quarantine and truncate there."""
+        if segno != self.cur_segno:
+            raise IntegrityError(f"refusing to cut finished segment {segno}")
+        fd = self.cur_fd
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, size - offset, offset)
+        os.makedirs(quarantine_dir, exist_ok=True)
+        qpath = os.path.join(quarantine_dir, f"{segno:010d}-{offset}.torn")
+        with open(qpath, "wb") as q:
+            q.write(tail)
+            q.flush()
+            os.fsync(q.fileno())
+        fsync_dir(quarantine_dir)
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+        self.cur_end = offset
+        return qpath, len(tail)

@@ -1,0 +1,934 @@
+"""The record store of one unit: the Python API the FUSE layer and the commands call.
+
+Every state change is an event appended to the segment log and then applied to the index by
+``replay.Replayer`` inside one LMDB transaction; the log is the truth, the index follows it.
+
+Concurrency (the FUSE layer calls from worker threads):
+- ``_wlock`` serializes appends and index writes. Held briefly: chunking and hashing happen
+  outside it; a seal takes it once per batch of new chunks and once for its seal event.
+- Durability is by group commit (commit.py): callers that need it wait for one shared
+  fdatasync after releasing the lock.
+- Reads take LMDB read transactions and pread; they never take ``_wlock``.
+
+Refusals: every operation WORM forbids appends a ``refused`` event and raises ``Refused``.
+"""
+import collections
+import fcntl
+import fnmatch
+import os
+import threading
+
+import blake3
+import xxhash
+
+from .. import _chunker, retention
+from ..clock import ComplianceClock, SystemTimeSource
+from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
+                      NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
+                      WormError)
+from ..timeutil import format_us, parse_date
+from . import events as E
+from . import frames as F
+from .commit import GroupCommit
+from .index import Index
+from .replay import ROOT_INO, Replayer
+from .segments import SegmentLog
+from .unit import read_unit
+
+DEFAULT_SCRATCH_PATTERNS = [".*.??????", "*.tmp", "~$*", ".~lock.*#", ".*.sw?"]
+DEFAULT_SCRATCH_TTL = "24h"
+SEAL_READ_BLOCK = 4 << 20
+SEAL_CHUNK_BATCH = 64
+CHUNK_CACHE_ENTRIES = 16
+HOLD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+MAX_NAME = 255
+MAX_REASON = 1024
+
+
+def check_name(name):
+    if not isinstance(name, bytes):
+        name = os.fsencode(name)
+    if len(name) > MAX_NAME:
+        raise NameTooLong(f"name longer than {MAX_NAME} bytes")
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise InvalidValue(f"bad file name {name!r}")
+    return name
+
+
+class OpenFile:
+    """A file that is not a record yet: its bytes live in staging/<ino>."""
+
+    __slots__ = ("ino", "fd", "size")
+
+    def __init__(self, ino, fd, size):
+        self.ino, self.fd, self.size = ino, fd, size
+
+
+class Store:
+    def __init__(self, path, *, time_source=None, readonly=False):
+        self.path = os.path.abspath(path)
+        self.unit = read_unit(self.path)
+        self.readonly = readonly
+        self._wlock = threading.RLock()
+        self._open = {}
+        self._sealing = set()
+        self._chunk_cache = collections.OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._lockfd = None
+        self.failed = None
+        self.recovered_tail = None
+        self.params = _chunker.Params(**self.unit["chunking"]) if self.unit.get("chunking") \
+            else _chunker.Params()
+        self.staging = os.path.join(self.path, "staging")
+        if not readonly:
+            self._take_lock()
+        try:
+            self._open_parts(time_source)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    # -- opening and closing --------------------------------------------------------------
+
+    def _take_lock(self):
+        self._lockfd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lockfd)
+            self._lockfd = None
+            raise StoreError(f"{self.path} is in use by another wormfs process (mounted?)") \
+                from None
+
+    def _release_lock(self):
+        if self._lockfd is not None:
+            os.close(self._lockfd)
+            self._lockfd = None
+
+    def _open_parts(self, time_source):
+        uuid_bytes = bytes.fromhex(self.unit["uuid"].replace("-", ""))
+        self.log = SegmentLog(os.path.join(self.path, "segments"), uuid_bytes,
+                              self.unit["segment_size"], readonly=self.readonly)
+        index_path = os.path.join(self.path, "index")
+        dirty = os.path.join(self.path, "index.dirty")
+        boot_id = (time_source or SystemTimeSource()).boot_id()
+        if not self.readonly and os.path.exists(dirty):
+            with open(dirty) as f:
+                if f.read().strip() != boot_id:
+                    # The machine went down with index pages unsynced: do not trust them.
+                    _clear_dir(index_path)
+        if self.readonly and not os.path.exists(os.path.join(index_path, "data.mdb")):
+            raise StoreError(f"{self.path} has no index; run 'wormfs rebuild-index {self.path}'")
+        self.ix = Index(index_path, readonly=self.readonly)
+        self.replay = Replayer(self.ix)
+        self.group = GroupCommit(self.log.sync) if not self.readonly else None
+        if not self.readonly:
+            with open(dirty, "w") as f:
+                f.write(boot_id + "\n")
+            self._catch_up(cut_torn_tail=True)
+        with self.ix.read() as txn:
+            self._last_seq = self.ix.meta(txn, "last_seq", 0)
+            self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
+            floor = self.ix.meta(txn, "last_time", 0)
+        self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), time_source,
+                                     floor_us=floor, persist=not self.readonly)
+        if not self.readonly and self._last_seq and self.recovered_tail:
+            segno, offset, qpath, nbytes = self.recovered_tail
+            self._event_now("torn_tail", segment=segno, offset=offset, bytes=nbytes,
+                            quarantine=os.path.relpath(qpath, self.path))
+
+    def _catch_up(self, cut_torn_tail=False):
+        """Apply every frame the index has not seen yet (after a crash: the frames appended
+        after the last index commit). A torn frame at the very end is cut and quarantined."""
+        with self.ix.read() as txn:
+            applied = self.ix.meta(txn, "applied")
+        start = tuple(applied) if applied else None
+        txn = self.ix.write()
+        try:
+            n = 0
+            for fr in self.log.scan(start):
+                self._apply_frame(txn, fr)
+                n += 1
+                if n % 4096 == 0:
+                    txn.commit()
+                    txn = self.ix.write()
+            txn.commit()
+        except F.FrameError as e:
+            txn.commit()
+            if not (cut_torn_tail and e.segno == self.log.cur_segno
+                    and not self.log.has_valid_frame_after(e.segno, e.offset)):
+                raise IntegrityError(f"segment {e.segno} is damaged at offset {e.offset}: {e}; "
+                                     f"run 'wormfs verify' and 'wormfs scrub --repair'") from None
+            qpath, nbytes = self.log.cut_tail(e.segno, e.offset,
+                                              os.path.join(self.path, "quarantine"))
+            self.recovered_tail = (e.segno, e.offset, qpath, nbytes)
+        except BaseException:
+            txn.abort()
+            raise
+
+    def _apply_frame(self, txn, fr):
+        if fr.ftype == F.T_CHUNK:
+            self.replay.apply_chunk(txn, fr.key, fr.segno, fr.offset, fr.length - F.FIXED_LEN - 32)
+        else:
+            self.replay.apply_event(txn, E.decode(fr.payload), E.event_hash(fr.payload),
+                                    fr.segno, fr.offset)
+        self.ix.put_meta(txn, "applied", [fr.segno, fr.end])
+
+    def close(self):
+        if getattr(self, "log", None) is None:
+            return
+        if not self.readonly:
+            with self._wlock:
+                for of in list(self._open.values()):
+                    os.close(of.fd)
+                self._open.clear()
+                try:
+                    self.log.sync()
+                    self.ix.sync()
+                    self.clock.persist()
+                    os.unlink(os.path.join(self.path, "index.dirty"))
+                except OSError:
+                    pass
+        self.ix.close()
+        self.log.close()
+        self.log = None
+        self._release_lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- appending events -----------------------------------------------------------------
+
+    def _check_writable(self):
+        if self.readonly:
+            raise Refused(f"{self.path} is open read-only")
+        if self.failed:
+            raise StoreError(f"store stopped accepting changes after an error: {self.failed}")
+
+    def _append_event(self, txn, etype, actor=None, **fields):
+        """Append one event and apply it in ``txn``. Caller holds _wlock."""
+        now = self.clock.now()
+        for a in self.clock.pop_anomalies():
+            self._append_one(txn, now, "clock", None, dict(
+                kind=a.kind, wall=format_us(a.wall_us), compliance=format_us(a.compliance_us),
+                detail=a.detail))
+        return self._append_one(txn, now, etype, actor, fields)
+
+    def _append_one(self, txn, now, etype, actor, fields):
+        ev = {"seq": self._last_seq + 1, "prev": self._last_hash, "time": format_us(now),
+              "time_us": now, "type": etype}
+        if actor is not None:
+            ev["actor"] = actor.as_dict()
+        ev.update(fields)
+        payload = E.encode(ev)
+        segno, offset = self.log.append([F.encode_event(payload)])
+        h = E.event_hash(payload)
+        self.replay.apply_event(txn, ev, h, segno, offset)
+        self.ix.put_meta(txn, "applied", list(self.log.end_position()))
+        self._last_seq, self._last_hash = ev["seq"], h
+        return ev
+
+    def _mutate(self, fn, durable=False):
+        """Run ``fn(txn)`` under the write lock in one index transaction. Events it appends
+        are durable on return if ``durable``. If anything fails after the log was appended
+        to, the index is brought back in line with the log (the log is the truth)."""
+        self._check_writable()
+        with self._wlock:
+            before = self.log.end_position()
+            txn = self.ix.write()
+            try:
+                result = fn(txn)
+                txn.commit()
+            except BaseException:
+                txn.abort()
+                if self.log.end_position() != before:
+                    self._resync_after_error()
+                raise
+            ticket = self.group.note_append() if durable else None
+        if ticket is not None:
+            self.group.wait(ticket)
+        return result
+
+    def _resync_after_error(self):
+        try:
+            self._catch_up()
+            with self.ix.read() as txn:
+                self._last_seq = self.ix.meta(txn, "last_seq", 0)
+                self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
+        except Exception as e:  # the index cannot follow the log: stop changing anything
+            self.failed = f"index out of step with the log: {e}"
+
+    def _event_now(self, etype, actor=None, durable=False, **fields):
+        return self._mutate(lambda txn: self._append_event(txn, etype, actor, **fields),
+                            durable=durable)
+
+    def refuse(self, op, reason, actor=None, ino=None, path=None, errno_name="EPERM"):
+        """Audit a refused operation, then raise Refused(reason)."""
+        fields = {"op": op, "reason": reason, "errno": errno_name}
+        if ino is not None:
+            fields["ino"] = ino
+            rec = self._inode(ino)
+            if rec is not None:
+                if rec.get("serial") is not None:
+                    fields["serial"] = rec["serial"]
+                fields["path"] = path or self.path_of(ino)
+        elif path is not None:
+            fields["path"] = path
+        if not self.readonly and not self.failed:
+            self._event_now("refused", actor, **fields)
+        raise Refused(reason)
+
+    # -- reading the index ----------------------------------------------------------------
+
+    def _inode(self, ino, txn=None):
+        if txn is not None:
+            return self.ix.inode(txn, ino)
+        with self.ix.read() as t:
+            return self.ix.inode(t, ino)
+
+    def inode(self, ino):
+        """The inode dict (see replay.py), with the live size of an open file."""
+        rec = self._inode(ino)
+        if rec is None or rec.get("state") == "deleted":
+            raise NotFound(f"no inode {ino}")
+        of = self._open.get(ino)
+        if of is not None:
+            rec["size"] = of.size
+        return rec
+
+    def lookup(self, parent, name):
+        name = check_name(name)
+        with self.ix.read() as txn:
+            prec = self.ix.inode(txn, parent)
+            if prec is None:
+                raise NotFound(f"no directory inode {parent}")
+            if prec["kind"] != "d":
+                raise NotADirectory(f"inode {parent} is not a directory")
+            hit = self.ix.lookup(txn, parent, name)
+        if hit is None:
+            raise NotFound(f"{os.fsdecode(name)} not found")
+        return self.inode(hit[0])
+
+    def readdir(self, ino, after_cookie=0):
+        """List (cookie, name, inode) after ``after_cookie``; cookies only grow."""
+        with self.ix.read() as txn:
+            rec = self.ix.inode(txn, ino)
+            if rec is None:
+                raise NotFound(f"no inode {ino}")
+            if rec["kind"] != "d":
+                raise NotADirectory(f"inode {ino} is not a directory")
+            entries = list(self.ix.list_dir(txn, ino, after_cookie))
+        return [(c, n, self.inode(i)) for c, n, i in entries]
+
+    def path_of(self, ino, txn=None):
+        """The path of an inode from the root, as str ('/' for the root)."""
+        parts = []
+        own = txn is None
+        txn = txn or self.ix.read()
+        try:
+            while ino != ROOT_INO:
+                rec = self.ix.inode(txn, ino)
+                if rec is None:
+                    return None
+                parts.append(rec["name"])
+                ino = rec["parent"]
+        finally:
+            if own:
+                txn.abort()
+        return "/" + "/".join(reversed(parts))
+
+    def resolve(self, path):
+        """The inode dict at a path inside the store ('/a/b')."""
+        rec = self.inode(ROOT_INO)
+        for part in [p for p in path.split("/") if p]:
+            rec = self.lookup(rec["ino"], os.fsencode(part))
+        return rec
+
+    def settings(self):
+        with self.ix.read() as txn:
+            return self.ix.meta(txn, "settings")
+
+    def unit_info(self):
+        with self.ix.read() as txn:
+            return self.ix.meta(txn, "unit")
+
+    def stats(self):
+        with self.ix.read() as txn:
+            return self.ix.meta(txn, "stats") or {"records": 0, "logical_bytes": 0,
+                                                  "chunks": 0, "stored_bytes": 0}
+
+    def now(self):
+        return self.clock.now()
+
+    # -- permissions ----------------------------------------------------------------------
+
+    def is_admin(self, actor):
+        if actor is None or actor.uid == 0:
+            return True
+        gid = (self.unit_info() or {}).get("admin_gid")
+        return gid is not None and (actor.gid == gid or gid in actor.groups)
+
+    def is_scratch(self, name):
+        patterns = (self.settings() or {}).get("scratch_patterns", DEFAULT_SCRATCH_PATTERNS)
+        s = os.fsdecode(name)
+        return any(fnmatch.fnmatchcase(s, p) for p in patterns)
+
+    # -- directories ----------------------------------------------------------------------
+
+    def _dir(self, txn, ino):
+        rec = self.ix.inode(txn, ino)
+        if rec is None:
+            raise NotFound(f"no inode {ino}")
+        if rec["kind"] != "d":
+            raise NotADirectory(f"inode {ino} is not a directory")
+        return rec
+
+    def _new_ino(self, txn):
+        return self.ix.meta(txn, "next_ino")
+
+    def mkdir(self, parent, name, mode, actor):
+        name = check_name(name)
+
+        def fn(txn):
+            self._dir(txn, parent)
+            if self.ix.lookup(txn, parent, name) is not None:
+                raise Exists(f"{os.fsdecode(name)} exists")
+            ino = self._new_ino(txn)
+            self._append_event(txn, "mkdir", actor, ino=ino, parent=parent,
+                               name=E.name_str(name), mode=mode & 0o7777,
+                               uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
+            return ino
+        return self.inode(self._mutate(fn))
+
+    def rmdir(self, parent, name, actor):
+        name = check_name(name)
+        with self.ix.read() as txn:
+            hit = self.ix.lookup(txn, parent, name)
+            if hit is None:
+                raise NotFound(f"{os.fsdecode(name)} not found")
+            rec = self.ix.inode(txn, hit[0])
+            if rec["kind"] != "d":
+                raise NotADirectory(f"{os.fsdecode(name)} is not a directory")
+            empty = self.ix.dir_is_empty(txn, rec["ino"])
+        if not empty:
+            if self._holds_records(rec["ino"]):
+                self.refuse("rmdir", "the directory holds records", actor, ino=rec["ino"])
+            raise NotEmpty(f"{os.fsdecode(name)} is not empty")
+
+        def fn(txn):
+            h = self.ix.lookup(txn, parent, name)
+            if h is None or h[0] != rec["ino"] or not self.ix.dir_is_empty(txn, rec["ino"]):
+                raise NotEmpty(f"{os.fsdecode(name)} changed; try again")
+            self._append_event(txn, "rmdir", actor, ino=rec["ino"], parent=parent,
+                               name=E.name_str(name))
+        self._mutate(fn)
+
+    def _holds_records(self, dir_ino):
+        """Whether any record (sealed, not deleted) lies below a directory."""
+        with self.ix.read() as txn:
+            stack = [dir_ino]
+            while stack:
+                for _, _, ino in self.ix.list_dir(txn, stack.pop()):
+                    rec = self.ix.inode(txn, ino)
+                    if rec["kind"] == "d":
+                        stack.append(ino)
+                    elif rec.get("state") == "sealed":
+                        return True
+        return False
+
+    def set_dir_retention(self, ino, value, actor):
+        text = retention.parse_default(value)
+        rec = self.inode(ino)
+        if rec["kind"] != "d":
+            raise InvalidValue("user.worm.retention is set on directories; use "
+                               "user.worm.retain_until on files")
+        if not self.is_admin(actor):
+            self.refuse("set_dir_retention", "only a records admin may set a directory's "
+                        "default retention", actor, ino=ino)
+        self._mutate(lambda txn: self._append_event(
+            txn, "dir_retention", actor, ino=ino, path=self.path_of(ino, txn), value=text,
+            before=rec.get("retention")), durable=True)
+
+    # -- files before they are records ----------------------------------------------------
+
+    def create(self, parent, name, mode, actor):
+        """Create an open file (or a scratch file, by name). Re-creating the name of a
+        record is refused (R4)."""
+        name = check_name(name)
+        with self.ix.read() as txn:
+            self._dir(txn, parent)
+            hit = self.ix.lookup(txn, parent, name)
+            existing = self.ix.inode(txn, hit[0]) if hit else None
+        if existing is not None:
+            if existing.get("state") == "sealed":
+                self.refuse("create", "a record with this name exists", actor,
+                            ino=existing["ino"])
+            raise Exists(f"{os.fsdecode(name)} exists")
+        state = "scratch" if self.is_scratch(name) else "open"
+
+        def fn(txn):
+            if self.ix.lookup(txn, parent, name) is not None:
+                raise Exists(f"{os.fsdecode(name)} exists")
+            ino = self._new_ino(txn)
+            fd = os.open(os.path.join(self.staging, str(ino)),
+                         os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                self._append_event(txn, "create", actor, ino=ino, parent=parent,
+                                   name=E.name_str(name), mode=mode & 0o7777, state=state,
+                                   uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._open[ino] = OpenFile(ino, fd, 0)
+            return ino
+        return self.inode(self._mutate(fn))
+
+    def _open_file(self, ino, op, actor):
+        of = self._open.get(ino)
+        if of is not None:
+            if ino in self._sealing:
+                self.refuse(op, "the file is being sealed", actor, ino=ino)
+            return of
+        rec = self._inode(ino)
+        if rec is None:
+            raise NotFound(f"no inode {ino}")
+        if rec["kind"] == "d":
+            raise IsADirectory("is a directory")
+        if rec.get("state") not in ("open", "scratch"):
+            self.refuse(op, "the file is a sealed record", actor, ino=ino)
+        # Reopened after a restart: its staged bytes are still there.
+        with self._wlock:
+            of = self._open.get(ino)
+            if of is None:
+                fd = os.open(os.path.join(self.staging, str(ino)), os.O_RDWR | os.O_CREAT, 0o600)
+                of = self._open[ino] = OpenFile(ino, fd, os.fstat(fd).st_size)
+        return of
+
+    def write(self, ino, offset, data, actor=None):
+        self._check_writable()
+        of = self._open_file(ino, "write", actor)
+        n = os.pwrite(of.fd, data, offset)
+        if offset + n > of.size:
+            of.size = offset + n
+        return n
+
+    def truncate(self, ino, size, actor=None):
+        self._check_writable()
+        if size < 0:
+            raise InvalidValue("negative size")
+        of = self._open_file(ino, "truncate", actor)
+        os.ftruncate(of.fd, size)
+        of.size = size
+
+    def setattr(self, ino, actor, mode=None, uid=None, gid=None, mtime=None, atime=None):
+        """chmod/chown/utimens on a directory or an open file. Records refuse (except the
+        atime convention, handled by ``touch_atime``)."""
+        rec = self.inode(ino)
+        if rec["kind"] == "f" and rec.get("state") == "sealed":
+            self.refuse("setattr", "the file is a sealed record", actor, ino=ino)
+        fields = {k: v for k, v in (("mode", mode), ("uid", uid), ("gid", gid),
+                                    ("mtime", mtime), ("atime", atime)) if v is not None}
+        if "mode" in fields:
+            fields["mode"] &= 0o7777
+        if fields:
+            self._mutate(lambda txn: self._append_event(txn, "setattr", actor, ino=ino,
+                                                        **fields))
+        return self.inode(ino)
+
+    def rename(self, parent, name, new_parent, new_name, actor):
+        name, new_name = check_name(name), check_name(new_name)
+        with self.ix.read() as txn:
+            hit = self.ix.lookup(txn, parent, name)
+            if hit is None:
+                raise NotFound(f"{os.fsdecode(name)} not found")
+            src = self.ix.inode(txn, hit[0])
+            self._dir(txn, new_parent)
+            thit = self.ix.lookup(txn, new_parent, new_name)
+            dst = self.ix.inode(txn, thit[0]) if thit else None
+        if src.get("state") == "sealed":
+            self.refuse("rename", "the file is a sealed record", actor, ino=src["ino"])
+        if dst is not None and dst.get("state") == "sealed":
+            self.refuse("rename", "the target name is a sealed record", actor, ino=dst["ino"])
+        if dst is not None and dst["ino"] == src["ino"]:
+            return self.inode(src["ino"])
+        if src["kind"] == "d":
+            if self._holds_records(src["ino"]):
+                self.refuse("rename", "the directory holds records", actor, ino=src["ino"])
+            p = new_parent
+            with self.ix.read() as txn:
+                while True:
+                    if p == src["ino"]:
+                        raise InvalidValue("cannot move a directory into itself")
+                    if p == ROOT_INO:
+                        break
+                    p = self.ix.inode(txn, p)["parent"]
+        if dst is not None:
+            if dst["kind"] == "d":
+                if src["kind"] != "d":
+                    raise IsADirectory(f"{os.fsdecode(new_name)} is a directory")
+                if self._holds_records(dst["ino"]):
+                    self.refuse("rename", "the target directory holds records", actor,
+                                ino=dst["ino"])
+                with self.ix.read() as txn:
+                    if not self.ix.dir_is_empty(txn, dst["ino"]):
+                        raise NotEmpty(f"{os.fsdecode(new_name)} is not empty")
+            elif src["kind"] == "d":
+                raise NotADirectory(f"{os.fsdecode(new_name)} is not a directory")
+        state = None
+        if src["kind"] == "f" and src.get("state") in ("open", "scratch"):
+            state = "scratch" if self.is_scratch(new_name) else "open"
+
+        def fn(txn):
+            fields = dict(ino=src["ino"], parent=parent, name=E.name_str(name),
+                          new_parent=new_parent, new_name=E.name_str(new_name))
+            if dst is not None:
+                fields["replaced"] = dst["ino"]
+            self._append_event(txn, "rename", actor, **fields)
+            if state is not None and state != src["state"]:
+                self._append_event(txn, "state", actor, ino=src["ino"], state=state)
+        self._mutate(fn)
+        if dst is not None and dst["kind"] == "f":
+            self._drop_staging(dst["ino"])
+        return self.inode(src["ino"])
+
+    def _drop_staging(self, ino):
+        of = self._open.pop(ino, None)
+        if of is not None:
+            os.close(of.fd)
+        try:
+            os.unlink(os.path.join(self.staging, str(ino)))
+        except FileNotFoundError:
+            pass
+
+    def unlink(self, parent, name, actor):
+        """Remove a name: an open or scratch file is discarded; a record is deleted only once
+        it has expired and holds no hold (audited)."""
+        name = check_name(name)
+        with self.ix.read() as txn:
+            self._dir(txn, parent)
+            hit = self.ix.lookup(txn, parent, name)
+            if hit is None:
+                raise NotFound(f"{os.fsdecode(name)} not found")
+            rec = self.ix.inode(txn, hit[0])
+        if rec["kind"] == "d":
+            raise IsADirectory(f"{os.fsdecode(name)} is a directory")
+        if rec.get("state") == "sealed":
+            return self._delete_record(rec, actor)
+        self._mutate(lambda txn: self._append_event(txn, "unlink", actor, ino=rec["ino"],
+                                                    parent=parent, name=E.name_str(name)))
+        self._drop_staging(rec["ino"])
+
+    def _delete_record(self, rec, actor):
+        ino = rec["ino"]
+        now = self.clock.now()
+        if rec["holds"]:
+            self.refuse("unlink", f"the record is under legal hold "
+                        f"({', '.join(sorted(rec['holds']))})", actor, ino=ino)
+        if not retention.expired(rec["retention"], now):
+            self.refuse("unlink", f"the record is retained until "
+                        f"{retention.display(rec['retention'])}", actor, ino=ino)
+
+        def fn(txn):
+            cur = self.ix.inode(txn, ino)
+            if cur["holds"] or not retention.expired(cur["retention"], self.clock.now()):
+                raise Refused("the record's retention changed; try again")
+            self._append_event(txn, "delete", actor, ino=ino, serial=cur["serial"],
+                               path=self.path_of(ino, txn), blake3=cur["blake3"],
+                               size=cur["size"])
+        self._mutate(fn, durable=True)
+
+    def read(self, ino, offset, size):
+        if offset < 0 or size < 0:
+            raise InvalidValue("negative offset or size")
+        of = self._open.get(ino)
+        if of is not None:
+            return os.pread(of.fd, size, offset)
+        rec = self.inode(ino)
+        if rec["kind"] == "d":
+            raise IsADirectory("is a directory")
+        if rec.get("state") in ("open", "scratch"):
+            return os.pread(self._open_file(ino, "read", None).fd, size, offset)
+        return self._read_record(rec, offset, size)
+
+    def _read_record(self, rec, offset, size):
+        end = min(offset + size, rec["size"])
+        if offset >= end:
+            return b""
+        out = []
+        with self.ix.read() as txn:
+            pieces = []
+            for start, length, cid in self.ix.manifest_from(txn, rec["serial"], offset):
+                if start >= end:
+                    break
+                pieces.append((start, length, cid, self.ix.chunk(txn, cid)))
+        for start, length, cid, loc in pieces:
+            if loc is None:
+                raise IntegrityError(f"record {rec['serial']}: chunk {cid.hex()[:16]} is not in "
+                                     f"the index")
+            data = self._chunk_bytes(cid, loc)
+            lo, hi = max(offset, start) - start, min(end, start + length) - start
+            out.append(data[lo:hi])
+        return b"".join(out)
+
+    def _chunk_bytes(self, cid, loc):
+        with self._cache_lock:
+            data = self._chunk_cache.get(cid)
+            if data is not None:
+                self._chunk_cache.move_to_end(cid)
+                return data
+        segno, offset, length = loc
+        data = self.log.read_chunk(segno, offset, cid, length)
+        with self._cache_lock:
+            self._chunk_cache[cid] = data
+            if len(self._chunk_cache) > CHUNK_CACHE_ENTRIES:
+                self._chunk_cache.popitem(last=False)
+        return data
+
+    # -- sealing --------------------------------------------------------------------------
+
+    def seal(self, ino, actor=None):
+        """Make an open file a record: chunk, dedup, append, verify by reading back, index,
+        serial and retain-until; durable when this returns."""
+        self._check_writable()
+        of = self._open_file(ino, "seal", actor)
+        with self._wlock:
+            if ino in self._sealing:
+                raise Refused("the file is already being sealed")
+            self._sealing.add(ino)
+        try:
+            return self._seal(of, actor)
+        finally:
+            with self._wlock:
+                self._sealing.discard(ino)
+
+    def _chunk_staged(self, of):
+        """Chunk and hash the staged bytes. Returns ([(offset, length, id, xxh3)], digest)."""
+        sc = _chunker.StreamChunker(self.params)
+        whole = blake3.blake3()
+        chunks = []
+        buf = bytearray(SEAL_READ_BLOCK)
+        mv = memoryview(buf)
+        pos = 0
+        while True:
+            n = os.preadv(of.fd, [buf], pos)
+            if n <= 0:
+                break
+            pos += n
+            for off, length, cid, x, view in sc.feed(mv[:n]):
+                whole.update(view)
+                chunks.append((off, length, cid, x))
+        for off, length, cid, x, view in sc.finish():
+            whole.update(view)
+            chunks.append((off, length, cid, x))
+        if pos != of.size:
+            raise IntegrityError(f"staged file of inode {of.ino} is {pos} bytes, expected "
+                                 f"{of.size}")
+        return chunks, whole.hexdigest()
+
+    def _store_chunks(self, of, chunks):
+        """Append the chunks the unit lacks, in batches under the lock, and read each back
+        to check it before the record may refer to it (R14)."""
+        for i in range(0, len(chunks), SEAL_CHUNK_BATCH):
+            batch = chunks[i:i + SEAL_CHUNK_BATCH]
+
+            def fn(txn, batch=batch):
+                written = []
+                for off, length, cid, x in batch:
+                    if self.ix.chunk(txn, cid) is not None:
+                        continue
+                    data = os.pread(of.fd, length, off)
+                    if len(data) != length or xxhash.xxh3_64_intdigest(data) != x:
+                        raise IntegrityError(f"staged bytes of inode {of.ino} changed during seal")
+                    segno, foff = self.log.append([F.frame_header(F.T_CHUNK, cid, length, x),
+                                                   data])
+                    self.replay.apply_chunk(txn, cid, segno, foff, length)
+                    self.ix.put_meta(txn, "applied", list(self.log.end_position()))
+                    written.append((cid, segno, foff, length))
+                for cid, segno, foff, length in written:
+                    back = self.log.read_chunk(segno, foff, cid, length)
+                    if blake3.blake3(back).digest() != cid:
+                        raise IntegrityError(f"chunk {cid.hex()[:16]} read back wrong from "
+                                             f"segment {segno}")
+            self._mutate(fn)
+
+    def _seal_retention(self, txn, rec, committed):
+        if rec.get("retention"):
+            return rec["retention"]
+        p = rec["parent"]
+        while True:
+            d = self.ix.inode(txn, p)
+            if d.get("retention"):
+                return retention.from_default(d["retention"], committed)
+            if p == ROOT_INO:
+                break
+            p = d["parent"]
+        return retention.from_default(self.ix.meta(txn, "unit")["default_retention"], committed)
+
+    def _seal(self, of, actor):
+        ino = of.ino
+        chunks, digest = self._chunk_staged(of)
+        self._store_chunks(of, chunks)
+
+        def fn(txn):
+            rec = self.ix.inode(txn, ino)
+            if rec is None or rec.get("state") not in ("open", "scratch"):
+                raise Refused("the file is not open")
+            serial = self.ix.meta(txn, "next_serial")
+            now = self.clock.now()
+            ret = self._seal_retention(txn, rec, now)
+            self._append_event(
+                txn, "seal", actor, ino=ino, serial=serial, path=self.path_of(ino, txn),
+                size=of.size, blake3=digest, retention=ret, mode=rec["mode"] & 0o7555,
+                uid=rec["uid"], gid=rec["gid"], mtime=rec["mtime"], writer=rec.get("creator"),
+                chunks=[[cid.hex(), length] for _, length, cid, _ in chunks])
+        self._mutate(fn, durable=True)
+        self._drop_staging(ino)
+        return self.inode(ino)
+
+    # -- retention and holds (records admin where SPEC says so) ---------------------------
+
+    def set_retain_until(self, ino, value, actor):
+        """Write user.worm.retain_until: on an open file it sets what the record will get;
+        on a record it may only extend (R7)."""
+        new = retention.parse_value(value)
+        rec = self.inode(ino)
+        if rec["kind"] != "f":
+            raise InvalidValue("user.worm.retain_until is set on files; directories take "
+                               "user.worm.retention")
+        now = self.clock.now()
+        if new["until"] is not None and new["until"] <= now:
+            raise InvalidValue(f"retain-until {value!r} is not in the future (compliance "
+                               f"clock {format_us(now)})")
+        if rec.get("state") == "sealed":
+            try:
+                after = retention.extend(rec["retention"], new, rec["committed"])
+            except Refused as e:
+                self.refuse("set_retain_until", str(e), actor, ino=ino)
+        else:
+            after = new
+        if after == rec.get("retention"):
+            return
+        self._mutate(lambda txn: self._append_event(
+            txn, "retention", actor, ino=ino, serial=rec.get("serial"),
+            path=self.path_of(ino, txn), before=rec.get("retention"), after=after),
+            durable=True)
+
+    def touch_atime(self, ino, atime_us, actor):
+        """The atime convention: a future atime extends retain-until; an earlier one changes
+        nothing and is refused."""
+        rec = self.inode(ino)
+        if rec.get("state") != "sealed":
+            return self.setattr(ino, actor, atime=atime_us)
+        kind, until = retention.effective(rec["retention"])
+        if kind != "until" or until is None or atime_us < until:
+            self.refuse("set_atime", f"atime {format_us(atime_us)} does not extend retain-until "
+                        f"{retention.display(rec['retention'])}", actor, ino=ino)
+        return self.set_retain_until(ino, format_us(atime_us), actor)
+
+    def set_event_date(self, ino, value, actor):
+        date = parse_date(value)
+        rec = self.inode(ino)
+        if rec.get("state") != "sealed":
+            raise InvalidValue("the event date is set on records")
+        if not self.is_admin(actor):
+            self.refuse("set_event_date", "only a records admin may set an event date", actor,
+                        ino=ino)
+        try:
+            after = retention.set_event(rec["retention"], date)
+        except Refused as e:
+            self.refuse("set_event_date", str(e), actor, ino=ino)
+        self._mutate(lambda txn: self._append_event(
+            txn, "event_date", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
+            date=format_us(date), before=rec["retention"], after=after), durable=True)
+
+    def place_hold(self, ino, name, reason, actor):
+        if not name or len(name) > 64 or not set(name) <= HOLD_NAME_CHARS:
+            raise InvalidValue(f"bad hold name {name!r}: 1 to 64 of A-Z a-z 0-9 . _ -")
+        if len(reason.encode("utf-8", "surrogateescape")) > MAX_REASON:
+            raise InvalidValue(f"hold reason longer than {MAX_REASON} bytes")
+        rec = self.inode(ino)
+        if rec.get("state") != "sealed":
+            raise InvalidValue("legal holds are placed on records")
+        if not self.is_admin(actor):
+            self.refuse("hold", "only a records admin may place a legal hold", actor, ino=ino)
+        self._mutate(lambda txn: self._append_event(
+            txn, "hold", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
+            name=name, reason=reason), durable=True)
+
+    def release_hold(self, ino, name, actor):
+        rec = self.inode(ino)
+        if name not in rec.get("holds", {}):
+            raise NoSuchAttribute(f"no hold named {name!r}")
+        if not self.is_admin(actor):
+            self.refuse("release", "only a records admin may release a legal hold", actor,
+                        ino=ino)
+        self._mutate(lambda txn: self._append_event(
+            txn, "release", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
+            name=name), durable=True)
+
+    def sync(self):
+        """Make everything appended so far durable."""
+        if not self.readonly:
+            with self._wlock:
+                ticket = self.group.note_append()
+            self.group.wait(ticket)
+
+    # -- the event log --------------------------------------------------------------------
+
+    def events(self, start_seq=1):
+        """Yield decoded events in order from ``start_seq``."""
+        with self.ix.read() as txn:
+            pos = self.ix.event_pos(txn, start_seq)
+        if pos is None:
+            return
+        for fr in self.log.scan(pos):
+            if fr.ftype == F.T_EVENT:
+                yield E.decode(fr.payload)
+
+
+def verify_log(log, deep=True):
+    """Check a unit's whole log: every frame's checksums, every chunk's BLAKE3 id (if
+    ``deep``), and the event chain from seq 1. Returns (events, chunks); raises IntegrityError
+    naming the first bad place."""
+    seq, prev, n_chunks = 0, E.GENESIS, 0
+    for fr in log.scan():
+        if fr.ftype == F.T_CHUNK:
+            n_chunks += 1
+            if deep:
+                length = fr.length - F.FIXED_LEN - 32
+                data = log.read(fr.segno, fr.offset + F.FIXED_LEN + 32, length)
+                if blake3.blake3(data).digest() != fr.key:
+                    raise IntegrityError(f"chunk at segment {fr.segno} offset {fr.offset} does "
+                                         f"not match its id")
+            continue
+        ev = E.decode(fr.payload)
+        if ev.get("seq") != seq + 1 or ev.get("prev") != prev:
+            raise IntegrityError(f"event chain broken at segment {fr.segno} offset {fr.offset} "
+                                 f"(seq {ev.get('seq')}, expected {seq + 1})")
+        seq, prev = ev["seq"], E.event_hash(fr.payload)
+    return seq, n_chunks
+
+
+def _clear_dir(path):
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            os.unlink(os.path.join(path, name))
+
+
+def create_store(path, **unit_fields):
+    """Create a unit and write its first event (unit_init). Returns the unit dict."""
+    from .unit import write_unit
+    settings = unit_fields.pop("settings")
+    init = unit_fields.pop("init")
+    unit = write_unit(path, **unit_fields)
+    with Store(path, time_source=init.pop("time_source", None)) as st:
+        st._event_now("unit_init", None, durable=True, serial=unit["serial"],
+                      role=unit["role"], mode=unit["mode"], label=unit["label"],
+                      peer_serial=unit["peer_serial"], settings=settings, **init)
+    return unit
+
+
+__all__ = ["Store", "create_store", "WormError", "DEFAULT_SCRATCH_PATTERNS"]

@@ -1,0 +1,79 @@
+"""Shared fixtures: units in temporary directories, and an injectable clock.
+
+``FakeTime`` replaces the system clocks *inside the test process only*; the product has no
+way to select it (no flag, no environment variable)."""
+import os
+
+import pytest
+
+from wormfs.store.hostfs import set_immutable
+from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, Store, create_store
+from wormfs.timeutil import US, parse_date
+
+
+class FakeTime:
+    def __init__(self, start="2026-01-15T09:00:00Z"):
+        self.wall = parse_date(start)
+        self.boot = 1_000 * US
+        self.bid = "boot-1"
+        self._boots = 1
+
+    def wall_us(self):
+        return self.wall
+
+    def boot_us(self):
+        return self.boot
+
+    def boot_id(self):
+        return self.bid
+
+    def advance(self, seconds):
+        """Real time passes: both clocks move."""
+        self.wall += int(seconds * US)
+        self.boot += int(seconds * US)
+
+    def jump_wall(self, seconds):
+        """Someone sets the system clock; no real time passes."""
+        self.wall += int(seconds * US)
+
+    def reboot(self, downtime_seconds):
+        self._boots += 1
+        self.bid = f"boot-{self._boots}"
+        self.boot = 5 * US
+        self.wall += int(downtime_seconds * US)
+
+
+def clear_immutable(root):
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".seg"):
+                set_immutable(os.path.join(dirpath, f), False)
+
+
+@pytest.fixture
+def fake_time():
+    return FakeTime()
+
+
+@pytest.fixture
+def unit_path(tmp_path):
+    path = str(tmp_path / "unit")
+    yield path
+    clear_immutable(str(tmp_path))
+
+
+def make_unit(path, time_source=None, default_retention="6y", segment_size=128 << 20,
+              admin_gid=None, mode="compliance"):
+    create_store(path, role="primary", mode=mode, label="test", segment_size=segment_size,
+                 settings={"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": "24h"},
+                 init={"default_retention": default_retention, "admin_gid": admin_gid,
+                       "time_source": time_source})
+    return path
+
+
+@pytest.fixture
+def store(unit_path, fake_time):
+    make_unit(unit_path, fake_time)
+    st = Store(unit_path, time_source=fake_time)
+    yield st
+    st.close()
