@@ -2,6 +2,7 @@
 exit status; ``main`` turns every error into one line (never a traceback): exit 2 for bad
 arguments or values, 1 for failures and findings."""
 import argparse
+import fcntl
 import grp
 import json
 import os
@@ -10,7 +11,8 @@ import sys
 
 from . import __version__, retention
 from .errors import InvalidValue, StoreError, WormError
-from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
+from .store.store import (DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store,
+                          rebuild_index)
 from .store.unit import new_serial, read_unit, write_unit
 from .timeutil import US, format_us
 
@@ -197,30 +199,27 @@ def cmd_rebuild_index(args):
     read_unit(path)
     index = os.path.join(path, "index")
     old = index + ".old"
-    if os.path.exists(old):
-        shutil.rmtree(old)
     lockfd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        import fcntl
         try:
             fcntl.flock(lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreError(f"{path} is in use (mounted?); unmount it first") from None
+        if os.path.exists(old):
+            shutil.rmtree(old)
         if os.path.exists(index):
-            os.rename(index, old)
+            os.rename(index, old)   # kept until the new one is complete
         os.makedirs(index)
-        fcntl.flock(lockfd, fcntl.LOCK_UN)
+        try:
+            seq, stats = rebuild_index(path)
+        except BaseException:
+            shutil.rmtree(index, ignore_errors=True)
+            if os.path.exists(old):
+                os.rename(old, index)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         os.close(lockfd)
-    try:
-        with Store(path) as st:
-            stats, seq = st.stats(), st._last_seq
-    except BaseException:
-        shutil.rmtree(index, ignore_errors=True)
-        if os.path.exists(old):
-            os.rename(old, index)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     print(f"rebuilt index of {path} from its segments: {seq} events, {stats['records']} "
           f"records, {stats['chunks']} chunks")
     return 0

@@ -136,6 +136,8 @@ class Store:
             segno, offset, qpath, nbytes = self.recovered_tail
             self._event_now("torn_tail", segment=segno, offset=offset, bytes=nbytes,
                             quarantine=os.path.relpath(qpath, self.path))
+        if not self.readonly and self._last_seq:
+            self.tick()  # a restart or a clock jump noticed at open goes on record now
 
     def _catch_up(self, cut_torn_tail=False):
         """Apply every frame the index has not seen yet (after a crash: the frames appended
@@ -167,12 +169,7 @@ class Store:
             raise
 
     def _apply_frame(self, txn, fr):
-        if fr.ftype == F.T_CHUNK:
-            self.replay.apply_chunk(txn, fr.key, fr.segno, fr.offset, fr.length - F.FIXED_LEN - 32)
-        else:
-            self.replay.apply_event(txn, E.decode(fr.payload), E.event_hash(fr.payload),
-                                    fr.segno, fr.offset)
-        self.ix.put_meta(txn, "applied", [fr.segno, fr.end])
+        apply_frame(self.replay, txn, fr)
 
     def close(self):
         if getattr(self, "log", None) is None:
@@ -209,13 +206,17 @@ class Store:
             raise StoreError(f"store stopped accepting changes after an error: {self.failed}")
 
     def _append_event(self, txn, etype, actor=None, **fields):
-        """Append one event and apply it in ``txn``. Caller holds _wlock."""
+        """Append one event (after any clock anomaly noticed since the last one) and apply
+        it in ``txn``. Caller holds _wlock."""
         now = self.clock.now()
+        self._append_anomalies(txn, now)
+        return self._append_one(txn, now, etype, actor, fields)
+
+    def _append_anomalies(self, txn, now):
         for a in self.clock.pop_anomalies():
             self._append_one(txn, now, "clock", None, dict(
                 kind=a.kind, wall=format_us(a.wall_us), compliance=format_us(a.compliance_us),
                 detail=a.detail))
-        return self._append_one(txn, now, etype, actor, fields)
 
     def _append_one(self, txn, now, etype, actor, fields):
         ev = {"seq": self._last_seq + 1, "prev": self._last_hash, "time": format_us(now),
@@ -362,6 +363,14 @@ class Store:
 
     def now(self):
         return self.clock.now()
+
+    def tick(self):
+        """Read the clock and write any anomaly it noticed into the audit trail. The mount
+        calls this periodically, so an idle store still records a clock jump promptly."""
+        self.clock.now()
+        if self.clock.anomalies and not self.readonly:
+            self._mutate(lambda txn: self._append_anomalies(txn, self.clock.now()),
+                         durable=True)
 
     # -- permissions ----------------------------------------------------------------------
 
@@ -887,6 +896,57 @@ class Store:
         for fr in self.log.scan(pos):
             if fr.ftype == F.T_EVENT:
                 yield E.decode(fr.payload)
+
+
+def apply_frame(replayer, txn, fr):
+    """Apply one scanned frame to the index (live catch-up and rebuild alike)."""
+    if fr.ftype == F.T_CHUNK:
+        replayer.apply_chunk(txn, fr.key, fr.segno, fr.offset, fr.length - F.FIXED_LEN - 32)
+    else:
+        replayer.apply_event(txn, E.decode(fr.payload), E.event_hash(fr.payload), fr.segno,
+                             fr.offset)
+    replayer.ix.put_meta(txn, "applied", [fr.segno, fr.end])
+
+
+def rebuild_index(path):
+    """Recreate a unit's index from its segments alone, into an empty ``index/``. A pure
+    replay: it reads no clock and appends nothing, so the result equals the live index.
+    Returns (events, stats)."""
+    unit = read_unit(path)
+    uuid_bytes = bytes.fromhex(unit["uuid"].replace("-", ""))
+    log = SegmentLog(os.path.join(path, "segments"), uuid_bytes, unit["segment_size"],
+                     readonly=True)
+    ix = Index(os.path.join(path, "index"))
+    rp = Replayer(ix)
+    try:
+        txn = ix.write()
+        try:
+            for n, fr in enumerate(log.scan(), 1):
+                apply_frame(rp, txn, fr)
+                if n % 4096 == 0:
+                    txn.commit()
+                    txn = ix.write()
+            txn.commit()
+        except F.FrameError as e:
+            txn.abort()
+            raise IntegrityError(
+                f"segment {e.segno} is damaged at offset {e.offset}: {e}. If it is the end of "
+                f"the last segment (a crash), opening the store cuts it; otherwise repair it "
+                f"from the mirror ('wormfs scrub --repair')") from None
+        except BaseException:
+            txn.abort()
+            raise
+        with ix.read() as t:
+            seq, stats = ix.meta(t, "last_seq", 0), ix.meta(t, "stats")
+        ix.sync()
+        try:
+            os.unlink(os.path.join(path, "index.dirty"))  # synced and whole: trust it
+        except FileNotFoundError:
+            pass
+        return seq, stats
+    finally:
+        ix.close()
+        log.close()
 
 
 def verify_log(log, deep=True):

@@ -1,0 +1,187 @@
+"""Retention rules: extend-only, holds, event-based, the compliance clock. Through the store,
+with the clock injected (the product has no such hook)."""
+import pytest
+
+from wormfs import retention
+from wormfs.actor import Actor
+from wormfs.errors import InvalidValue, NoSuchAttribute, Refused
+from wormfs.timeutil import Duration, format_us, parse_date, parse_duration
+
+ROOT = Actor(0, 0, 1, "pytest")
+USER = Actor(1000, 1000, 2, "pytest")
+YEAR = 365 * 24 * 3600
+
+
+def record(store, name=b"r.txt", data=b"hello", parent=1):
+    f = store.create(parent, name, 0o644, USER)
+    store.write(f["ino"], 0, data)
+    return store.seal(f["ino"], USER)
+
+
+def refusals(store):
+    return [e for e in store.events() if e["type"] == "refused"]
+
+
+def test_durations_and_dates():
+    assert parse_duration("18m") == Duration(months=18, text="18m")
+    assert parse_duration("P6Y").months == 72
+    assert parse_duration("PT90S").seconds == 90
+    assert parse_duration("3y").after(parse_date("2024-02-29")) == parse_date("2027-02-28")
+    assert parse_duration("1m").after(parse_date("2026-01-31")) == parse_date("2026-02-28")
+    assert format_us(parse_date("2032-01-31T17:00:00Z")) == "2032-01-31T17:00:00Z"
+    for bad in ("7x", "", "0d", "P", "PT", "-3y", "3 y", "6Y6"):
+        with pytest.raises(InvalidValue, match="bad duration"):
+            parse_duration(bad)
+    for bad in ("2032-13-01", "tomorrow", "2032-01-32", "", "20320131"):
+        with pytest.raises(InvalidValue, match="bad date"):
+            parse_date(bad)
+
+
+def test_record_gets_store_default(store, fake_time):
+    r = record(store)
+    assert retention.display(r["retention"]) == "2032-01-15T09:00:00Z"
+
+
+def test_directory_default_wins_over_store_default(store):
+    d = store.mkdir(1, b"chat", 0o755, ROOT)
+    store.set_dir_retention(d["ino"], "18m", ROOT)
+    sub = store.mkdir(d["ino"], b"2026", 0o755, ROOT)
+    r = record(store, parent=sub["ino"])
+    assert retention.display(r["retention"]) == "2027-07-15T09:00:00Z"
+
+
+def test_file_xattr_wins_and_classes(store):
+    for name, value, shown in ((b"a", "2040-01-01", "2040-01-01T00:00:00Z"),
+                               (b"b", "indefinite", "indefinite"),
+                               (b"c", "event+6y", "event+6y")):
+        f = store.create(1, name, 0o644, USER)
+        store.set_retain_until(f["ino"], value, USER)
+        r = store.seal(f["ino"], USER)
+        assert retention.display(r["retention"]) == shown
+
+
+def test_extend_only(store):
+    r = record(store)
+    ino = r["ino"]
+    store.set_retain_until(ino, "2035-01-01", USER)
+    assert retention.display(store.inode(ino)["retention"]) == "2035-01-01T00:00:00Z"
+    with pytest.raises(Refused):
+        store.set_retain_until(ino, "2034-01-01", USER)
+    assert retention.display(store.inode(ino)["retention"]) == "2035-01-01T00:00:00Z"
+    store.set_retain_until(ino, "indefinite", USER)
+    with pytest.raises(Refused):
+        store.set_retain_until(ino, "2099-01-01", USER)
+    assert retention.display(store.inode(ino)["retention"]) == "indefinite"
+    assert [e["op"] for e in refusals(store)] == ["set_retain_until", "set_retain_until"]
+
+
+def test_malformed_values_change_nothing(store):
+    r = record(store)
+    before = store.inode(r["ino"])["retention"]
+    n = len(list(store.events()))
+    for bad in ("soon", "2032-02-30", "event+", "event+0d", "", "\udcff"):
+        with pytest.raises(InvalidValue):
+            store.set_retain_until(r["ino"], bad, USER)
+    with pytest.raises(InvalidValue):
+        store.set_retain_until(r["ino"], "2020-01-01", USER)  # in the past
+    assert store.inode(r["ino"])["retention"] == before
+    assert len(list(store.events())) == n
+
+
+def test_expiry_hold_and_delete(store, fake_time):
+    d = store.mkdir(1, b"short", 0o755, ROOT)
+    store.set_dir_retention(d["ino"], "3s", ROOT)
+    r = record(store, parent=d["ino"])
+    with pytest.raises(Refused, match="retained until"):
+        store.unlink(d["ino"], b"r.txt", USER)
+    fake_time.advance(4)
+    store.place_hold(r["ino"], "case-42", "SEC inquiry", ROOT)
+    with pytest.raises(Refused, match="legal hold"):
+        store.unlink(d["ino"], b"r.txt", USER)
+    with pytest.raises(Refused):
+        store.release_hold(r["ino"], "case-42", USER)   # not a records admin
+    store.release_hold(r["ino"], "case-42", ROOT)
+    with pytest.raises(NoSuchAttribute):
+        store.release_hold(r["ino"], "case-42", ROOT)
+    store.unlink(d["ino"], b"r.txt", USER)
+    ev = [e for e in store.events() if e["type"] == "delete"]
+    assert ev and ev[0]["serial"] == r["serial"] and ev[0]["actor"]["uid"] == 1000
+    assert [e["op"] for e in refusals(store)] == ["unlink", "unlink", "release"]
+
+
+def test_event_based_pending_until_event_date(store, fake_time):
+    f = store.create(1, b"acct", 0o644, USER)
+    store.set_retain_until(f["ino"], "event+1y", USER)
+    r = store.seal(f["ino"], USER)
+    fake_time.advance(3 * YEAR)
+    with pytest.raises(Refused, match="event"):
+        store.unlink(1, b"acct", USER)  # pending: never expires before the event
+    with pytest.raises(Refused):
+        store.set_retain_until(r["ino"], "2030-01-01", USER)  # date would replace a pending event
+    with pytest.raises(Refused):
+        store.set_event_date(r["ino"], "2027-01-01", USER)  # not a records admin
+    store.set_event_date(r["ino"], "2027-01-01", ROOT)
+    assert retention.display(store.inode(r["ino"])["retention"]) == "2028-01-01T00:00:00Z"
+    with pytest.raises(Refused, match="already set"):
+        store.set_event_date(r["ino"], "2027-06-01", ROOT)
+    store.unlink(1, b"acct", USER)  # 2029 > 2028: expired
+
+
+def test_forward_clock_jump_of_ten_years_expires_nothing(store, fake_time):
+    r = record(store)
+    fake_time.jump_wall(10 * YEAR)
+    fake_time.advance(60)
+    with pytest.raises(Refused, match="retained until"):
+        store.unlink(1, b"r.txt", USER)
+    kinds = [e["kind"] for e in store.events() if e["type"] == "clock"]
+    assert "ahead" in kinds
+    assert store.now() < parse_date("2026-01-16")
+
+
+def test_clock_never_runs_backward(store, fake_time):
+    t0 = store.now()
+    fake_time.jump_wall(-5 * YEAR)
+    fake_time.advance(10)
+    assert store.now() >= t0 + 10_000_000
+    store.tick()
+    assert any(e["kind"] == "behind" for e in store.events() if e["type"] == "clock")
+
+
+def test_catch_up_is_bounded(store, fake_time):
+    t0 = store.now()
+    fake_time.jump_wall(30 * 24 * 3600)       # 30 days ahead
+    fake_time.advance(365 * 24 * 3600 / 2)    # half a year of real time
+    gained = store.now() - t0 - int(365 * 24 * 3600 / 2 * 1e6)
+    assert 0 < gained <= int(3.5 * 24 * 3600 * 1e6) + 1  # at most 7 days per year
+
+
+def test_clock_survives_restart_and_reboot(unit_path, fake_time):
+    from ..conftest import make_unit
+    from wormfs.store.store import Store
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        t0 = st.now()
+    fake_time.advance(100)                    # same boot, daemon down for 100 s
+    with Store(unit_path, time_source=fake_time) as st:
+        assert st.now() - t0 >= 100_000_000
+        t1 = st.now()
+    fake_time.reboot(downtime_seconds=10 * YEAR)   # powered off and clock set far ahead
+    with Store(unit_path, time_source=fake_time) as st:
+        assert t1 <= st.now() < t1 + 60_000_000
+        assert any(e["kind"] == "restart" for e in st.events() if e["type"] == "clock")
+
+
+def test_holds_and_event_dates_need_a_records_admin(store):
+    r = record(store)
+    with pytest.raises(Refused):
+        store.place_hold(r["ino"], "case", "x", USER)
+    admin = Actor(1000, 1000, 3, "pytest", groups=(4242,))
+    with pytest.raises(Refused):
+        store.place_hold(r["ino"], "case", "x", admin)   # store has no admin group
+    for bad in ("", "a b", "x" * 65, "ü"):
+        with pytest.raises(InvalidValue):
+            store.place_hold(r["ino"], bad, "x", ROOT)
+    with pytest.raises(InvalidValue):
+        store.place_hold(r["ino"], "case", "x" * 2000, ROOT)
+    store.place_hold(r["ino"], "case", "reason", ROOT)
+    assert store.inode(r["ino"])["holds"] == {"case": "reason"}

@@ -1,0 +1,270 @@
+"""The record store below FUSE: files, records, dedup, refusals, the index as a cache of the
+log, damage detection."""
+import os
+import random
+
+import blake3
+import pytest
+
+from wormfs.actor import Actor
+from wormfs.cli import main as cli
+from wormfs.errors import Exists, IntegrityError, IsADirectory, NotEmpty, NotFound, Refused
+from wormfs.store.index import Index
+from wormfs.store.store import Store, verify_log
+
+from ..conftest import make_unit
+
+USER = Actor(1000, 1000, 7, "pytest")
+
+
+def put(store, name, data, parent=1):
+    f = store.create(parent, name, 0o644, USER)
+    store.write(f["ino"], 0, data)
+    return store.seal(f["ino"], USER)
+
+
+def test_open_file_random_writes_then_record(store):
+    f = store.create(1, b"blotter.csv", 0o644, USER)
+    assert f["state"] == "open"
+    store.write(f["ino"], 10, b"world")
+    store.write(f["ino"], 0, b"hello")
+    store.truncate(f["ino"], 12)
+    store.write(f["ino"], 12, b"!")
+    assert store.read(f["ino"], 0, 100) == b"hello\0\0\0\0\0wo!"
+    r = store.seal(f["ino"], USER)
+    assert r["state"] == "sealed" and r["serial"] == 1 and r["size"] == 13
+    assert r["blake3"] == blake3.blake3(b"hello\0\0\0\0\0wo!").hexdigest()
+    assert r["mode"] == 0o444
+    assert store.read(r["ino"], 5, 4) == b"\0\0\0\0"
+    assert not os.listdir(os.path.join(store.path, "staging"))
+
+
+def test_empty_and_sparse_and_large(store):
+    assert put(store, b"empty", b"")["blake3"] == blake3.blake3(b"").hexdigest()
+    assert store.read(store.lookup(1, b"empty")["ino"], 0, 10) == b""
+    f = store.create(1, b"sparse", 0o644, USER)
+    store.write(f["ino"], 5 << 20, b"end")
+    r = store.seal(f["ino"], USER)
+    assert r["size"] == (5 << 20) + 3
+    assert store.read(r["ino"], (5 << 20) - 2, 10) == b"\0\0end"
+    stats = store.stats()
+    assert stats["stored_bytes"] < 1 << 20     # the zeros are one chunk, stored once
+
+
+def test_identical_content_stored_once(store):
+    data = random.Random(1).randbytes(2_000_000)
+    put(store, b"a", data)
+    before = store.stats()["stored_bytes"]
+    put(store, b"b", data)
+    put(store, b"c", data[:1_000_000] + b"x" + data[1_000_000:])
+    s = store.stats()
+    assert s["records"] == 3 and s["logical_bytes"] == 6_000_001
+    assert before == 2_000_000
+    assert s["stored_bytes"] < before + 600_000   # the edit costs a few chunks, not a copy
+    for name, expect in ((b"a", data), (b"b", data)):
+        assert store.read(store.lookup(1, name)["ino"], 0, len(data)) == expect
+
+
+def test_records_refuse_change(store):
+    r = put(store, b"rec", b"content")
+    ino = r["ino"]
+    for fn in (lambda: store.write(ino, 0, b"x", USER), lambda: store.truncate(ino, 0, USER),
+               lambda: store.setattr(ino, USER, mode=0o666),
+               lambda: store.setattr(ino, USER, mtime=0),
+               lambda: store.rename(1, b"rec", 1, b"other", USER),
+               lambda: store.create(1, b"rec", 0o644, USER),
+               lambda: store.unlink(1, b"rec", USER)):
+        with pytest.raises(Refused):
+            fn()
+    put(store, b"new", b"n")
+    with pytest.raises(Refused):
+        store.rename(1, b"new", 1, b"rec", USER)        # onto a record
+    refused = [e for e in store.events() if e["type"] == "refused"]
+    assert len(refused) == 8
+    assert all(e["serial"] == 1 and e["path"] == "/rec" and e["actor"]["uid"] == 1000
+               for e in refused[:7])
+    assert store.read(ino, 0, 100) == b"content"
+    assert store.inode(ino)["blake3"] == blake3.blake3(b"content").hexdigest()
+
+
+def test_directories(store):
+    d = store.mkdir(1, b"d", 0o755, USER)
+    e = store.mkdir(d["ino"], b"e", 0o755, USER)
+    with pytest.raises(Exists):
+        store.mkdir(1, b"d", 0o755, USER)
+    with pytest.raises(NotEmpty):
+        store.rmdir(1, b"d", USER)
+    store.rename(1, b"d", 1, b"d2", USER)               # no records below: allowed
+    put(store, b"r", b"x", parent=e["ino"])
+    with pytest.raises(Refused):
+        store.rename(1, b"d2", 1, b"d3", USER)
+    with pytest.raises(Refused):
+        store.rmdir(d["ino"], b"e", USER)
+    with pytest.raises(IsADirectory):
+        store.unlink(1, b"d2", USER)
+    assert [n for _, n, _ in store.readdir(1)] == [b"d2"]
+    assert store.resolve("/d2/e/r")["state"] == "sealed"
+    assert store.path_of(store.resolve("/d2/e/r")["ino"]) == "/d2/e/r"
+    store.mkdir(1, b"gone", 0o755, USER)
+    store.rmdir(1, b"gone", USER)
+    with pytest.raises(NotFound):
+        store.lookup(1, b"gone")
+
+
+def test_readdir_cookies_only_grow(store):
+    for i in range(5):
+        store.mkdir(1, b"d%d" % i, 0o755, USER)
+    first = store.readdir(1)
+    cookies = [c for c, _, _ in first]
+    assert cookies == sorted(cookies)
+    store.rename(1, b"d0", 1, b"z", USER)
+    after = store.readdir(1, cookies[2])
+    assert [n for _, n, _ in after] == [b"d3", b"d4", b"z"]
+
+
+def test_scratch_and_open_files_can_go(store):
+    f = store.create(1, b".report.csv.a1B2c3", 0o644, USER)
+    assert f["state"] == "scratch"
+    store.write(f["ino"], 0, b"draft")
+    r = store.rename(1, b".report.csv.a1B2c3", 1, b"report.csv", USER)
+    assert r["state"] == "open"
+    g = store.create(1, b"x.tmp", 0o644, USER)
+    store.unlink(1, b"x.tmp", USER)
+    with pytest.raises(NotFound):
+        store.lookup(1, b"x.tmp")
+    assert not os.path.exists(os.path.join(store.path, "staging", str(g["ino"])))
+
+
+def dump_index(path):
+    ix = Index(os.path.join(path, "index"), readonly=True)
+    try:
+        return ix.dump()
+    finally:
+        ix.close()
+
+
+def test_rebuild_index_answers_exactly_as_before(unit_path, fake_time, capsys):
+    make_unit(unit_path, fake_time, segment_size=300_000)   # many segments
+    with Store(unit_path, time_source=fake_time) as st:
+        d = st.mkdir(1, b"mail", 0o755, USER)
+        rng = random.Random(3)
+        for i in range(12):
+            put(st, b"m%d" % i, rng.randbytes(rng.randint(0, 400_000)), parent=d["ino"])
+        st.set_retain_until(st.lookup(d["ino"], b"m1")["ino"], "2040-01-01", USER)
+        st.place_hold(st.lookup(d["ino"], b"m2")["ino"], "case", "why", None)
+        st.rename(1, b"mail", 1, b"mail", USER)
+        with pytest.raises(Refused):
+            st.unlink(d["ino"], b"m3", USER)
+    before = dump_index(unit_path)
+    assert len(os.listdir(os.path.join(unit_path, "segments"))) > 3
+    assert cli(["rebuild-index", unit_path]) == 0
+    assert dump_index(unit_path) == before
+    with Store(unit_path, time_source=fake_time) as st:
+        assert st.resolve("/mail/m2")["holds"] == {"case": "why"}
+
+
+def test_finished_segments_are_read_only(unit_path, fake_time):
+    make_unit(unit_path, fake_time, segment_size=200_000)
+    with Store(unit_path, time_source=fake_time) as st:
+        put(st, b"big", random.Random(5).randbytes(1_000_000))
+    segs = sorted(os.listdir(os.path.join(unit_path, "segments")))
+    assert segs[-1].endswith(".open") and all(s.endswith(".seg") for s in segs[:-1])
+    p = os.path.join(unit_path, "segments", segs[0])
+    assert os.stat(p).st_mode & 0o222 == 0
+
+
+def flip_byte_in_chunk(path, st, record_ino):
+    with st.ix.read() as txn:
+        _, _, cid = next(st.ix.manifest_from(txn, st.inode(record_ino)["serial"], 0))
+        segno, off, length = st.ix.chunk(txn, cid)
+    seg = st.log.path(segno)
+    from wormfs.store.hostfs import set_immutable
+    set_immutable(seg, False)
+    os.chmod(seg, 0o644)
+    with open(seg, "r+b") as f:
+        f.seek(off + 56 + length // 2)
+        b = f.read(1)
+        f.seek(off + 56 + length // 2)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+def test_flipped_byte_is_an_integrity_error_never_wrong_bytes(store):
+    data = random.Random(9).randbytes(300_000)
+    r = put(store, b"r", data)
+    flip_byte_in_chunk(store.path, store, r["ino"])
+    store._chunk_cache.clear()
+    with pytest.raises(IntegrityError, match="checksum"):
+        store.read(r["ino"], 0, len(data))
+    with pytest.raises(IntegrityError):
+        verify_log(store.log)
+
+
+def test_torn_tail_is_cut_and_quarantined(unit_path, fake_time):
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        r = put(st, b"ok", b"kept")
+        end = st.log.end_position()
+    seg = os.path.join(unit_path, "segments", "%010d.open" % end[0])
+    with open(seg, "ab") as f:
+        f.write(b"WF\x02\x00\xff\xff\x00\x00garbage-from-a-crash")
+    with Store(unit_path, time_source=fake_time) as st:
+        assert st.read(r["ino"], 0, 10) == b"kept"
+        ev = [e for e in st.events() if e["type"] == "torn_tail"]
+        assert len(ev) == 1 and ev[0]["offset"] == end[1]
+        assert os.path.exists(os.path.join(unit_path, ev[0]["quarantine"]))
+        verify_log(st.log)
+
+
+def test_damage_before_the_tail_is_not_cut(unit_path, fake_time):
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        st._mutate(lambda txn: None)
+        start = st.log.end_position()
+        put(st, b"a", b"first")
+        put(st, b"b", b"second")
+    # Lose the index's record of the last frames and damage a frame in the middle of them.
+    import shutil
+    shutil.rmtree(os.path.join(unit_path, "index"))
+    os.makedirs(os.path.join(unit_path, "index"))
+    seg = os.path.join(unit_path, "segments", "%010d.open" % start[0])
+    with open(seg, "r+b") as f:
+        f.seek(start[1] + 30)
+        f.write(b"\xff\xff")
+    size = os.path.getsize(seg)
+    with pytest.raises(IntegrityError, match="damaged"):
+        Store(unit_path, time_source=fake_time)
+    assert os.path.getsize(seg) == size      # nothing cut, nothing lost
+
+
+def test_second_writer_is_refused(store, unit_path):
+    from wormfs.errors import StoreError
+    with pytest.raises(StoreError, match="in use"):
+        Store(unit_path)
+
+
+def test_cli_mkfs_and_status(tmp_path, capsys):
+    s, m = str(tmp_path / "s"), str(tmp_path / "m")
+    assert cli(["mkfs", s, "--mirror", m, "--default-retention", "7x",
+                "--allow-same-device"]) == 2
+    assert "bad retention period '7x'" in capsys.readouterr().err
+    assert not os.path.exists(s)
+    assert cli(["mkfs", s, "--mirror", m]) == 2          # same device, refused
+    assert "same device" in capsys.readouterr().err
+    assert cli(["mkfs", s]) == 2
+    assert cli(["mkfs", s, "--mirror", m, "--allow-same-device", "--label", "x"]) == 0
+    out = capsys.readouterr().out
+    serials = [w for w in out.split() if w.startswith("WU-")]
+    assert len(serials) == 2 and serials[0] != serials[1]
+    assert cli(["mkfs", s, "--mirror", str(tmp_path / "m2"), "--allow-same-device"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert cli(["status", s]) == 1                      # same device, mirror not synced yet
+    out = capsys.readouterr().out
+    assert "NOT COMPLIANT" in out and "same device" in out and serials[0] in out
+    n = str(tmp_path / "n")
+    assert cli(["mkfs", n, "--no-mirror"]) == 0
+    capsys.readouterr()
+    assert cli(["status", n, "--json"]) == 1
+    assert '"compliant": false' in capsys.readouterr().out
+    assert cli(["status", str(tmp_path / "nothing")]) == 1
+    assert "not a wormfs unit" in capsys.readouterr().err
+    assert cli(["frobnicate"]) == 2
