@@ -268,3 +268,43 @@ def test_cli_mkfs_and_status(tmp_path, capsys):
     assert cli(["status", str(tmp_path / "nothing")]) == 1
     assert "not a wormfs unit" in capsys.readouterr().err
     assert cli(["frobnicate"]) == 2
+
+
+def test_concurrent_seals_share_fsyncs(store):
+    import threading
+    files = [store.create(1, b"g%d" % i, 0o644, USER) for i in range(24)]
+    for f in files:
+        store.write(f["ino"], 0, os.urandom(20_000))
+    syncs_before = store.group.syncs
+    barrier = threading.Barrier(8)
+
+    def worker(k):
+        barrier.wait()
+        for f in files[k::8]:
+            store.seal(f["ino"], USER)
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert all(store.inode(f["ino"])["state"] == "sealed" for f in files)
+    assert sorted(store.inode(f["ino"])["serial"] for f in files) == list(range(1, 25))
+    assert store.group.syncs - syncs_before < 24   # group commit: fewer fsyncs than seals
+
+
+def test_segments_immutable_and_format_doc_in_unit(unit_path, fake_time):
+    from wormfs.store.hostfs import is_immutable, set_immutable
+    make_unit(unit_path, fake_time, segment_size=200_000)
+    with Store(unit_path, time_source=fake_time) as st:
+        put(st, b"big", random.Random(6).randbytes(600_000))
+    seg = sorted(os.listdir(os.path.join(unit_path, "segments")))[0]
+    p = os.path.join(unit_path, "segments", seg)
+    probe = os.path.join(unit_path, "probe")
+    open(probe, "w").close()
+    if set_immutable(probe, True):           # the host supports chattr +i here
+        set_immutable(probe, False)
+        assert is_immutable(p)
+        with pytest.raises(PermissionError):
+            open(p, "r+b")
+    with open(os.path.join(unit_path, "FORMAT.md")) as f:
+        assert "wormfs on-disk format" in f.read()
