@@ -7,6 +7,7 @@ import os
 import pytest
 
 from wormfs.store.hostfs import set_immutable
+from wormfs.store.index import Index
 from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, Store, create_store
 from wormfs.timeutil import US, parse_date
 
@@ -77,3 +78,12 @@ def store(unit_path, fake_time):
     st = Store(unit_path, time_source=fake_time)
     yield st
     st.close()
+
+
+def dump_index(path):
+    """Every key and value of a unit's index, for comparing a live index with a rebuilt one."""
+    ix = Index(os.path.join(path, "index"), readonly=True)
+    try:
+        return ix.dump()
+    finally:
+        ix.close()

@@ -11,8 +11,8 @@ import sys
 
 from . import __version__, retention
 from .errors import InvalidValue, StoreError, WormError
-from .store.store import (DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store,
-                          rebuild_index)
+from .store.maintenance import rebuild_index
+from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
 from .store.unit import new_serial, read_unit, write_unit
 from .timeutil import US, format_us
 

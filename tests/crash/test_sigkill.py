@@ -10,20 +10,12 @@ import time
 
 import blake3
 
-from wormfs.store.index import Index
-from wormfs.store.store import Store, rebuild_index, verify_log
+from wormfs.store.maintenance import rebuild_index, verify_log
+from wormfs.store.store import Store
 
-from ..conftest import make_unit
+from ..conftest import dump_index, make_unit
 
 KILLS = 25
-
-
-def index_dump(path):
-    ix = Index(os.path.join(path, "index"), readonly=True)
-    try:
-        return ix.dump()
-    finally:
-        ix.close()
 
 
 def test_sigkill_while_sealing(unit_path):
@@ -57,8 +49,8 @@ def test_sigkill_while_sealing(unit_path):
     assert len(sealed) > KILLS   # the test did seal things between kills
 
     # The index that lived through all of it equals one rebuilt from the segments alone.
-    live = index_dump(unit_path)
+    live = dump_index(unit_path)
     os.rename(os.path.join(unit_path, "index"), os.path.join(unit_path, "index.live"))
     os.makedirs(os.path.join(unit_path, "index"))
     rebuild_index(unit_path)
-    assert index_dump(unit_path) == live
+    assert dump_index(unit_path) == live

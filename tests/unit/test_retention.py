@@ -128,7 +128,7 @@ def test_event_based_pending_until_event_date(store, fake_time):
 
 
 def test_forward_clock_jump_of_ten_years_expires_nothing(store, fake_time):
-    r = record(store)
+    record(store)
     fake_time.jump_wall(10 * YEAR)
     fake_time.advance(60)
     with pytest.raises(Refused, match="retained until"):

@@ -9,10 +9,10 @@ import pytest
 from wormfs.actor import Actor
 from wormfs.cli import main as cli
 from wormfs.errors import Exists, IntegrityError, IsADirectory, NotEmpty, NotFound, Refused
-from wormfs.store.index import Index
-from wormfs.store.store import Store, verify_log
+from wormfs.store.maintenance import verify_log
+from wormfs.store.store import Store
 
-from ..conftest import make_unit
+from ..conftest import dump_index, make_unit
 
 USER = Actor(1000, 1000, 7, "pytest")
 
@@ -133,14 +133,6 @@ def test_scratch_and_open_files_can_go(store):
     with pytest.raises(NotFound):
         store.lookup(1, b"x.tmp")
     assert not os.path.exists(os.path.join(store.path, "staging", str(g["ino"])))
-
-
-def dump_index(path):
-    ix = Index(os.path.join(path, "index"), readonly=True)
-    try:
-        return ix.dump()
-    finally:
-        ix.close()
 
 
 def test_rebuild_index_answers_exactly_as_before(unit_path, fake_time, capsys):
