@@ -300,3 +300,18 @@ def test_segments_immutable_and_format_doc_in_unit(unit_path, fake_time):
             open(p, "r+b")
     with open(os.path.join(unit_path, "FORMAT.md")) as f:
         assert "wormfs on-disk format" in f.read()
+
+
+def test_open_segment_with_torn_header_is_restarted(unit_path, fake_time):
+    make_unit(unit_path, fake_time, segment_size=200_000)
+    data = random.Random(8).randbytes(500_000)
+    with Store(unit_path, time_source=fake_time) as st:
+        r = put(st, b"r", data)
+        st.log.roll()       # a fresh, empty open segment, as right after a roll
+        segno = st.log.cur_segno
+    seg = os.path.join(unit_path, "segments", "%010d.open" % segno)
+    os.truncate(seg, 10)    # the crash hit before its header reached the disk
+    with Store(unit_path, time_source=fake_time) as st:
+        assert st.read(r["ino"], 0, len(data)) == data
+        put(st, b"after", b"more")
+        verify_log(st.log)

@@ -83,6 +83,13 @@ class SegmentLog:
             self.cur_segno = open_no
             self.cur_fd = os.open(self.path(open_no), os.O_RDWR)
             self.cur_end = os.fstat(self.cur_fd).st_size
+            self._fds[open_no] = self.cur_fd
+            if self.cur_end < F.SEG_HEADER_LEN:
+                # A crash right after the segment was created: it holds no frame yet.
+                os.ftruncate(self.cur_fd, 0)
+                os.pwrite(self.cur_fd, F.encode_segment_header(open_no, self.unit_uuid), 0)
+                os.fsync(self.cur_fd)
+                self.cur_end = F.SEG_HEADER_LEN
             self._check_header(open_no)
         self._fds[self.cur_segno] = self.cur_fd
 
