@@ -719,7 +719,7 @@ class Store:
         sc = _chunker.StreamChunker(self.params)
         whole = blake3.blake3()
         chunks = []
-        buf = bytearray(SEAL_READ_BLOCK)
+        buf = bytearray(max(1, min(SEAL_READ_BLOCK, of.size)))  # small files: small buffer
         mv = memoryview(buf)
         pos = 0
         while True:
