@@ -28,34 +28,32 @@ def atomic_write(path, data):
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def _flags(path, change=None):
+    """Read FS_IOC_GETFLAGS of a file and, with ``change(flags) -> flags``, write it back.
+    Returns the flags before the change, or None where the host has no such flags."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
+        if change is not None and change(flags) != flags:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", change(flags)))
+        return flags
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def set_immutable(path, on=True):
     """Set or clear FS_IMMUTABLE_FL. Returns False where the host cannot (tmpfs, no
     CAP_LINUX_IMMUTABLE): the flag is defence in depth, not what WORM rests on."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
-        new = flags | FS_IMMUTABLE_FL if on else flags & ~FS_IMMUTABLE_FL
-        if new != flags:
-            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", new))
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    def change(flags):
+        return flags | FS_IMMUTABLE_FL if on else flags & ~FS_IMMUTABLE_FL
+    return _flags(path, change) is not None
 
 
 def is_immutable(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
-        return bool(flags & FS_IMMUTABLE_FL)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    flags = _flags(path)
+    return flags is not None and bool(flags & FS_IMMUTABLE_FL)
