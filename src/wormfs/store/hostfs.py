@@ -37,8 +37,9 @@ def _flags(path, change=None):
         return None
     try:
         flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
-        if change is not None and change(flags) != flags:
-            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", change(flags)))
+        new = flags if change is None else change(flags)
+        if new != flags:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", new))
         return flags
     except OSError:
         return None

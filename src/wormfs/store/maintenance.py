@@ -17,7 +17,7 @@ from .unit import read_unit
 def apply_frame(replayer, txn, fr):
     """Apply one scanned frame to the index (live catch-up and rebuild alike)."""
     if fr.ftype == F.T_CHUNK:
-        replayer.apply_chunk(txn, fr.key, fr.segno, fr.offset, fr.length - F.FIXED_LEN - 32)
+        replayer.apply_chunk(txn, fr.key, fr.segno, fr.offset, fr.payload_len)
     else:
         replayer.apply_event(txn, E.decode(fr.payload), E.event_hash(fr.payload), fr.segno,
                              fr.offset)
@@ -70,13 +70,11 @@ def verify_log(log, deep=True):
     ``deep``), and the event chain from seq 1. Returns (events, chunks); raises IntegrityError
     naming the first bad place."""
     seq, prev, n_chunks = 0, E.GENESIS, 0
-    for fr in log.scan():
+    for fr in log.scan(chunk_payloads=deep):
         if fr.ftype == F.T_CHUNK:
             n_chunks += 1
             if deep:
-                length = fr.length - F.FIXED_LEN - 32
-                data = log.read(fr.segno, fr.offset + F.FIXED_LEN + 32, length)
-                if blake3.blake3(data).digest() != fr.key:
+                if blake3.blake3(fr.payload).digest() != fr.key:
                     raise IntegrityError(f"chunk at segment {fr.segno} offset {fr.offset} does "
                                          f"not match its id")
             continue

@@ -23,11 +23,14 @@ def seg_name(segno, open_=False):
 
 
 class Frame:
-    __slots__ = ("segno", "offset", "ftype", "key", "payload", "length")
+    """One scanned frame. ``payload`` is the event's bytes, or the chunk's bytes when the scan
+    was asked for them (None otherwise); ``payload_len`` is always set."""
 
-    def __init__(self, segno, offset, ftype, key, payload, length):
+    __slots__ = ("segno", "offset", "ftype", "key", "payload", "payload_len", "length")
+
+    def __init__(self, segno, offset, ftype, key, payload, payload_len, length):
         self.segno, self.offset, self.ftype = segno, offset, ftype
-        self.key, self.payload, self.length = key, payload, length
+        self.key, self.payload, self.payload_len, self.length = key, payload, payload_len, length
 
     @property
     def end(self):
@@ -91,7 +94,6 @@ class SegmentLog:
                 os.fsync(self.cur_fd)
                 self.cur_end = F.SEG_HEADER_LEN
             self._check_header(open_no)
-        self._fds[self.cur_segno] = self.cur_fd
 
     def _check_header(self, segno):
         segno_read, unit = F.decode_segment_header(os.pread(self._fd(segno), F.SEG_HEADER_LEN, 0))
@@ -206,22 +208,22 @@ class SegmentLog:
                 f"chunk {chunk_id.hex()[:16]} at segment {segno} offset {offset}: {e}") from None
         return payload
 
-    def scan(self, start=None):
+    def scan(self, start=None, chunk_payloads=False):
         """Yield every frame from ``start`` (segno, offset) to the end of the log, checked.
-        A damaged or torn frame raises FrameError carrying ``.segno`` and ``.offset``."""
+        Chunk bytes are only kept in the frames if ``chunk_payloads`` (they are read to check
+        them anyway). A damaged or torn frame raises FrameError carrying ``.segno`` and
+        ``.offset``."""
         nums, _ = self.segment_numbers()
         first_seg, first_off = start if start else (nums[0] if nums else 0, F.SEG_HEADER_LEN)
         for segno in nums:
             if segno < first_seg:
                 continue
             off = first_off if segno == first_seg else F.SEG_HEADER_LEN
-            yield from self._scan_segment(segno, off)
+            yield from self._scan_segment(segno, off, chunk_payloads)
 
-    def _scan_segment(self, segno, off):
+    def _scan_segment(self, segno, off, chunk_payloads):
         fd = self._fd(segno)
         size = os.fstat(fd).st_size
-        if segno == self.cur_segno and self.cur_end is not None:
-            size = min(size, self.cur_end) if self.readonly else size
         if size <= F.SEG_HEADER_LEN:
             if off > F.SEG_HEADER_LEN:
                 raise IntegrityError(f"segment {segno} is shorter than the index says")
@@ -241,8 +243,8 @@ class SegmentLog:
                 except F.FrameError as e:
                     e.segno, e.offset = segno, off
                     raise
-                yield Frame(segno, off, ftype, key, payload if ftype == F.T_EVENT else None,
-                            hl + plen)
+                keep = ftype == F.T_EVENT or chunk_payloads
+                yield Frame(segno, off, ftype, key, payload if keep else None, plen, hl + plen)
                 off += hl + plen
 
     def has_valid_frame_after(self, segno, offset):

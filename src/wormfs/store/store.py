@@ -150,7 +150,7 @@ class Store:
         try:
             n = 0
             for fr in self.log.scan(start):
-                self._apply_frame(txn, fr)
+                apply_frame(self.replay, txn, fr)
                 n += 1
                 if n % 4096 == 0:
                     txn.commit()
@@ -168,9 +168,6 @@ class Store:
         except BaseException:
             txn.abort()
             raise
-
-    def _apply_frame(self, txn, fr):
-        apply_frame(self.replay, txn, fr)
 
     def close(self):
         if getattr(self, "log", None) is None:
