@@ -14,7 +14,7 @@ from .errors import InvalidValue, StoreError, WormError
 from .store.maintenance import rebuild_index
 from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
 from .store.unit import new_serial, read_unit, write_unit
-from .timeutil import US, format_us
+from .timeutil import US, format_us, parse_duration
 
 
 class UsageError(Exception):
@@ -72,7 +72,11 @@ def cmd_mkfs(args):
                              f"(then status reports the store as not separately duplicated)")
     primary_serial = new_serial()
     mirror_serial = new_serial() if mirror else None
-    settings = {"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": DEFAULT_SCRATCH_TTL}
+    try:
+        scratch_ttl = str(parse_duration(args.scratch_ttl))
+    except InvalidValue as e:
+        raise UsageError(f"--scratch-ttl: {e}") from None
+    settings = {"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": scratch_ttl}
     init = {"default_retention": default, "admin_gid": admin_gid,
             "admin_group": args.admin_group, "same_device": same_device,
             "no_mirror": bool(args.no_mirror)}
@@ -240,6 +244,26 @@ def cmd_clock(args):
     return 0
 
 
+# -- mount and umount ----------------------------------------------------------------------
+
+def cmd_mount(args):
+    from .fs.daemon import MountError, mount
+    try:
+        return mount(args.store, args.mountpoint, foreground=args.foreground,
+                     options=args.o, log_file=args.log, debug=args.debug)
+    except MountError as e:
+        raise StoreError(str(e)) from None
+
+
+def cmd_umount(args):
+    from .fs.daemon import MountError, unmount
+    try:
+        unmount(args.mountpoint, timeout=args.timeout)
+    except MountError as e:
+        raise StoreError(str(e)) from None
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -264,7 +288,25 @@ def build_parser():
     s.add_argument("--admin-group", metavar="GROUP",
                    help="group whose members are records admins (root always is)")
     s.add_argument("--allow-same-device", action="store_true")
+    s.add_argument("--scratch-ttl", default=DEFAULT_SCRATCH_TTL, metavar="PERIOD",
+                   help="seal scratch files left untouched this long (default 24h)")
     s.set_defaults(fn=cmd_mkfs)
+
+    s = sub.add_parser("mount", help="mount a store (the mirror unit mounts read-only)")
+    s.add_argument("store")
+    s.add_argument("mountpoint")
+    s.add_argument("--foreground", "-f", action="store_true",
+                   help="stay in the foreground and log to stderr")
+    s.add_argument("-o", action="append", metavar="OPTIONS",
+                   help="mount options, e.g. allow_other,ro (fstab-only ones are ignored)")
+    s.add_argument("--log", metavar="FILE", help="log here instead of syslog")
+    s.add_argument("--debug", action="store_true", help="log every refused request")
+    s.set_defaults(fn=cmd_mount)
+
+    s = sub.add_parser("umount", help="unmount; returns once everything is durable")
+    s.add_argument("mountpoint")
+    s.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    s.set_defaults(fn=cmd_umount)
 
     s = sub.add_parser("status", help="units, records, mirror, clock, compliance")
     s.add_argument("store")
@@ -282,8 +324,19 @@ def build_parser():
     return p
 
 
+COMMANDS = ("mkfs", "status", "rebuild-index", "clock", "mount", "umount")
+
+
+def _as_mount_helper(argv):
+    """mount.fuse3 runs ``wormfs STORE MOUNTPOINT -o OPTS`` for fstab type fuse.wormfs."""
+    if len(argv) >= 2 and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        return ["mount"] + argv
+    return argv
+
+
 def main(argv=None):
     try:
+        argv = _as_mount_helper(sys.argv[1:] if argv is None else list(argv))
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except UsageError as e:

@@ -66,3 +66,21 @@ class StoreError(WormError):
     """The store cannot be opened or used as asked (not a unit, locked, wrong version...)."""
 
     errno = _errno.EIO
+
+
+class AccessDenied(WormError):
+    """Ordinary permission bits say no (not a WORM refusal, so not audited)."""
+
+    errno = _errno.EACCES
+
+
+class NotPermitted(WormError):
+    """POSIX says EPERM for reasons that are not WORM (chown by a non-owner, sticky bit)."""
+
+    errno = _errno.EPERM
+
+
+class Unsupported(WormError):
+    """Something this file system does not keep (e.g. xattrs outside user.worm.*)."""
+
+    errno = _errno.ENOTSUP

@@ -22,6 +22,8 @@ LMDB's byte order is numeric order). docs/FORMAT.md repeats this for readers wit
     serials    u64 serial -> u64 ino
     expiry     u64 effective retain-until (us) | u64 serial -> empty (finite retention only)
     events     u64 seq -> u64 segno | u64 offset of the event's frame
+    unsealed   u64 ino -> state ("open" or "scratch"): files that are not records yet, so that
+               mount-time recovery and the scratch sweep never walk the records
 
 Only ``replay.py`` writes to these, so that a live store and a rebuilt index cannot differ.
 """
@@ -32,7 +34,7 @@ import struct
 import lmdb
 
 DBS = ("meta", "inodes", "dirents", "dirlist", "chunks", "manifests", "serials", "expiry",
-       "events")
+       "events", "unsealed")
 MAP_SIZE = 1 << 40  # address space only; the file grows with use
 
 U64 = struct.Struct(">Q")
@@ -142,6 +144,11 @@ class Index:
             if until >= before_us:
                 break
             yield until, serial
+
+    def unsealed(self, txn):
+        """Yield (ino, state) of every file that is not a record yet."""
+        for key, state in txn.cursor(db=self.db["unsealed"]):
+            yield U64.unpack(key)[0], state.decode()
 
     def dump(self):
         """Every key and value of every database: what ``rebuild-index`` must reproduce."""

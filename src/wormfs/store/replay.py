@@ -78,6 +78,12 @@ class Replayer:
             if kind == "until" and until is not None:
                 txn.put(k64x2(until, serial), b"", db=self.db["expiry"])
 
+    def _set_unsealed(self, txn, ino, state):
+        if state in ("open", "scratch"):
+            txn.put(k64(ino), state.encode(), db=self.db["unsealed"])
+        else:
+            txn.delete(k64(ino), db=self.db["unsealed"])
+
     def _new_inode(self, ev, kind):
         return {"ino": ev["ino"], "kind": kind, "parent": ev["parent"], "name": ev["name"],
                 "mode": ev["mode"], "uid": ev["uid"], "gid": ev["gid"], "size": 0,
@@ -114,6 +120,7 @@ class Replayer:
         self.ix.put_inode(txn, rec)
         self._link(txn, ev["parent"], ev["name"], ev["ino"], ev["seq"])
         self._bump_ino(txn, ev["ino"])
+        self._set_unsealed(txn, ev["ino"], ev["state"])
 
     def _ev_rmdir(self, txn, ev):
         self._unlink(txn, ev["parent"], ev["name"])
@@ -123,10 +130,12 @@ class Replayer:
         # An open or scratch file given up before it became a record.
         self._unlink(txn, ev["parent"], ev["name"])
         txn.delete(k64(ev["ino"]), db=self.db["inodes"])
+        self._set_unsealed(txn, ev["ino"], None)
 
     def _ev_rename(self, txn, ev):
         if ev.get("replaced"):
             txn.delete(k64(ev["replaced"]), db=self.db["inodes"])
+            self._set_unsealed(txn, ev["replaced"], None)
             self._unlink(txn, ev["new_parent"], ev["new_name"])
         self._unlink(txn, ev["parent"], ev["name"])
         self._link(txn, ev["new_parent"], ev["new_name"], ev["ino"], ev["seq"])
@@ -140,6 +149,7 @@ class Replayer:
         rec = self.ix.inode(txn, ev["ino"])
         rec["state"] = ev["state"]
         self.ix.put_inode(txn, rec)
+        self._set_unsealed(txn, ev["ino"], ev["state"])
 
     def _ev_setattr(self, txn, ev):
         rec = self.ix.inode(txn, ev["ino"])
@@ -156,6 +166,8 @@ class Replayer:
                    committed=ev["time_us"], retention=ev["retention"], mode=ev["mode"],
                    uid=ev["uid"], gid=ev["gid"], mtime=ev["mtime"], atime=ev["time_us"],
                    ctime=ev["time_us"], path=ev["path"], writer=ev.get("writer"))
+        if ev.get("recovered_from"):
+            rec["recovered_from"] = ev["recovered_from"]
         end = 0
         for cid_hex, length in ev["chunks"]:
             cid = bytes.fromhex(cid_hex)
@@ -166,6 +178,7 @@ class Replayer:
                                  f"{ev['size']}")
         txn.put(k64(serial), U64.pack(ev["ino"]), db=self.db["serials"])
         self.ix.put_inode(txn, rec)
+        self._set_unsealed(txn, ev["ino"], None)
         self._set_expiry(txn, rec, None)
         if serial >= self.ix.meta(txn, "next_serial", 1):
             self.ix.put_meta(txn, "next_serial", serial + 1)

@@ -57,12 +57,17 @@ def check_name(name):
 
 
 class OpenFile:
-    """A file that is not a record yet: its bytes live in staging/<ino>."""
+    """A file that is not a record yet: its bytes live in staging/<ino>.
 
-    __slots__ = ("ino", "fd", "size")
+    ``mtime``/``atime`` set while it is open are kept here, not logged: the kernel's writeback
+    cache sends one such setattr per close, and the seal event records the final mtime.
+    ``orphan`` holds the inode dict of a file unlinked while the mount still had it open."""
+
+    __slots__ = ("ino", "fd", "size", "mtime", "atime", "orphan")
 
     def __init__(self, ino, fd, size):
         self.ino, self.fd, self.size = ino, fd, size
+        self.mtime = self.atime = self.orphan = None
 
 
 class Store:
@@ -81,6 +86,9 @@ class Store:
         self.params = _chunker.Params(**self.unit["chunking"]) if self.unit.get("chunking") \
             else _chunker.Params()
         self.staging = os.path.join(self.path, "staging")
+        # Set by the mount: whether a file still has open handles. Such a file keeps its
+        # staged bytes when its name goes away, until ``discard``.
+        self.keep_open = lambda ino: False
         if not readonly:
             self._take_lock()
         try:
@@ -264,8 +272,9 @@ class Store:
         return self._mutate(lambda txn: self._append_event(txn, etype, actor, **fields),
                             durable=durable)
 
-    def refuse(self, op, reason, actor=None, ino=None, path=None, errno_name="EPERM"):
-        """Audit a refused operation, then raise Refused(reason)."""
+    def refuse(self, op, reason, actor=None, ino=None, path=None, errno_name="EPERM",
+               exc=Refused):
+        """Audit a refused operation, then raise ``exc(reason)`` (Refused: EPERM)."""
         fields = {"op": op, "reason": reason, "errno": errno_name}
         if ino is not None:
             fields["ino"] = ino
@@ -278,7 +287,11 @@ class Store:
             fields["path"] = path
         if not self.readonly and not self.failed:
             self._event_now("refused", actor, **fields)
-        raise Refused(reason)
+        raise exc(reason)
+
+    def note(self, etype, actor=None, **fields):
+        """Record an event that changes nothing in the index (mount, unmount), durably."""
+        return self._event_now(etype, actor, durable=True, **fields)
 
     # -- reading the index ----------------------------------------------------------------
 
@@ -291,11 +304,17 @@ class Store:
     def inode(self, ino):
         """The inode dict (see replay.py), with the live size of an open file."""
         rec = self._inode(ino)
+        of = self._open.get(ino)
+        if rec is None and of is not None and of.orphan is not None:
+            rec = dict(of.orphan, orphan=True)
         if rec is None or rec.get("state") == "deleted":
             raise NotFound(f"no inode {ino}")
-        of = self._open.get(ino)
         if of is not None:
             rec["size"] = of.size
+            if of.mtime is not None:
+                rec["mtime"] = of.mtime
+            if of.atime is not None:
+                rec["atime"] = of.atime
         return rec
 
     def lookup(self, parent, name):
@@ -311,16 +330,26 @@ class Store:
             raise NotFound(f"{os.fsdecode(name)} not found")
         return self.inode(hit[0])
 
-    def readdir(self, ino, after_cookie=0):
-        """List (cookie, name, inode) after ``after_cookie``; cookies only grow."""
+    def readdir(self, ino, after_cookie=0, limit=None):
+        """List (cookie, name, inode) after ``after_cookie``, at most ``limit`` of them;
+        cookies only grow, so a listing resumes exactly where it stopped."""
         with self.ix.read() as txn:
             rec = self.ix.inode(txn, ino)
             if rec is None:
                 raise NotFound(f"no inode {ino}")
             if rec["kind"] != "d":
                 raise NotADirectory(f"inode {ino} is not a directory")
-            entries = list(self.ix.list_dir(txn, ino, after_cookie))
+            entries = []
+            for entry in self.ix.list_dir(txn, ino, after_cookie):
+                entries.append(entry)
+                if limit is not None and len(entries) >= limit:
+                    break
         return [(c, n, self.inode(i)) for c, n, i in entries]
+
+    def unsealed(self):
+        """(ino, state) of every file that is not a record yet."""
+        with self.ix.read() as txn:
+            return list(self.ix.unsealed(txn))
 
     def path_of(self, ino, txn=None):
         """The path of an inode from the root, as str ('/' for the root)."""
@@ -496,7 +525,7 @@ class Store:
     def _open_file(self, ino, op, actor):
         of = self._open.get(ino)
         if of is not None:
-            if ino in self._sealing:
+            if ino in self._sealing and op != "seal":
                 self.refuse(op, "the file is being sealed", actor, ino=ino)
             return of
         rec = self._inode(ino)
@@ -513,6 +542,12 @@ class Store:
                 fd = os.open(os.path.join(self.staging, str(ino)), os.O_RDWR | os.O_CREAT, 0o600)
                 of = self._open[ino] = OpenFile(ino, fd, os.fstat(fd).st_size)
         return of
+
+    def open_for_write(self, ino, actor=None):
+        """Make sure an unsealed file's staged bytes are open for writing (after a remount
+        they are reopened); a record refuses, audited."""
+        self._check_writable()
+        self._open_file(ino, "open", actor)
 
     def write(self, ino, offset, data, actor=None):
         self._check_writable()
@@ -540,6 +575,13 @@ class Store:
                                     ("mtime", mtime), ("atime", atime)) if v is not None}
         if "mode" in fields:
             fields["mode"] &= 0o7777
+        if rec["kind"] == "f" and fields and not fields.keys() - {"mtime", "atime"}:
+            of = self._open_file(ino, "setattr", actor)
+            if mtime is not None:
+                of.mtime = mtime
+            if atime is not None:
+                of.atime = atime
+            return self.inode(ino)
         if fields:
             self._mutate(lambda txn: self._append_event(txn, "setattr", actor, ino=ino,
                                                         **fields))
@@ -598,17 +640,37 @@ class Store:
                 self._append_event(txn, "state", actor, ino=src["ino"], state=state)
         self._mutate(fn)
         if dst is not None and dst["kind"] == "f":
-            self._drop_staging(dst["ino"])
+            self._drop_staging(dst["ino"], dst)
         return self.inode(src["ino"])
 
-    def _drop_staging(self, ino):
+    def _drop_staging(self, ino, rec=None):
+        """Forget a file that is no longer to become a record. If the mount still has it
+        open, its bytes stay readable (and writable) through the open descriptor until
+        ``discard``, as on any POSIX file system."""
+        if rec is not None and self.keep_open(ino):
+            of = self._open.get(ino)
+            if of is not None:
+                of.orphan = rec
+                _unlink_quiet(os.path.join(self.staging, str(ino)))
+                return
         of = self._open.pop(ino, None)
         if of is not None:
             os.close(of.fd)
-        try:
-            os.unlink(os.path.join(self.staging, str(ino)))
-        except FileNotFoundError:
-            pass
+        _unlink_quiet(os.path.join(self.staging, str(ino)))
+
+    def discard(self, ino):
+        """The mount closed the last handle of a file that lost its name while open."""
+        with self._wlock:
+            of = self._open.get(ino)
+            if of is not None and of.orphan is not None:
+                del self._open[ino]
+                os.close(of.fd)
+
+    def fsync_open(self, ino):
+        """fsync(2) on an open file: its staged bytes reach the disk."""
+        of = self._open.get(ino)
+        if of is not None:
+            os.fsync(of.fd)
 
     def unlink(self, parent, name, actor):
         """Remove a name: an open or scratch file is discarded; a record is deleted only once
@@ -626,7 +688,7 @@ class Store:
             return self._delete_record(rec, actor)
         self._mutate(lambda txn: self._append_event(txn, "unlink", actor, ino=rec["ino"],
                                                     parent=parent, name=E.name_str(name)))
-        self._drop_staging(rec["ino"])
+        self._drop_staging(rec["ino"], rec)
 
     def _delete_record(self, rec, actor):
         ino = rec["ino"]
@@ -696,17 +758,20 @@ class Store:
 
     # -- sealing --------------------------------------------------------------------------
 
-    def seal(self, ino, actor=None):
+    def seal(self, ino, actor=None, cause="close", recovered_from=None):
         """Make an open file a record: chunk, dedup, append, verify by reading back, index,
-        serial and retain-until; durable when this returns."""
+        serial and retain-until; durable when this returns. ``cause`` says why now (close,
+        rename, scratch_ttl, recovery), for the audit trail."""
         self._check_writable()
-        of = self._open_file(ino, "seal", actor)
         with self._wlock:
             if ino in self._sealing:
                 raise Refused("the file is already being sealed")
             self._sealing.add(ino)
         try:
-            return self._seal(of, actor)
+            of = self._open_file(ino, "seal", actor)
+            if of.orphan is not None:
+                raise NotFound("the file was removed before it was sealed")
+            return self._seal(of, actor, cause, recovered_from)
         finally:
             with self._wlock:
                 self._sealing.discard(ino)
@@ -774,7 +839,7 @@ class Store:
             p = d["parent"]
         return retention.from_default(self.ix.meta(txn, "unit")["default_retention"], committed)
 
-    def _seal(self, of, actor):
+    def _seal(self, of, actor, cause, recovered_from):
         ino = of.ino
         chunks, digest = self._chunk_staged(of)
         self._store_chunks(of, chunks)
@@ -786,10 +851,13 @@ class Store:
             serial = self.ix.meta(txn, "next_serial")
             now = self.clock.now()
             ret = self._seal_retention(txn, rec, now)
+            extra = {"recovered_from": recovered_from} if recovered_from else {}
             self._append_event(
                 txn, "seal", actor, ino=ino, serial=serial, path=self.path_of(ino, txn),
                 size=of.size, blake3=digest, retention=ret, mode=rec["mode"] & 0o7555,
-                uid=rec["uid"], gid=rec["gid"], mtime=rec["mtime"], writer=rec.get("creator"),
+                uid=rec["uid"], gid=rec["gid"],
+                mtime=of.mtime if of.mtime is not None else rec["mtime"],
+                writer=rec.get("creator"), cause=cause, **extra,
                 chunks=[[cid.hex(), length] for _, length, cid, _ in chunks])
         self._mutate(fn, durable=True)
         self._drop_staging(ino)
@@ -876,6 +944,60 @@ class Store:
             txn, "release", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
             name=name), durable=True)
 
+    def prospective_retention(self, ino):
+        """The retention an open file would get if it were sealed now."""
+        with self.ix.read() as txn:
+            rec = self.ix.inode(txn, ino)
+            return self._seal_retention(txn, rec, self.clock.now())
+
+    # -- files that never finished ---------------------------------------------------------
+
+    def recover(self, ino, reason, actor=None):
+        """Seal a file whose writer never finished (killed writer or daemon, failed writes,
+        unmount while open) as a record under /.wormfs/recovered/, so nothing is lost and
+        nothing passes for complete. Its original name becomes free."""
+        rec = self.inode(ino)
+        original = self.path_of(ino)
+        rdir = self._recovered_dir()
+        name = f"{ino}-{rec['name']}".encode("utf-8", "surrogateescape")[:MAX_NAME]
+        self._event_now("recovery", actor, ino=ino, path=original, size=rec["size"],
+                        reason=reason, to=f"/.wormfs/recovered/{E.name_str(name)}")
+        self.rename(rec["parent"], E.name_bytes(rec["name"]), rdir, name, actor)
+        return self.seal(ino, actor, cause="recovery", recovered_from=original)
+
+    def _recovered_dir(self):
+        ino = ROOT_INO
+        for part in (b".wormfs", b"recovered"):
+            try:
+                ino = self.lookup(ino, part)["ino"]
+            except NotFound:
+                ino = self.mkdir(ino, part, 0o755, None)["ino"]
+        return ino
+
+    def recover_interrupted(self, reason):
+        """Recover every file left open (not scratch) by a writer that is gone. Returns the
+        records made. Called at mount, before anything else can open them."""
+        return [self.recover(ino, reason) for ino, state in self.unsealed() if state == "open"]
+
+    def stale_scratch(self, ttl_us, busy=lambda ino: False):
+        """Scratch files untouched for ``ttl_us`` of compliance-clock time."""
+        now = self.clock.now()
+        out = []
+        for ino, state in self.unsealed():
+            if state != "scratch" or busy(ino):
+                continue
+            # Not the mtime: rsync and cp -p set it to the source's, which may be years old.
+            touched = self.inode(ino)["ctime"]
+            try:
+                st = os.stat(os.path.join(self.staging, str(ino)))
+                # the staged file's own mtime moves with every write (host clock)
+                touched = max(touched, min(st.st_mtime_ns // 1000, now))
+            except FileNotFoundError:
+                pass
+            if now - touched >= ttl_us:
+                out.append(ino)
+        return out
+
     def sync(self):
         """Make everything appended so far durable."""
         if not self.readonly:
@@ -894,6 +1016,13 @@ class Store:
         for fr in self.log.scan(pos):
             if fr.ftype == F.T_EVENT:
                 yield E.decode(fr.payload)
+
+
+def _unlink_quiet(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _clear_dir(path):

@@ -1,0 +1,53 @@
+"""Stat attributes of an inode dict, as the kernel sees them.
+
+Conventions: a record's mode has no write bits; its atime shows its retain-until (as on
+SnapLock), since the atime convention sets retention and reading never changes it;
+directories report st_nlink 1 ("unknown"), which find and fts handle without the leaf
+optimisation that a wrong count would break.
+"""
+import stat
+
+import pyfuse3
+
+from .. import retention
+
+# How long the kernel may trust what we tell it. Open files change under writes (and the
+# writeback cache keeps their size), so they are never cached; records change only through
+# wormfs calls (retention shown as atime), so a short timeout is enough.
+ENTRY_TIMEOUT = 60
+ATTR_TIMEOUT_RECORD = 2
+ATTR_TIMEOUT_DIR = 1
+BLKSIZE = 128 * 1024
+
+
+def entry(rec):
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = rec["ino"]
+    e.generation = 0
+    e.entry_timeout = ENTRY_TIMEOUT
+    size = rec.get("size", 0)
+    atime = rec["atime"]
+    if rec["kind"] == "d":
+        e.st_mode = stat.S_IFDIR | rec["mode"]
+        e.attr_timeout = ATTR_TIMEOUT_DIR
+        size = 4096
+    else:
+        e.st_mode = stat.S_IFREG | rec["mode"]
+        if rec.get("state") == "sealed":
+            e.attr_timeout = ATTR_TIMEOUT_RECORD
+            kind, until = retention.effective(rec["retention"])
+            if kind == "until" and until is not None:
+                atime = until
+        else:
+            e.attr_timeout = 0
+    e.st_nlink = 1
+    e.st_uid = rec["uid"]
+    e.st_gid = rec["gid"]
+    e.st_rdev = 0
+    e.st_size = size
+    e.st_blksize = BLKSIZE
+    e.st_blocks = (size + 511) // 512
+    e.st_atime_ns = atime * 1000
+    e.st_mtime_ns = rec["mtime"] * 1000
+    e.st_ctime_ns = rec["ctime"] * 1000
+    return e

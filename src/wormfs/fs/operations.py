@@ -1,0 +1,451 @@
+"""pyfuse3 request handlers: translate each kernel request into store calls.
+
+Concurrency: pyfuse3 runs each request as a trio task on one thread. Index reads (lookup,
+getattr, readdir, getxattr) are memory-mapped LMDB reads of a few microseconds and run inline.
+Everything that writes to the log, touches file data or may fsync runs in a worker thread,
+bounded by one CapacityLimiter (back-pressure: when all workers are busy, new requests wait
+for one instead of piling up threads). The tables below (handles, writers, lookup counts) are
+only touched on the trio thread, between awaits.
+
+Sealing: a file becomes a record when the last handle opened for writing is closed. The seal
+runs in FLUSH, so close(2) returns only after it (see closers.py for how a FLUSH that is not
+the last close is told apart); RELEASE seals whatever a FLUSH left open.
+
+Every handler is wrapped by ``_handler``: a WormError becomes its errno, anything unexpected is
+logged and answered with EIO. The mount never dies of one bad request.
+"""
+import collections
+import errno
+import functools
+import logging
+import os
+import stat
+
+import pyfuse3
+import trio
+
+from ..actor import Actor
+from ..errors import InvalidValue, IsADirectory, NotADirectory, NotFound, WormError
+from . import attrs, closers, permissions, xattrs
+from .permissions import R, W, X
+
+log = logging.getLogger("wormfs.fs")
+
+WORKER_THREADS = 8
+READDIR_BATCH = 128
+XATTR_PREFIX = xattrs.PREFIX.encode()
+
+
+def _handler(fn):
+    @functools.wraps(fn)
+    async def wrapper(self, *args):
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except WormError as e:
+            log.debug("%s%r: %s", fn.__name__, args[:2], e)
+            raise pyfuse3.FUSEError(e.errno) from None
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+                log.error("%s%r: %s", fn.__name__, args[:2], e)
+                raise pyfuse3.FUSEError(e.errno) from None
+            log.exception("%s%r failed", fn.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("%s%r failed", fn.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper
+
+
+class Handle:
+    __slots__ = ("ino", "writable", "actor", "pid", "closing", "failed")
+
+    def __init__(self, ino, writable, actor, pid):
+        self.ino, self.writable, self.actor, self.pid = ino, writable, actor, pid
+        self.closing = False   # its FLUSH found no other descriptor: this was the last close
+        self.failed = None     # errno name of a write that failed: recover, do not seal
+
+
+class WormOperations(pyfuse3.Operations):
+    enable_writeback_cache = True
+    supports_dot_lookup = True
+
+    def __init__(self, store, mountpoint):
+        super().__init__()
+        self.store = store
+        self.mountpoint = mountpoint
+        self.mnt_id = None                       # set once mounted (closers.mount_id)
+        self.handles = {}                        # fh -> Handle
+        self.next_fh = 1
+        self.writers = {}                        # ino -> set of writable fhs
+        self.open_count = collections.Counter()  # ino -> handles of any kind
+        self.lookups = collections.Counter()     # ino -> kernel lookup count
+        self.sealing = set()                     # inos whose seal is under way
+        self.limiter = trio.CapacityLimiter(WORKER_THREADS)
+        store.keep_open = lambda ino: self.open_count.get(ino, 0) > 0
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _run(self, fn, *args, **kwargs):
+        return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
+                                             limiter=self.limiter)
+
+    @staticmethod
+    def _actor(ctx):
+        return Actor.from_pid(ctx.uid, ctx.gid, ctx.pid)
+
+    def _new_handle(self, ino, writable, actor, pid):
+        fh = self.next_fh
+        self.next_fh += 1
+        self.handles[fh] = Handle(ino, writable, actor, pid)
+        self.open_count[ino] += 1
+        if writable:
+            self.writers.setdefault(ino, set()).add(fh)
+        return fh
+
+    def _handle(self, fh):
+        h = self.handles.get(fh)
+        if h is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return h
+
+    async def _refuse(self, op, reason, actor, ino):
+        await self._run(self.store.refuse, op, reason, actor, ino=ino)
+
+    async def _seal(self, ino, actor, cause, failed=None):
+        """Seal an open file now (or recover it, if its writes failed)."""
+        if ino in self.sealing:
+            return
+        rec = self.store.inode(ino)
+        if rec.get("state") != "open" or rec.get("orphan"):
+            return
+        self.sealing.add(ino)
+        try:
+            if failed:
+                await self._run(self.store.recover, ino, f"writes failed with {failed} "
+                                f"before close", actor)
+            else:
+                await self._run(self.store.seal, ino, actor, cause)
+        finally:
+            self.sealing.discard(ino)
+
+    def _forget_if_gone(self, ino):
+        if not self.open_count.get(ino):
+            self.open_count.pop(ino, None)
+            self.store.discard(ino)
+
+    # -- names ----------------------------------------------------------------------------
+
+    @_handler
+    async def lookup(self, parent_inode, name, ctx):
+        if name == b".":
+            rec = self.store.inode(parent_inode)
+        elif name == b"..":
+            rec = self.store.inode(self.store.inode(parent_inode)["parent"])
+        else:
+            if ctx.uid != 0:
+                permissions.check(self._actor(ctx), self.store.inode(parent_inode), X)
+            rec = self.store.lookup(parent_inode, name)
+        self.lookups[rec["ino"]] += 1
+        return attrs.entry(rec)
+
+    async def forget(self, inode_list):
+        try:
+            for ino, n in inode_list:
+                left = self.lookups.get(ino, 0) - n
+                if left > 0:
+                    self.lookups[ino] = left
+                else:
+                    self.lookups.pop(ino, None)
+                    self._forget_if_gone(ino)
+        except Exception:
+            log.exception("forget failed")
+
+    @_handler
+    async def getattr(self, inode, ctx):
+        return attrs.entry(self.store.inode(inode))
+
+    @_handler
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        actor = self._actor(ctx)
+        rec = self.store.inode(inode)
+        record = rec["kind"] == "f" and rec.get("state") == "sealed"
+        if fields.update_size:
+            if rec["kind"] == "d":
+                raise IsADirectory("is a directory")
+            if record:
+                await self._refuse("truncate", "the file is a sealed record", actor, inode)
+            if fh is None:
+                permissions.check(actor, rec, W)
+            await self._run(self.store.truncate, inode, attr.st_size, actor)
+        mode = attr.st_mode & 0o7777 if fields.update_mode else None
+        uid = attr.st_uid if fields.update_uid else None
+        gid = attr.st_gid if fields.update_gid else None
+        mtime = attr.st_mtime_ns // 1000 if fields.update_mtime else None
+        atime = attr.st_atime_ns // 1000 if fields.update_atime else None
+        if record and mtime == rec["mtime"]:
+            # The writeback cache sends the cached mtime with every ctime update (after a
+            # rename, say): not a change, so not a refusal.
+            mtime = None
+        if record and atime is not None and mode is uid is gid is mtime is None:
+            # The atime convention: a future atime extends retain-until.
+            if actor.uid not in (0, rec["uid"]) and not self.store.is_admin(actor):
+                await self._refuse("set_atime", "only the owner or a records admin may extend "
+                                   "retention", actor, inode)
+            await self._run(self.store.touch_atime, inode, atime, actor)
+        elif not (mode is uid is gid is mtime is atime is None):
+            if not record:
+                if mode is not None:
+                    permissions.check_owner(actor, rec, "change the mode")
+                permissions.check_chown(actor, rec, uid, gid)
+                if (mtime is not None or atime is not None) and actor.uid != rec["uid"]:
+                    permissions.check(actor, rec, W)
+            await self._run(self.store.setattr, inode, actor, mode=mode, uid=uid, gid=gid,
+                            mtime=mtime, atime=atime)
+        return attrs.entry(self.store.inode(inode))
+
+    @_handler
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        actor = self._actor(ctx)
+        permissions.check(actor, self.store.inode(parent_inode), W | X)
+        rec = await self._run(self.store.mkdir, parent_inode, name, mode, actor)
+        self.lookups[rec["ino"]] += 1
+        return attrs.entry(rec)
+
+    @_handler
+    async def rmdir(self, parent_inode, name, ctx):
+        actor = self._actor(ctx)
+        permissions.check_delete(actor, self.store.inode(parent_inode),
+                                 self.store.lookup(parent_inode, name))
+        await self._run(self.store.rmdir, parent_inode, name, actor)
+
+    @_handler
+    async def unlink(self, parent_inode, name, ctx):
+        actor = self._actor(ctx)
+        permissions.check_delete(actor, self.store.inode(parent_inode),
+                                 self.store.lookup(parent_inode, name))
+        await self._run(self.store.unlink, parent_inode, name, actor)
+
+    @_handler
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        actor = self._actor(ctx)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise InvalidValue("RENAME_EXCHANGE is not supported")
+        src = self.store.lookup(parent_inode_old, name_old)
+        try:
+            dst = self.store.lookup(parent_inode_new, name_new)
+        except NotFound:
+            dst = None
+        if dst is not None and flags & pyfuse3.RENAME_NOREPLACE:
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        if actor.uid != 0 and src.get("state") != "sealed" and \
+                (dst is None or dst.get("state") != "sealed"):
+            permissions.check_delete(actor, self.store.inode(parent_inode_old), src)
+            new_dir = self.store.inode(parent_inode_new)
+            if dst is not None:
+                permissions.check_delete(actor, new_dir, dst)
+            else:
+                permissions.check(actor, new_dir, W | X)
+        rec = await self._run(self.store.rename, parent_inode_old, name_old, parent_inode_new,
+                              name_new, actor)
+        if rec["kind"] == "f" and rec.get("state") == "open" and rec["ino"] not in self.writers:
+            # A closed scratch file renamed to an ordinary name: it is finished (rsync,
+            # "save as temp then rename"), so it becomes a record now.
+            await self._seal(rec["ino"], actor, "rename")
+
+    @_handler
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        await self._refuse("link", "hard links are not supported: a record has one name",
+                           self._actor(ctx), inode)
+
+    @_handler
+    async def symlink(self, parent_inode, name, target, ctx):
+        await self._run(self.store.refuse, "symlink", "symbolic links cannot be records",
+                        self._actor(ctx), path=self._child_path(parent_inode, name))
+
+    @_handler
+    async def readlink(self, inode, ctx):
+        raise InvalidValue("not a symbolic link")
+
+    @_handler
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        actor = self._actor(ctx)
+        if not stat.S_ISREG(mode):
+            await self._run(self.store.refuse, "mknod", "only regular files can be records "
+                            "(no device nodes, FIFOs or sockets)", actor,
+                            path=self._child_path(parent_inode, name))
+        permissions.check(actor, self.store.inode(parent_inode), W | X)
+        rec = await self._run(self.store.create, parent_inode, name, mode, actor)
+        # Nobody holds it open, so nothing will close it: it is complete as it is.
+        if rec["state"] == "open":
+            await self._seal(rec["ino"], actor, "mknod")
+        self.lookups[rec["ino"]] += 1
+        return attrs.entry(self.store.inode(rec["ino"]))
+
+    def _child_path(self, parent, name):
+        base = self.store.path_of(parent) or "?"
+        return base.rstrip("/") + "/" + os.fsdecode(name)
+
+    # -- files ----------------------------------------------------------------------------
+
+    @_handler
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        actor = self._actor(ctx)
+        permissions.check(actor, self.store.inode(parent_inode), W | X)
+        rec = await self._run(self.store.create, parent_inode, name, mode, actor)
+        # The creator's handle is a writer whatever its flags: its close finishes the file.
+        fh = self._new_handle(rec["ino"], True, actor, ctx.pid)
+        self.lookups[rec["ino"]] += 1
+        return pyfuse3.FileInfo(fh=fh), attrs.entry(rec)
+
+    @_handler
+    async def open(self, inode, flags, ctx):
+        actor = self._actor(ctx)
+        rec = self.store.inode(inode)
+        if rec["kind"] == "d":
+            raise IsADirectory("is a directory")
+        acc = flags & os.O_ACCMODE
+        writable = acc != os.O_RDONLY
+        if writable:
+            if rec.get("state") == "sealed":
+                await self._refuse("open", "the file is a sealed record; it cannot be opened "
+                                   "for writing", actor, inode)
+            permissions.check(actor, rec, W | (R if acc == os.O_RDWR else 0))
+            await self._run(self.store.open_for_write, inode, actor)
+        else:
+            permissions.check(actor, rec, R)
+        return pyfuse3.FileInfo(fh=self._new_handle(inode, writable, actor, ctx.pid))
+
+    @_handler
+    async def read(self, fh, off, size):
+        return await self._run(self.store.read, self._handle(fh).ino, off, size)
+
+    @_handler
+    async def write(self, fh, off, buf):
+        h = self._handle(fh)
+        if not h.writable:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        try:
+            return await self._run(self.store.write, h.ino, off, buf, h.actor)
+        except OSError as e:
+            h.failed = errno.errorcode.get(e.errno, str(e.errno))
+            raise
+
+    @_handler
+    async def flush(self, fh):
+        h = self.handles.get(fh)
+        if h is None or not h.writable or h.closing:
+            return
+        others = [f for f in self.writers.get(h.ino, ()) if f != fh
+                  and not self.handles[f].closing]
+        if others or await self._run(closers.writable_fd_open, h.pid, h.ino, self.mountpoint,
+                                     self.mnt_id):
+            return  # not the last close; a later FLUSH or the RELEASE seals
+        h.closing = True
+        await self._seal(h.ino, h.actor, "close", h.failed)
+
+    @_handler
+    async def release(self, fh):
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return
+        ino = h.ino
+        self.open_count[ino] -= 1
+        try:
+            if h.writable:
+                ws = self.writers.get(ino)
+                if ws is not None:
+                    ws.discard(fh)
+                    if not ws:
+                        del self.writers[ino]
+                if ino not in self.writers:
+                    await self._seal(ino, h.actor, "close", h.failed)
+        finally:
+            self._forget_if_gone(ino)
+
+    @_handler
+    async def fsync(self, fh, datasync):
+        h = self._handle(fh)
+        if self.store.inode(h.ino).get("state") == "sealed":
+            await self._run(self.store.sync)
+        else:
+            await self._run(self.store.fsync_open, h.ino)
+
+    # -- directories ----------------------------------------------------------------------
+
+    @_handler
+    async def opendir(self, inode, ctx):
+        rec = self.store.inode(inode)
+        if rec["kind"] != "d":
+            raise NotADirectory("not a directory")
+        if ctx.uid != 0:
+            permissions.check(self._actor(ctx), rec, R)
+        return inode
+
+    @_handler
+    async def readdir(self, fh, start_id, token):
+        after = start_id
+        while True:
+            batch = self.store.readdir(fh, after, limit=READDIR_BATCH)
+            for cookie, name, rec in batch:
+                if not pyfuse3.readdir_reply(token, name, attrs.entry(rec), cookie):
+                    return
+                self.lookups[rec["ino"]] += 1
+                after = cookie
+            if len(batch) < READDIR_BATCH:
+                return
+
+    @_handler
+    async def releasedir(self, fh):
+        pass
+
+    @_handler
+    async def fsyncdir(self, fh, datasync):
+        await self._run(self.store.sync)
+
+    @_handler
+    async def statfs(self, ctx):
+        st = os.statvfs(self.store.path)
+        out = pyfuse3.StatvfsData()
+        out.f_bsize, out.f_frsize = st.f_bsize, st.f_frsize
+        out.f_blocks, out.f_bfree, out.f_bavail = st.f_blocks, st.f_bfree, st.f_bavail
+        out.f_files, out.f_ffree, out.f_favail = st.f_files, st.f_ffree, st.f_favail
+        out.f_namemax = 255
+        return out
+
+    @_handler
+    async def access(self, inode, mode, ctx):
+        rec = self.store.inode(inode)
+        if mode & os.W_OK and rec["kind"] == "f" and rec.get("state") == "sealed":
+            return False
+        return permissions.allowed(self._actor(ctx) if ctx.uid else None, rec, mode & 7)
+
+    # -- extended attributes --------------------------------------------------------------
+
+    @_handler
+    async def getxattr(self, inode, name, ctx):
+        if not name.startswith(XATTR_PREFIX):
+            # The kernel asks for security.capability on writes: answer without a lookup.
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return xattrs.get_value(self.store, self.store.inode(inode), name)
+
+    @_handler
+    async def listxattr(self, inode, ctx):
+        return [n.encode() for n in xattrs.list_names(self.store, self.store.inode(inode))]
+
+    @_handler
+    async def setxattr(self, inode, name, value, ctx):
+        actor = self._actor(ctx)
+        rec = self.store.inode(inode)
+        if name == b"user.worm.retain_until" and actor.uid not in (0, rec["uid"]) \
+                and not self.store.is_admin(actor):
+            await self._refuse("setxattr", "only the owner or a records admin may change "
+                               "retention", actor, inode)
+        await self._run(xattrs.set_value, self.store, rec, name, value, actor)
+
+    @_handler
+    async def removexattr(self, inode, name, ctx):
+        await self._run(xattrs.remove_value, self.store, self.store.inode(inode), name,
+                        self._actor(ctx))
+
