@@ -1,0 +1,172 @@
+"""SPEC "Who uses it": programs that know nothing about WORM work unchanged on the
+create-write-close path and get a clean EPERM for anything WORM forbids."""
+import os
+import subprocess
+
+import pytest
+
+
+def run(*cmd, ok=True, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if ok:
+        assert r.returncode == 0, f"{cmd}: {r.stderr}"
+    return r
+
+
+def tree(root):
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    return out
+
+
+@pytest.fixture
+def source(tmp_path):
+    src = tmp_path / "src"
+    (src / "mail" / "2026").mkdir(parents=True)
+    (src / "chat").mkdir()
+    for i in range(20):
+        (src / "mail" / "2026" / f"msg{i:03}.eml").write_bytes(os.urandom(1000 + i * 997))
+    (src / "chat" / "big.log").write_bytes(os.urandom(3 << 20))
+    (src / "chat" / "empty.log").write_bytes(b"")
+    return src
+
+
+def all_sealed(root):
+    for dirpath, dirs, files in os.walk(root):
+        for f in files:
+            state = os.getxattr(os.path.join(dirpath, f), "user.worm.state").decode()
+            assert state == "sealed", (f, state)
+
+
+def test_cp_r(mnt, source):
+    run("cp", "-r", str(source), mnt.path("cp"))
+    assert tree(mnt.path("cp")) == tree(source)
+    all_sealed(mnt.path("cp"))
+
+
+def test_cp_a_keeps_times(mnt, source):
+    run("cp", "-a", str(source), mnt.path("cpa"))
+    src_msg = source / "mail" / "2026" / "msg000.eml"
+    dst_msg = mnt.path("cpa", "mail", "2026", "msg000.eml")
+    assert int(os.stat(dst_msg).st_mtime) == int(os.stat(src_msg).st_mtime)
+    all_sealed(mnt.path("cpa"))
+
+
+def test_rsync_temp_then_rename(mnt, source):
+    run("rsync", "-r", "-t", str(source) + "/", mnt.path("rs"))
+    assert tree(mnt.path("rs")) == tree(source)
+    all_sealed(mnt.path("rs"))
+    names = [f for _, _, files in os.walk(mnt.path("rs")) for f in files]
+    assert not [n for n in names if n.startswith(".")], "rsync temp files left behind"
+    seals = mnt.events("seal")
+    assert {e["cause"] for e in seals} == {"rename"}
+    # No spurious refusals: rsync finished cleanly and the trail says so.
+    assert mnt.events("refused") == []
+    # Running it again changes nothing and refuses nothing (same size and mtime: skipped).
+    run("rsync", "-r", "-t", str(source) + "/", mnt.path("rs"))
+    assert mnt.events("refused") == []
+
+
+def test_tar_x(mnt, source, tmp_path):
+    archive = tmp_path / "a.tar"
+    run("tar", "-C", str(source), "-cf", str(archive), ".")
+    os.mkdir(mnt.path("tar"))
+    run("tar", "-C", mnt.path("tar"), "-xf", str(archive))
+    assert tree(mnt.path("tar")) == tree(source)
+    all_sealed(mnt.path("tar"))
+    # Extracting again over records fails cleanly, and leaves them as they were.
+    r = run("tar", "-C", mnt.path("tar"), "-xf", str(archive), ok=False)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "File exists" in r.stderr or "Operation not permitted" in r.stderr
+    assert tree(mnt.path("tar")) == tree(source)
+
+
+def test_shell_redirections(mnt):
+    p = mnt.path("report.txt")
+    run("sh", "-c", f"echo first > {p}")
+    assert os.getxattr(p, "user.worm.state") == b"sealed"
+    for op in (">", ">>"):
+        r = run("sh", "-c", f"echo again {op} {p}", ok=False)
+        assert r.returncode != 0 and "Operation not permitted" in r.stderr
+    with open(p) as f:
+        assert f.read() == "first\n"
+    # A command writing to a redirected stdout through a subshell: the seal waits for it.
+    q = mnt.path("lines.txt")
+    run("sh", "-c", f"(for i in 1 2 3; do echo $i; sleep 0.05; done) > {q}")
+    with open(q) as f:
+        assert f.read() == "1\n2\n3\n"
+    assert os.getxattr(q, "user.worm.state") == b"sealed"
+
+
+def test_rm_rf_leaves_records(mnt, source):
+    run("cp", "-r", str(source), mnt.path("keep"))
+    open(mnt.path("keep", "scratch.tmp"), "w").write("temporary")
+    r = run("rm", "-rf", mnt.path("keep"), ok=False)
+    assert r.returncode != 0
+    left = tree(mnt.path("keep"))
+    assert left == tree(source)  # every record is still there; the scratch file is gone
+
+
+def test_editor_style_saves(mnt):
+    doc = mnt.path("memo.txt")
+    # vi: a swap file written and deleted, the file written, the swap file removed.
+    swap = mnt.path(".memo.txt.swp")
+    with open(swap, "wb") as f:
+        f.write(b"b0VIM 9.0" + bytes(4000))
+    assert os.getxattr(swap, "user.worm.state") == b"scratch"
+    with open(doc, "w") as f:
+        f.write("version 1\n")
+    os.unlink(swap)
+    # "Save as temp, then rename into place": a new name is fine...
+    tmp = mnt.path("memo2.txt.tmp")
+    with open(tmp, "w") as f:
+        f.write("version 2\n")
+    assert os.getxattr(tmp, "user.worm.state") == b"scratch"
+    os.rename(tmp, mnt.path("memo2.txt"))
+    assert os.getxattr(mnt.path("memo2.txt"), "user.worm.state") == b"sealed"
+    # ...replacing a record is refused, and the temp file stays for the user to keep.
+    tmp = mnt.path("memo.txt.tmp")
+    with open(tmp, "w") as f:
+        f.write("version 3\n")
+    with pytest.raises(PermissionError):
+        os.rename(tmp, doc)
+    assert open(doc).read() == "version 1\n"
+    assert sorted(os.listdir(mnt.mnt)) == ["memo.txt", "memo.txt.tmp", "memo2.txt"]
+
+
+def test_open_file_rules(mnt):
+    """Before close: random writes, sparse regions, truncation, fsync, read back, rename."""
+    p = mnt.path("draft.bin")
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"tail", 10 << 20)
+        os.pwrite(fd, b"head", 0)
+        os.fsync(fd)
+        assert os.pread(fd, 4, 0) == b"head"
+        assert os.fstat(fd).st_size == (10 << 20) + 4
+        os.ftruncate(fd, 5 << 20)
+        assert os.getxattr(p, "user.worm.state") == b"open"
+        os.rename(p, mnt.path("final.bin"))
+    finally:
+        os.close(fd)
+    q = mnt.path("final.bin")
+    assert os.getxattr(q, "user.worm.state") == b"sealed"
+    with open(q, "rb") as f:
+        data = f.read()
+    assert len(data) == 5 << 20 and data[:4] == b"head" and data[4:] == bytes(len(data) - 4)
+
+
+def test_unlink_while_open_keeps_data_for_the_writer(mnt):
+    p = mnt.path("gone.txt")
+    with open(p, "w+") as f:
+        f.write("data")
+        f.flush()
+        os.unlink(p)
+        f.seek(0)
+        assert f.read() == "data"
+    assert os.listdir(mnt.mnt) == []
+    assert mnt.events("seal") == []
