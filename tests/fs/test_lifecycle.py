@@ -1,0 +1,90 @@
+"""Mounting and unmounting: errors are one line, a store mounts once, SIGTERM unmounts
+cleanly, umount waits for durability, and the mount survives bad requests."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .conftest import Mount, is_mounted, wormfs
+
+
+def test_mount_errors_are_one_line(tmp_path):
+    (tmp_path / "mnt").mkdir()
+    r = wormfs("mount", tmp_path / "nostore", tmp_path / "mnt", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = wormfs("umount", tmp_path / "mnt", check=False)
+    assert r.returncode == 1 and "not mounted" in r.stderr
+
+
+def test_second_mount_of_a_store_is_refused(mount_factory, tmp_path):
+    m = mount_factory()
+    other = tmp_path / "other"
+    other.mkdir()
+    r = wormfs("mount", m.store, other, check=False)
+    assert r.returncode == 1 and "in use" in r.stderr
+    assert not is_mounted(other)
+    r = wormfs("mount", m.store, m.mnt, check=False)
+    assert r.returncode == 1 and "already a mount point" in r.stderr
+
+
+def test_umount_busy_then_clean(mnt):
+    p = mnt.path("held.txt")
+    f = open(p, "w")
+    try:
+        r = wormfs("umount", mnt.mnt, check=False)
+        assert r.returncode == 1 and "busy" in r.stderr
+    finally:
+        f.write("done")
+        f.close()
+    wormfs("umount", mnt.mnt)
+    assert not is_mounted(mnt.mnt)
+    types = [e["type"] for e in mnt.events()]
+    assert types[-1] == "unmount" and "mount" in types
+
+
+def test_sigterm_recovers_open_files_and_unmounts(mount_factory):
+    m = mount_factory(foreground=True)
+    with open(m.path("sealed.txt"), "w") as f:
+        f.write("kept")
+    f = open(m.path("open.txt"), "w")
+    f.write("half")
+    f.flush()
+    os.fsync(f.fileno())
+    m.proc.send_signal(signal.SIGTERM)
+    m.proc.wait(timeout=60)
+    m.proc = None
+    try:
+        f.close()
+    except OSError:
+        pass
+    deadline = time.monotonic() + 10
+    while is_mounted(m.mnt) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_mounted(m.mnt)
+    m.mount()
+    assert open(m.path("sealed.txt")).read() == "kept"
+    assert not os.path.exists(m.path("open.txt"))
+    [name] = os.listdir(m.path(".wormfs", "recovered"))
+    assert open(m.path(".wormfs", "recovered", name)).read() == "half"
+    ev = m.events("recovery")
+    assert len(ev) == 1 and "unmounted" in ev[0]["reason"]
+
+
+def test_fstab_style_invocation(tmp_path):
+    """mount.fuse3 runs `wormfs STORE MOUNTPOINT -o OPTIONS` for type fuse.wormfs."""
+    m = Mount(tmp_path / "fstab")
+    r = wormfs(m.store, m.mnt, "-o", "defaults,noauto,_netdev,allow_other,x-systemd.foo")
+    try:
+        assert r.returncode == 0 and is_mounted(m.mnt)
+        with open(m.path("x"), "w") as f:
+            f.write("1")
+    finally:
+        m.umount()
+    helper = os.path.join(os.path.dirname(__file__), "..", "..", "packaging", "mount.wormfs")
+    assert os.access(helper, os.X_OK)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+    out = subprocess.run([helper, "--dry-run", str(m.store), str(m.mnt), "-o", "rw,allow_other"],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    assert "mount" in out and str(m.store) in out
