@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything wormfs needs on a fresh Debian machine (as root), then runs one job:
-#   bash packaging/dev/bootstrap.sh demo   create a demo store with a mirror, print its status
+#   bash packaging/dev/bootstrap.sh demo   create a demo store with a mirror and mount it
 #   bash packaging/dev/bootstrap.sh test   run the whole test suite
 # Idempotent: a second run reuses the apt packages and the venv (.venv in the checkout).
 set -euo pipefail
@@ -32,19 +32,37 @@ echo "== installing wormfs and its test extras into .venv"
 case "$job" in
     demo)
         demo=${WORMFS_DEMO_DIR:-/tmp/wormfs-demo}
-        if [ -e "$demo" ]; then
-            echo "== $demo exists; remove it for a fresh demo (records in it are retained)" >&2
+        w=.venv/bin/wormfs
+        if [ -e "$demo/store" ]; then
+            echo "== reusing the demo store in $demo (records in it are retained)"
         else
             # Local directories on one disk: allowed for the demo, reported as such.
-            .venv/bin/wormfs mkfs "$demo/store" --mirror "$demo/mirror" --allow-same-device \
+            $w mkfs "$demo/store" --mirror "$demo/mirror" --allow-same-device \
                 --label demo --default-retention 6y
         fi
+        mkdir -p "$demo/mnt"
+        if mountpoint -q "$demo/mnt"; then
+            echo "== $demo/mnt is already mounted"
+        else
+            $w mount "$demo/store" "$demo/mnt" -o allow_other
+            echo "== mounted $demo/store on $demo/mnt"
+        fi
         echo
-        .venv/bin/wormfs status "$demo/store" || true
-        echo
-        echo "The mount arrives with the next release; meanwhile try:"
-        echo "  .venv/bin/wormfs status $demo/store --json"
-        echo "  .venv/bin/wormfs clock $demo/store"
+        $w status "$demo/store" || true
+        cat <<EOF
+
+Try (as root):
+  echo "trade 1" > $demo/mnt/blotter.txt              # closed = sealed
+  getfattr -d -m user.worm $demo/mnt/blotter.txt      # state, serial, digest, retain-until
+  b3sum $demo/mnt/blotter.txt                         # equals user.worm.blake3
+  echo more >> $demo/mnt/blotter.txt                  # Operation not permitted (audited)
+  rm $demo/mnt/blotter.txt                            # Operation not permitted (retained 6y)
+  touch -a -d 2035-01-01 $demo/mnt/blotter.txt        # extends retain-until (atime convention)
+  setfattr -n user.worm.hold.case-1 -v "SEC inquiry" $demo/mnt/blotter.txt
+  rsync -r /etc/apt/ $demo/mnt/apt/                   # legacy tools work unchanged
+  $w status $demo/store
+  $w umount $demo/mnt                                 # returns once everything is durable
+EOF
         ;;
     test)
         exec .venv/bin/python -m pytest -q tests
