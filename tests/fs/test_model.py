@@ -3,6 +3,7 @@ against the real mount and against a small model of SPEC.md must agree, step by 
 import errno
 import itertools
 import os
+from datetime import datetime, timezone
 
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, rule,
@@ -14,6 +15,7 @@ NAMES = ["a", "b", "c.tmp", ".d.swp", ".f.Ab12Cd"]
 DIRS = ["", "x", "x/y"]
 SCRATCH = {"c.tmp", ".d.swp", ".f.Ab12Cd"}
 counter = itertools.count()
+THIS_YEAR = datetime.now(timezone.utc).year
 
 
 def outcome(fn):
@@ -70,6 +72,8 @@ class MountModel(RuleBasedStateMachine):
         got = outcome(lambda: os.rename(self.real(a), self.real(b)))
         if a not in self.files or not self.parent_exists(b):
             expected = "ENOENT"
+        elif a == b:
+            expected = "ok"          # POSIX: renaming a file onto itself does nothing
         elif self.files[a][1] == "sealed" or self.files.get(b, (0, ""))[1] == "sealed":
             expected = "EPERM"
         elif b in self.dirs:
@@ -79,6 +83,9 @@ class MountModel(RuleBasedStateMachine):
             if a != b:
                 data, _ = self.files.pop(a)
                 self.files[b] = (data, "scratch" if dst in SCRATCH else "sealed")
+                self.retain.pop(b, None)
+                if a in self.retain:
+                    self.retain[b] = self.retain.pop(a)
         assert got == expected, (a, b, got, expected)
 
     @rule(d=st.sampled_from(DIRS), name=st.sampled_from(NAMES))
@@ -94,20 +101,24 @@ class MountModel(RuleBasedStateMachine):
         else:
             expected = "ok"
             del self.files[rel]
+            self.retain.pop(rel, None)
         assert got == expected, (rel, got, expected)
 
     @rule(d=st.sampled_from(DIRS), name=st.sampled_from(NAMES),
-          year=st.integers(min_value=2027, max_value=2060))
+          year=st.integers(min_value=THIS_YEAR + 1, max_value=THIS_YEAR + 30))
     def set_retain_until(self, d, name, year):
         rel = os.path.join(d, name)
-        value = f"{year}-06-01".encode()
+        # Dec 31 of a year is later than "now + 6y" exactly when the year is at least
+        # this year + 6, which keeps the model free of clock arithmetic.
+        value = f"{year}-12-31".encode()
         got = outcome(lambda: os.setxattr(self.real(rel), "user.worm.retain_until", value))
         if rel not in self.files:
             expected = "ENOENT"
         elif self.files[rel][1] != "sealed":
-            expected = "ok"
+            expected = "ok"          # an unsealed file takes any future date
+            self.retain[rel] = year
         else:
-            current = self.retain.get(rel, 2032)   # default 6y from 2026
+            current = self.retain.get(rel, THIS_YEAR + 6)   # the store default, 6y
             expected = "ok" if year >= current else "EPERM"
             if expected == "ok":
                 self.retain[rel] = year
