@@ -213,19 +213,19 @@ class WormOperations(pyfuse3.Operations):
         self.lookups[rec["ino"]] += 1
         return attrs.entry(rec)
 
-    @_handler
-    async def rmdir(self, parent_inode, name, ctx):
+    async def _remove(self, remover, parent_inode, name, ctx):
         actor = self._actor(ctx)
         permissions.check_delete(actor, self.store.inode(parent_inode),
                                  self.store.lookup(parent_inode, name))
-        await self._run(self.store.rmdir, parent_inode, name, actor)
+        await self._run(remover, parent_inode, name, actor)
+
+    @_handler
+    async def rmdir(self, parent_inode, name, ctx):
+        await self._remove(self.store.rmdir, parent_inode, name, ctx)
 
     @_handler
     async def unlink(self, parent_inode, name, ctx):
-        actor = self._actor(ctx)
-        permissions.check_delete(actor, self.store.inode(parent_inode),
-                                 self.store.lookup(parent_inode, name))
-        await self._run(self.store.unlink, parent_inode, name, actor)
+        await self._remove(self.store.unlink, parent_inode, name, ctx)
 
     @_handler
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
