@@ -63,11 +63,12 @@ class OpenFile:
     cache sends one such setattr per close, and the seal event records the final mtime.
     ``orphan`` holds the inode dict of a file unlinked while the mount still had it open."""
 
-    __slots__ = ("ino", "fd", "size", "mtime", "atime", "orphan")
+    __slots__ = ("ino", "fd", "size", "mtime", "atime", "orphan", "touched")
 
     def __init__(self, ino, fd, size):
         self.ino, self.fd, self.size = ino, fd, size
         self.mtime = self.atime = self.orphan = None
+        self.touched = None  # boot-clock us of the last change (for the scratch TTL)
 
 
 class Store:
@@ -141,6 +142,7 @@ class Store:
             floor = self.ix.meta(txn, "last_time", 0)
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), time_source,
                                      floor_us=floor, persist=not self.readonly)
+        self._opened_at = self.clock.now()
         if not self.readonly and self._last_seq and self.recovered_tail:
             segno, offset, qpath, nbytes = self.recovered_tail
             self._event_now("torn_tail", segment=segno, offset=offset, bytes=nbytes,
@@ -518,7 +520,8 @@ class Store:
             except BaseException:
                 os.close(fd)
                 raise
-            self._open[ino] = OpenFile(ino, fd, 0)
+            of = self._open[ino] = OpenFile(ino, fd, 0)
+            of.touched = self.clock.src.boot_us()
             return ino
         return self.inode(self._mutate(fn))
 
@@ -527,6 +530,8 @@ class Store:
         if of is not None:
             if ino in self._sealing and op != "seal":
                 self.refuse(op, "the file is being sealed", actor, ino=ino)
+            if op != "read":
+                of.touched = self.clock.src.boot_us()
             return of
         rec = self._inode(ino)
         if rec is None:
@@ -541,6 +546,8 @@ class Store:
             if of is None:
                 fd = os.open(os.path.join(self.staging, str(ino)), os.O_RDWR | os.O_CREAT, 0o600)
                 of = self._open[ino] = OpenFile(ino, fd, os.fstat(fd).st_size)
+            if op != "read":
+                of.touched = self.clock.src.boot_us()
         return of
 
     def open_for_write(self, ino, actor=None):
@@ -980,21 +987,21 @@ class Store:
         return [self.recover(ino, reason) for ino, state in self.unsealed() if state == "open"]
 
     def stale_scratch(self, ttl_us, busy=lambda ino: False):
-        """Scratch files untouched for ``ttl_us`` of compliance-clock time."""
-        now = self.clock.now()
+        """Scratch files untouched for ``ttl_us``: real time since their last change in this
+        process, or since their last event (and at least since this process opened the
+        unit) for files not touched since. Not the mtime: rsync and cp -p set it to the
+        source's, which may be years old; nor the host clock of the staged file."""
+        now, boot_now = self.clock.now(), self.clock.src.boot_us()
         out = []
         for ino, state in self.unsealed():
             if state != "scratch" or busy(ino):
                 continue
-            # Not the mtime: rsync and cp -p set it to the source's, which may be years old.
-            touched = self.inode(ino)["ctime"]
-            try:
-                st = os.stat(os.path.join(self.staging, str(ino)))
-                # the staged file's own mtime moves with every write (host clock)
-                touched = max(touched, min(st.st_mtime_ns // 1000, now))
-            except FileNotFoundError:
-                pass
-            if now - touched >= ttl_us:
+            of = self._open.get(ino)
+            if of is not None and of.touched is not None:
+                idle = boot_now - of.touched
+            else:
+                idle = now - max(self.inode(ino)["ctime"], self._opened_at)
+            if idle >= ttl_us:
                 out.append(ino)
         return out
 
