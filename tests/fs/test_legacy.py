@@ -170,3 +170,17 @@ def test_unlink_while_open_keeps_data_for_the_writer(mnt):
         assert f.read() == "data"
     assert os.listdir(mnt.mnt) == []
     assert mnt.events("seal") == []
+
+
+def test_child_keeps_writing_after_the_parent_closes(mnt):
+    """A parent hands its descriptor to a child and closes its own copy first: the seal
+    waits for the child's last close (closers.py)."""
+    p = mnt.path("job.log")
+    with open(p, "w") as f:
+        child = subprocess.Popen(["sh", "-c", "sleep 0.3; echo late"], stdout=f)
+    assert os.getxattr(p, "user.worm.state") == b"open"
+    assert child.wait(timeout=30) == 0
+    with open(p) as f:
+        assert f.read() == "late\n"
+    assert os.getxattr(p, "user.worm.state") == b"sealed"
+    assert mnt.events("refused") == []
