@@ -2,7 +2,6 @@
 exit status; ``main`` turns every error into one line (never a traceback): exit 2 for bad
 arguments or values, 1 for failures and findings."""
 import argparse
-import fcntl
 import grp
 import json
 import os
@@ -11,6 +10,7 @@ import sys
 
 from . import __version__, retention
 from .errors import InvalidValue, StoreError, WormError
+from .store.hostfs import try_lock
 from .store.maintenance import rebuild_index
 from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
 from .store.unit import new_serial, read_unit, write_unit
@@ -203,12 +203,10 @@ def cmd_rebuild_index(args):
     read_unit(path)
     index = os.path.join(path, "index")
     old = index + ".old"
-    lockfd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    lockfd = try_lock(os.path.join(path, "lock"))
+    if lockfd is None:
+        raise StoreError(f"{path} is in use (mounted?); unmount it first")
     try:
-        try:
-            fcntl.flock(lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"{path} is in use (mounted?); unmount it first") from None
         if os.path.exists(old):
             shutil.rmtree(old)
         if os.path.exists(index):

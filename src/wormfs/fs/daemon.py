@@ -12,12 +12,15 @@ import logging
 import logging.handlers
 import os
 import signal
+import subprocess
 import sys
+import time
 
 import pyfuse3
 import trio
 
 from ..errors import StoreError, WormError
+from ..store.hostfs import try_lock
 from ..store.store import Store
 from ..store.unit import read_unit
 from ..timeutil import US, parse_duration
@@ -108,9 +111,6 @@ def mount(store_path, mountpoint, *, foreground=False, options=(), log_file=None
 def unmount(mountpoint, timeout=600.0):
     """Unmount a wormfs mount and wait until its daemon has made everything durable and let
     go of the unit (its lock)."""
-    import fcntl
-    import subprocess
-    import time
     mountpoint = os.path.abspath(mountpoint)
     hit = mounts.find(mountpoint)
     if hit is None:
@@ -129,16 +129,14 @@ def unmount(mountpoint, timeout=600.0):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR)
+            fd = try_lock(lock, create=False)
         except OSError:
-            return  # not a unit directory we can see: nothing more to wait for
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        finally:
+            return  # a unit lock we cannot open: nothing more to wait for
+        if fd is not None:
             os.close(fd)
+            return
+        if not os.path.exists(lock):
+            return
         if time.monotonic() > deadline:
             raise MountError(f"unmounted, but the daemon of {source} has not finished after "
                              f"{timeout:.0f}s; see its log")

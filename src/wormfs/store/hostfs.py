@@ -28,6 +28,23 @@ def atomic_write(path, data):
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def try_lock(path, create=True):
+    """Take an exclusive flock on ``path`` without waiting: the open fd, or None when another
+    process holds it (or, with ``create=False``, when the file does not exist)."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _flags(path, change=None):
     """Read FS_IOC_GETFLAGS of a file and, with ``change(flags) -> flags``, write it back.
     Returns the flags before the change, or None where the host has no such flags."""

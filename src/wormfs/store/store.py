@@ -13,7 +13,6 @@ Concurrency (the FUSE layer calls from worker threads):
 Refusals: every operation WORM forbids appends a ``refused`` event and raises ``Refused``.
 """
 import collections
-import fcntl
 import fnmatch
 import os
 import threading
@@ -30,6 +29,7 @@ from ..timeutil import format_us, parse_date
 from . import events as E
 from . import frames as F
 from .commit import GroupCommit
+from .hostfs import try_lock
 from .index import Index
 from .maintenance import apply_frame
 from .replay import ROOT_INO, Replayer
@@ -101,14 +101,9 @@ class Store:
     # -- opening and closing --------------------------------------------------------------
 
     def _take_lock(self):
-        self._lockfd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lockfd)
-            self._lockfd = None
-            raise StoreError(f"{self.path} is in use by another wormfs process (mounted?)") \
-                from None
+        self._lockfd = try_lock(os.path.join(self.path, "lock"))
+        if self._lockfd is None:
+            raise StoreError(f"{self.path} is in use by another wormfs process (mounted?)")
 
     def _release_lock(self):
         if self._lockfd is not None:
