@@ -130,11 +130,6 @@ class WormOperations(pyfuse3.Operations):
         finally:
             self.sealing.discard(ino)
 
-    def _forget_if_gone(self, ino):
-        if not self.open_count.get(ino):
-            self.open_count.pop(ino, None)
-            self.store.discard(ino)
-
     # -- names ----------------------------------------------------------------------------
 
     @_handler
@@ -158,7 +153,6 @@ class WormOperations(pyfuse3.Operations):
                     self.lookups[ino] = left
                 else:
                     self.lookups.pop(ino, None)
-                    self._forget_if_gone(ino)
         except Exception:
             log.exception("forget failed")
 
@@ -362,7 +356,10 @@ class WormOperations(pyfuse3.Operations):
                 if ino not in self.writers:
                     await self._seal(ino, h.actor, "close", h.failed)
         finally:
-            self._forget_if_gone(ino)
+            # The last handle of a file unlinked while open: its bytes can go now.
+            if not self.open_count[ino]:
+                del self.open_count[ino]
+                self.store.discard(ino)
 
     @_handler
     async def fsync(self, fh, datasync):

@@ -525,24 +525,23 @@ class Store:
         if of is not None:
             if ino in self._sealing and op != "seal":
                 self.refuse(op, "the file is being sealed", actor, ino=ino)
-            if op != "read":
-                of.touched = self.clock.src.boot_us()
-            return of
-        rec = self._inode(ino)
-        if rec is None:
-            raise NotFound(f"no inode {ino}")
-        if rec["kind"] == "d":
-            raise IsADirectory("is a directory")
-        if rec.get("state") not in ("open", "scratch"):
-            self.refuse(op, "the file is a sealed record", actor, ino=ino)
-        # Reopened after a restart: its staged bytes are still there.
-        with self._wlock:
-            of = self._open.get(ino)
-            if of is None:
-                fd = os.open(os.path.join(self.staging, str(ino)), os.O_RDWR | os.O_CREAT, 0o600)
-                of = self._open[ino] = OpenFile(ino, fd, os.fstat(fd).st_size)
-            if op != "read":
-                of.touched = self.clock.src.boot_us()
+        else:
+            rec = self._inode(ino)
+            if rec is None:
+                raise NotFound(f"no inode {ino}")
+            if rec["kind"] == "d":
+                raise IsADirectory("is a directory")
+            if rec.get("state") not in ("open", "scratch"):
+                self.refuse(op, "the file is a sealed record", actor, ino=ino)
+            # Reopened after a restart: its staged bytes are still there.
+            with self._wlock:
+                of = self._open.get(ino)
+                if of is None:
+                    fd = os.open(os.path.join(self.staging, str(ino)),
+                                 os.O_RDWR | os.O_CREAT, 0o600)
+                    of = self._open[ino] = OpenFile(ino, fd, os.fstat(fd).st_size)
+        if op != "read":
+            of.touched = self.clock.src.boot_us()
         return of
 
     def open_for_write(self, ino, actor=None):
