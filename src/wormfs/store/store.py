@@ -298,9 +298,9 @@ class Store:
         with self.ix.read() as t:
             return self.ix.inode(t, ino)
 
-    def inode(self, ino):
+    def inode(self, ino, txn=None):
         """The inode dict (see replay.py), with the live size of an open file."""
-        rec = self._inode(ino)
+        rec = self._inode(ino, txn)
         of = self._open.get(ino)
         if rec is None and of is not None and of.orphan is not None:
             rec = dict(of.orphan, orphan=True)
@@ -337,11 +337,11 @@ class Store:
             if rec["kind"] != "d":
                 raise NotADirectory(f"inode {ino} is not a directory")
             entries = []
-            for entry in self.ix.list_dir(txn, ino, after_cookie):
-                entries.append(entry)
+            for c, n, i in self.ix.list_dir(txn, ino, after_cookie):
+                entries.append((c, n, self.inode(i, txn)))
                 if limit is not None and len(entries) >= limit:
                     break
-        return [(c, n, self.inode(i)) for c, n, i in entries]
+        return entries
 
     def unsealed(self):
         """(ino, state) of every file that is not a record yet."""
