@@ -99,6 +99,47 @@ def cut_points(buf, Params params=None):
     return ends
 
 
+cdef class _TailBuffer:
+    """Owns one of a chunker's tail buffers and exposes it through the buffer protocol,
+    read-only. Freed when neither the chunker nor any view of it is left."""
+    cdef uint8_t *ptr
+    cdef Py_ssize_t size
+    cdef Py_ssize_t shape[1]
+
+    def __cinit__(self):
+        self.ptr = NULL
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            PyMem_Free(self.ptr)
+
+    @staticmethod
+    cdef _TailBuffer alloc(size_t size):
+        cdef _TailBuffer b = _TailBuffer.__new__(_TailBuffer)
+        b.ptr = <uint8_t *>PyMem_Malloc(size)
+        if b.ptr == NULL:
+            raise MemoryError()
+        b.size = <Py_ssize_t>size
+        return b
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        self.shape[0] = self.size
+        buffer.buf = self.ptr
+        buffer.obj = self
+        buffer.len = self.size
+        buffer.readonly = 1
+        buffer.itemsize = 1
+        buffer.format = NULL
+        buffer.ndim = 1
+        buffer.shape = self.shape
+        buffer.strides = NULL
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        pass
+
+
 cdef class StreamChunker:
     """Incremental chunker. ``feed(data)`` and ``finish()`` return lists of chunks, each a
     tuple ``(offset, length, blake3_id, xxh3_64, view)``: the stream offset, the length, the
@@ -106,10 +147,12 @@ cdef class StreamChunker:
     the bytes, valid until the next call. With ``hash=False`` id and checksum are None.
 
     Two tail buffers alternate: the bytes left over by one call are copied into the buffer that
-    none of that call's views point into, so returned views stay intact until the next call."""
+    none of that call's views point into, so returned views stay intact until the next call.
+    The buffers belong to ``_TailBuffer`` objects that the views reference, so a view that
+    outlives the chunker still points to live (if stale) memory."""
     cdef Params params
     cdef uint8_t *bufs[2]
-    cdef tuple views           # persistent memoryviews over bufs[0] and bufs[1]
+    cdef tuple views           # persistent memoryviews over the two _TailBuffers
     cdef int cur               # which buffer holds the tail
     cdef size_t tail_len
     cdef size_t cap
@@ -122,27 +165,19 @@ cdef class StreamChunker:
         self.bufs[1] = NULL
 
     def __init__(self, Params params=None, bint hash=True):
-        cdef int i
         self.params = params if params is not None else Params()
         # A tail (< max) plus up to max bytes of the next feed decides at least one cut.
         self.cap = 2 * <size_t>self.params.p.max_size
-        for i in range(2):
-            self.bufs[i] = <uint8_t *>PyMem_Malloc(self.cap)
-            if self.bufs[i] == NULL:
-                raise MemoryError()
-        self.views = (memoryview(_TailBuffer.wrap(self.bufs[0], self.cap)),
-                      memoryview(_TailBuffer.wrap(self.bufs[1], self.cap)))
+        cdef _TailBuffer t0 = _TailBuffer.alloc(self.cap)
+        cdef _TailBuffer t1 = _TailBuffer.alloc(self.cap)
+        self.bufs[0] = t0.ptr
+        self.bufs[1] = t1.ptr
+        self.views = (memoryview(t0), memoryview(t1))
         self.cur = 0
         self.tail_len = 0
         self.offset = 0
         self.do_hash = hash
         self.finished = False
-
-    def __dealloc__(self):
-        cdef int i
-        for i in range(2):
-            if self.bufs[i] != NULL:
-                PyMem_Free(self.bufs[i])
 
     cdef inline void _emit(self, list out, object base, size_t start, size_t length):
         view = base[start:start + length]
@@ -223,34 +258,3 @@ cdef class StreamChunker:
             start += c
         self.tail_len = 0
         return out
-
-
-cdef class _TailBuffer:
-    """Exposes a chunker's malloc'd tail through the buffer protocol, read-only."""
-    cdef uint8_t *ptr
-    cdef Py_ssize_t size
-    cdef Py_ssize_t shape[1]
-
-    @staticmethod
-    cdef _TailBuffer wrap(uint8_t *ptr, size_t size):
-        cdef _TailBuffer b = _TailBuffer.__new__(_TailBuffer)
-        b.ptr = ptr
-        b.size = <Py_ssize_t>size
-        return b
-
-    def __getbuffer__(self, Py_buffer *buffer, int flags):
-        self.shape[0] = self.size
-        buffer.buf = self.ptr
-        buffer.obj = self
-        buffer.len = self.size
-        buffer.readonly = 1
-        buffer.itemsize = 1
-        buffer.format = NULL
-        buffer.ndim = 1
-        buffer.shape = self.shape
-        buffer.strides = NULL
-        buffer.suboffsets = NULL
-        buffer.internal = NULL
-
-    def __releasebuffer__(self, Py_buffer *buffer):
-        pass

@@ -2,6 +2,7 @@
 import functools
 import os
 import pwd
+import time
 from dataclasses import dataclass, field
 
 
@@ -13,6 +14,10 @@ def _user_name(uid):
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+ACTOR_TTL = 1.0
+_recent = {}  # (uid, gid, pid) -> (monotonic time, Actor)
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,22 @@ class Actor:
 
     @classmethod
     def from_pid(cls, uid, gid, pid):
-        """Describe a process by pid (from /proc), as the FUSE layer sees its callers."""
+        """Describe a process by pid (from /proc), as the FUSE layer sees its callers.
+        Remembered for a second: a program writing many files asks many times, and reading
+        /proc twice per request cost more than the rest of a small write."""
+        key = (uid, gid, pid)
+        now = time.monotonic()
+        hit = _recent.get(key)
+        if hit is not None and now - hit[0] < ACTOR_TTL:
+            return hit[1]
+        actor = cls._read_proc(uid, gid, pid)
+        if len(_recent) >= 4096:
+            _recent.clear()
+        _recent[key] = (now, actor)
+        return actor
+
+    @classmethod
+    def _read_proc(cls, uid, gid, pid):
         program, groups = "", ()
         try:
             with open(f"/proc/{pid}/comm") as f:

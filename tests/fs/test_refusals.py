@@ -117,3 +117,18 @@ def test_special_files_refused(mnt):
         assert e.value.errno == errno.EPERM
     assert {e["op"] for e in mnt.events("refused")} >= {"symlink", "mknod"}
     assert os.listdir(mnt.mnt) == []
+
+
+def test_stat_right_after_close_shows_the_record(mnt):
+    # The kernel caches an open file's attributes for a second; after the seal stat must
+    # show the record (no write bits, retain-until as atime), not the cached open file.
+    p = mnt.path("fresh.csv")
+    with open(p, "wb") as f:
+        f.write(b"a,b\n")
+        assert os.fstat(f.fileno()).st_mode & 0o200
+        assert os.stat(p).st_mode & 0o200
+    st = os.stat(p)
+    assert st.st_mode & 0o222 == 0
+    until = os.getxattr(p, "user.worm.retain_until").decode()
+    shown = datetime.fromtimestamp(st.st_atime, timezone.utc)
+    assert shown.strftime("%Y-%m-%dT%H:%M:%S") == until[:19]

@@ -264,11 +264,18 @@ def test_cli_mkfs_and_status(tmp_path, capsys):
 
 def test_concurrent_seals_share_fsyncs(store):
     import threading
+    import time
     files = [store.create(1, b"g%d" % i, 0o644, USER) for i in range(24)]
     for f in files:
         store.write(f["ino"], 0, os.urandom(20_000))
     syncs_before = store.group.syncs
     barrier = threading.Barrier(8)
+    real_sync = store.group._sync
+
+    def slow_disk():  # a disk slower than the CPU, so seals reliably pile up behind a sync
+        time.sleep(0.02)
+        real_sync()
+    store.group._sync = slow_disk
 
     def worker(k):
         barrier.wait()

@@ -11,11 +11,14 @@ import pyfuse3
 
 from .. import retention
 
-# How long the kernel may trust what we tell it. Open files change under writes (and the
-# writeback cache keeps their size), so they are never cached; records change only through
-# wormfs calls (retention shown as atime), so a short timeout is enough.
+# How long the kernel may trust what we tell it. Records change only through wormfs calls
+# (retention shown as atime), so a short timeout is enough. Open files: the writeback cache
+# makes the kernel the authority on their size and mtime anyway, and every seal invalidates
+# the cached attributes (operations.forget_attrs), so a second saves the two GETATTRs that a
+# small file's open and write would otherwise cost.
 ENTRY_TIMEOUT = 60
 ATTR_TIMEOUT_RECORD = 2
+ATTR_TIMEOUT_OPEN = 1
 ATTR_TIMEOUT_DIR = 1
 BLKSIZE = 128 * 1024
 
@@ -39,7 +42,7 @@ def entry(rec):
             if kind == "until" and until is not None:
                 atime = until
         else:
-            e.attr_timeout = 0
+            e.attr_timeout = ATTR_TIMEOUT_OPEN
     e.st_nlink = 1
     e.st_uid = rec["uid"]
     e.st_gid = rec["gid"]

@@ -25,7 +25,7 @@ from ..store.store import Store
 from ..store.unit import read_unit
 from ..timeutil import US, parse_duration
 from . import mounts
-from .operations import WormOperations
+from .operations import WormOperations, forget_attrs
 
 log = logging.getLogger("wormfs")
 
@@ -36,6 +36,7 @@ RECOVERED_AT_MOUNT = "the writer, the daemon or the machine stopped before the f
 RECOVERED_AT_UNMOUNT = "the file system was unmounted while the file was open for writing"
 HOUSEKEEPING_MAX = 60.0  # seconds between clock ticks / scratch sweeps, at most
 HOUSEKEEPING_MIN = 0.5
+READAHEAD_KIB = 4096  # records are mostly read front to back (export, review, copy-out)
 
 
 class MountError(Exception):
@@ -115,7 +116,7 @@ def unmount(mountpoint, timeout=600.0):
     hit = mounts.find(mountpoint)
     if hit is None:
         raise MountError(f"{mountpoint} is not mounted")
-    _, fstype, source = hit
+    _, fstype, source, _ = hit
     if fstype != "fuse.wormfs":
         raise MountError(f"{mountpoint} is a {fstype} mount, not wormfs")
     r = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
@@ -174,6 +175,8 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
         _report(ready_fd, f"cannot mount {store_path} on {mountpoint}: {e}")
         return 1
     ops.mnt_id = mounts.mount_id(mountpoint)
+    if not mounts.set_readahead(mountpoint, READAHEAD_KIB):
+        log.debug("could not raise the read-ahead of %s", mountpoint)
     if not readonly:
         store.note("mount", mountpoint=mountpoint, options=sorted(fuse_opts),
                    recovered=[rec["serial"] for rec in recovered])
@@ -245,6 +248,7 @@ async def _housekeeping(ops, store):
             for ino in await ops._run(store.stale_scratch, ttl, busy):
                 if not busy(ino):
                     rec = await ops._run(store.seal, ino, None, "scratch_ttl")
+                    forget_attrs(ino)  # attribute-only: never blocks, fine on this thread
                     log.info("scratch file untouched for the scratch TTL sealed as record %s "
                              "at %s", rec["serial"], rec["path"])
         except Exception:

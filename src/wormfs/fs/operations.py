@@ -31,6 +31,16 @@ from .permissions import R, W, X
 
 log = logging.getLogger("wormfs.fs")
 
+
+def forget_attrs(ino):
+    """Make the kernel ask again for a file's attributes (after its seal: no write bits, the
+    atime convention). Attribute-only invalidation takes no kernel locks, so it is safe from
+    a worker thread while a request for the same file is in flight."""
+    try:
+        pyfuse3.invalidate_inode(ino, attr_only=True)
+    except OSError:
+        pass  # the kernel no longer knows the inode: nothing cached
+
 WORKER_THREADS = 8
 READDIR_BATCH = 128
 XATTR_PREFIX = xattrs.PREFIX.encode()
@@ -113,22 +123,33 @@ class WormOperations(pyfuse3.Operations):
     async def _refuse(self, op, reason, actor, ino):
         await self._run(self.store.refuse, op, reason, actor, ino=ino)
 
-    async def _seal(self, ino, actor, cause, failed=None):
-        """Seal an open file now (or recover it, if its writes failed)."""
+    async def _seal(self, ino, actor, cause, failed=None, last_close_of=None):
+        """Seal an open file now (or recover it, if its writes failed); returns whether it
+        did. With ``last_close_of`` (a pid) only if that process and its children hold no
+        other writable descriptor on the file (closers.py), checked in the same worker
+        thread hop as the seal."""
         if ino in self.sealing:
-            return
+            return False
         rec = self.store.inode(ino)
         if rec.get("state") != "open" or rec.get("orphan"):
-            return
+            return False
         self.sealing.add(ino)
         try:
-            if failed:
-                await self._run(self.store.recover, ino, f"writes failed with {failed} "
-                                f"before close", actor)
-            else:
-                await self._run(self.store.seal, ino, actor, cause)
+            return await self._run(self._seal_now, ino, actor, cause, failed, last_close_of)
         finally:
             self.sealing.discard(ino)
+
+    def _seal_now(self, ino, actor, cause, failed, last_close_of):
+        """(worker thread)"""
+        if last_close_of is not None and closers.writable_fd_open(
+                last_close_of, ino, self.mountpoint, self.mnt_id):
+            return False
+        if failed:
+            self.store.recover(ino, f"writes failed with {failed} before close", actor)
+        else:
+            self.store.seal(ino, actor, cause)
+        forget_attrs(ino)
+        return True
 
     # -- names ----------------------------------------------------------------------------
 
@@ -182,6 +203,14 @@ class WormOperations(pyfuse3.Operations):
             # The writeback cache sends the cached mtime with every ctime update (after a
             # rename, say): not a change, so not a refusal.
             mtime = None
+        if not record and not fields.update_size and mode is uid is gid is None and \
+                (mtime is not None or atime is not None) and rec["kind"] == "f":
+            # The writeback cache's mtime at each close: kept in memory until the seal, so
+            # answered here without a worker thread.
+            if actor.uid != rec["uid"]:
+                permissions.check(actor, rec, W)
+            if self.store.set_open_times(inode, mtime, atime):
+                return attrs.entry(self.store.inode(inode))
         if record and atime is not None and mode is uid is gid is mtime is None:
             # The atime convention: a future atime extends retain-until.
             if actor.uid not in (0, rec["uid"]) and not self.store.is_admin(actor):
@@ -333,11 +362,9 @@ class WormOperations(pyfuse3.Operations):
             return
         others = [f for f in self.writers.get(h.ino, ()) if f != fh
                   and not self.handles[f].closing]
-        if others or await self._run(closers.writable_fd_open, h.pid, h.ino, self.mountpoint,
-                                     self.mnt_id):
+        if others:
             return  # not the last close; a later FLUSH or the RELEASE seals
-        h.closing = True
-        await self._seal(h.ino, h.actor, "close", h.failed)
+        h.closing = await self._seal(h.ino, h.actor, "close", h.failed, last_close_of=h.pid)
 
     @_handler
     async def release(self, fh):

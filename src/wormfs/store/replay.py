@@ -21,14 +21,25 @@ class Replayer:
     # -- chunks ---------------------------------------------------------------------------
 
     def apply_chunk(self, txn, chunk_id, segno, offset, length):
-        if txn.get(chunk_id, db=self.db["chunks"]) is not None:
-            return False  # the first copy wins; a later duplicate frame is dead weight
-        txn.put(chunk_id, CHUNK_LOC.pack(segno, offset, length), db=self.db["chunks"])
-        stats = self.ix.meta(txn, "stats")
-        stats["chunks"] += 1
-        stats["stored_bytes"] += length
-        self.ix.put_meta(txn, "stats", stats)
-        return True
+        return self.apply_chunks(txn, [(chunk_id, segno, offset, length)]) == 1
+
+    def apply_chunks(self, txn, located):
+        """Index chunk frames given as (id, segno, offset, length); returns how many were
+        new. The first copy of a chunk wins; a later duplicate frame is dead weight."""
+        db = self.db["chunks"]
+        new = stored = 0
+        for chunk_id, segno, offset, length in located:
+            if txn.get(chunk_id, db=db) is not None:
+                continue
+            txn.put(chunk_id, CHUNK_LOC.pack(segno, offset, length), db=db)
+            new += 1
+            stored += length
+        if new:
+            stats = self.ix.meta(txn, "stats")
+            stats["chunks"] += new
+            stats["stored_bytes"] += stored
+            self.ix.put_meta(txn, "stats", stats)
+        return new
 
     # -- events ---------------------------------------------------------------------------
 

@@ -14,11 +14,10 @@ Refusals: every operation WORM forbids appends a ``refused`` event and raises ``
 """
 import collections
 import fnmatch
+import logging
 import os
 import threading
 
-import blake3
-import xxhash
 
 from .. import _chunker, retention
 from ..clock import ComplianceClock, SystemTimeSource
@@ -33,13 +32,16 @@ from .hostfs import try_lock
 from .index import Index
 from .maintenance import apply_frame
 from .replay import ROOT_INO, Replayer
+from .sealstream import SealStream
 from .segments import SegmentLog
 from .unit import read_unit
+
+log = logging.getLogger("wormfs.store")
 
 DEFAULT_SCRATCH_PATTERNS = [".*.??????", "*.tmp", "~$*", ".~lock.*#", ".*.sw?"]
 DEFAULT_SCRATCH_TTL = "24h"
 SEAL_READ_BLOCK = 4 << 20
-SEAL_CHUNK_BATCH = 64
+MAX_STREAMS = 64  # open files chunked as they are written; more wait for the seal
 CHUNK_CACHE_ENTRIES = 16
 HOLD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_NAME = 255
@@ -61,14 +63,17 @@ class OpenFile:
 
     ``mtime``/``atime`` set while it is open are kept here, not logged: the kernel's writeback
     cache sends one such setattr per close, and the seal event records the final mtime.
-    ``orphan`` holds the inode dict of a file unlinked while the mount still had it open."""
+    ``orphan`` holds the inode dict of a file unlinked while the mount still had it open.
+    ``stream`` chunks the file while it is written (sealstream.py). ``lock`` orders the
+    size and the stream among concurrent writes to the same file."""
 
-    __slots__ = ("ino", "fd", "size", "mtime", "atime", "orphan", "touched")
+    __slots__ = ("ino", "fd", "size", "mtime", "atime", "orphan", "touched", "stream", "lock")
 
-    def __init__(self, ino, fd, size):
-        self.ino, self.fd, self.size = ino, fd, size
+    def __init__(self, ino, fd, size, stream=None):
+        self.ino, self.fd, self.size, self.stream = ino, fd, size, stream
         self.mtime = self.atime = self.orphan = None
         self.touched = None  # boot-clock us of the last change (for the scratch TTL)
+        self.lock = threading.Lock()
 
 
 class Store:
@@ -515,7 +520,7 @@ class Store:
             except BaseException:
                 os.close(fd)
                 raise
-            of = self._open[ino] = OpenFile(ino, fd, 0)
+            of = self._open[ino] = OpenFile(ino, fd, 0, self._new_stream())
             of.touched = self.clock.src.boot_us()
             return ino
         return self.inode(self._mutate(fn))
@@ -539,7 +544,9 @@ class Store:
                 if of is None:
                     fd = os.open(os.path.join(self.staging, str(ino)),
                                  os.O_RDWR | os.O_CREAT, 0o600)
-                    of = self._open[ino] = OpenFile(ino, fd, os.fstat(fd).st_size)
+                    size = os.fstat(fd).st_size
+                    of = self._open[ino] = OpenFile(ino, fd, size,
+                                                    self._new_stream() if size == 0 else None)
         if op != "read":
             of.touched = self.clock.src.boot_us()
         return of
@@ -550,12 +557,34 @@ class Store:
         self._check_writable()
         self._open_file(ino, "open", actor)
 
+    def _new_stream(self):
+        if sum(1 for of in self._open.values() if of.stream is not None) >= MAX_STREAMS:
+            return None
+        return SealStream(self.params)
+
+    def _end_stream(self, of):
+        if of.stream is not None:
+            of.stream.stop()
+            of.stream = None
+
     def write(self, ino, offset, data, actor=None):
         self._check_writable()
         of = self._open_file(ino, "write", actor)
         n = os.pwrite(of.fd, data, offset)
-        if offset + n > of.size:
-            of.size = offset + n
+        with of.lock:
+            if offset + n > of.size:
+                of.size = offset + n
+            if of.stream is not None:
+                try:
+                    of.stream.add(offset, memoryview(data)[:n], self._store_stream_chunks)
+                except (WormError, OSError) as e:
+                    # The staged bytes are safe; the seal will chunk them and report a
+                    # lasting problem itself.
+                    log.warning("inode %d: chunking while written stopped: %s", ino, e)
+                    self._end_stream(of)
+                else:
+                    if of.stream.broken:
+                        self._end_stream(of)
         return n
 
     def truncate(self, ino, size, actor=None):
@@ -563,8 +592,11 @@ class Store:
         if size < 0:
             raise InvalidValue("negative size")
         of = self._open_file(ino, "truncate", actor)
-        os.ftruncate(of.fd, size)
-        of.size = size
+        with of.lock:
+            os.ftruncate(of.fd, size)
+            if size != of.size:
+                self._end_stream(of)
+            of.size = size
 
     def setattr(self, ino, actor, mode=None, uid=None, gid=None, mtime=None, atime=None):
         """chmod/chown/utimens on a directory or an open file. Records refuse (except the
@@ -587,6 +619,19 @@ class Store:
             self._mutate(lambda txn: self._append_event(txn, "setattr", actor, ino=ino,
                                                         **fields))
         return self.inode(ino)
+
+    def set_open_times(self, ino, mtime=None, atime=None):
+        """utimens on a file open in this process, kept in memory until the seal (no I/O).
+        False if it is not open here or is being sealed: then ``setattr`` decides."""
+        of = self._open.get(ino)
+        if of is None or ino in self._sealing or of.orphan is not None:
+            return False
+        if mtime is not None:
+            of.mtime = mtime
+        if atime is not None:
+            of.atime = atime
+        of.touched = self.clock.src.boot_us()
+        return True
 
     def rename(self, parent, name, new_parent, new_name, actor):
         name, new_name = check_name(name), check_name(new_name)
@@ -656,6 +701,7 @@ class Store:
                 return
         of = self._open.pop(ino, None)
         if of is not None:
+            self._end_stream(of)
             os.close(of.fd)
         _unlink_quiet(os.path.join(self.staging, str(ino)))
 
@@ -665,6 +711,7 @@ class Store:
             of = self._open.get(ino)
             if of is not None and of.orphan is not None:
                 del self._open[ino]
+                self._end_stream(of)
                 os.close(of.fd)
 
     def fsync_open(self, ino):
@@ -777,55 +824,41 @@ class Store:
             with self._wlock:
                 self._sealing.discard(ino)
 
-    def _chunk_staged(self, of):
-        """Chunk and hash the staged bytes. Returns ([(offset, length, id, xxh3)], digest)."""
-        sc = _chunker.StreamChunker(self.params)
-        whole = blake3.blake3()
-        chunks = []
+    def _stream_staged(self, of):
+        """A stream fed with the whole staged file: the seal's way when the file was not
+        (entirely) written in order."""
+        st = SealStream(self.params)
         buf = bytearray(max(1, min(SEAL_READ_BLOCK, of.size)))  # small files: small buffer
         mv = memoryview(buf)
-        pos = 0
-        while True:
-            n = os.preadv(of.fd, [buf], pos)
+        while st.pos < of.size:
+            n = os.preadv(of.fd, [buf], st.pos)
             if n <= 0:
                 break
-            pos += n
-            for off, length, cid, x, view in sc.feed(mv[:n]):
-                whole.update(view)
-                chunks.append((off, length, cid, x))
-        for off, length, cid, x, view in sc.finish():
-            whole.update(view)
-            chunks.append((off, length, cid, x))
-        if pos != of.size:
-            raise IntegrityError(f"staged file of inode {of.ino} is {pos} bytes, expected "
+            st.add(st.pos, mv[:n], self._store_stream_chunks)
+        if st.pos != of.size:
+            raise IntegrityError(f"staged file of inode {of.ino} is {st.pos} bytes, expected "
                                  f"{of.size}")
-        return chunks, whole.hexdigest()
+        return st
 
-    def _store_chunks(self, of, chunks):
-        """Append the chunks the unit lacks, in batches under the lock, and read each back
-        to check it before the record may refer to it (R14)."""
-        for i in range(0, len(chunks), SEAL_CHUNK_BATCH):
-            batch = chunks[i:i + SEAL_CHUNK_BATCH]
+    def _store_stream_chunks(self, got):
+        self._mutate(lambda txn: self._append_chunks(txn, got))
 
-            def fn(txn, batch=batch):
-                written = []
-                for off, length, cid, x in batch:
-                    if self.ix.chunk(txn, cid) is not None:
-                        continue
-                    data = os.pread(of.fd, length, off)
-                    if len(data) != length or xxhash.xxh3_64_intdigest(data) != x:
-                        raise IntegrityError(f"staged bytes of inode {of.ino} changed during seal")
-                    segno, foff = self.log.append([F.frame_header(F.T_CHUNK, cid, length, x),
-                                                   data])
-                    self.replay.apply_chunk(txn, cid, segno, foff, length)
-                    self.ix.put_meta(txn, "applied", list(self.log.end_position()))
-                    written.append((cid, segno, foff, length))
-                for cid, segno, foff, length in written:
-                    back = self.log.read_chunk(segno, foff, cid, length)
-                    if blake3.blake3(back).digest() != cid:
-                        raise IntegrityError(f"chunk {cid.hex()[:16]} read back wrong from "
-                                             f"segment {segno}")
-            self._mutate(fn)
+    def _append_chunks(self, txn, got):
+        """Append the chunks the unit lacks, given as (offset, length, id, xxh3, bytes), and
+        read each back to check it against the checksum computed with its id before anything
+        may refer to it (R14). Caller holds _wlock."""
+        written = []
+        for _, length, cid, x, data in got:
+            if self.ix.chunk(txn, cid) is not None or any(w[0] == cid for w in written):
+                continue
+            segno, foff = self.log.append([F.frame_header(F.T_CHUNK, cid, length, x), data])
+            written.append((cid, segno, foff, length))
+        if not written:
+            return
+        self.replay.apply_chunks(txn, written)
+        self.ix.put_meta(txn, "applied", list(self.log.end_position()))
+        for cid, segno, foff, length in written:
+            self.log.read_chunk(segno, foff, cid, length)  # header and xxh3 checked
 
     def _seal_retention(self, txn, rec, committed):
         if rec.get("retention"):
@@ -842,10 +875,17 @@ class Store:
 
     def _seal(self, of, actor, cause, recovered_from):
         ino = of.ino
-        chunks, digest = self._chunk_staged(of)
-        self._store_chunks(of, chunks)
+        with of.lock:
+            st = of.stream
+            if st is None or not st.usable(of.size):
+                self._end_stream(of)
+                st = of.stream = self._stream_staged(of)
+            tail = []
+            digest = st.finish(tail.extend)
+            chunks, size = st.chunks, of.size
 
         def fn(txn):
+            self._append_chunks(txn, tail)
             rec = self.ix.inode(txn, ino)
             if rec is None or rec.get("state") not in ("open", "scratch"):
                 raise Refused("the file is not open")
@@ -855,12 +895,17 @@ class Store:
             extra = {"recovered_from": recovered_from} if recovered_from else {}
             self._append_event(
                 txn, "seal", actor, ino=ino, serial=serial, path=self.path_of(ino, txn),
-                size=of.size, blake3=digest, retention=ret, mode=rec["mode"] & 0o7555,
+                size=size, blake3=digest, retention=ret, mode=rec["mode"] & 0o7555,
                 uid=rec["uid"], gid=rec["gid"],
                 mtime=of.mtime if of.mtime is not None else rec["mtime"],
                 writer=rec.get("creator"), cause=cause, **extra,
-                chunks=[[cid.hex(), length] for _, length, cid, _ in chunks])
-        self._mutate(fn, durable=True)
+                chunks=[[cid.hex(), length] for length, cid in chunks])
+        try:
+            self._mutate(fn, durable=True)
+        except BaseException:
+            with of.lock:
+                self._end_stream(of)  # its tail is spent; a retry chunks the staged file
+            raise
         self._drop_staging(ino)
         return self.inode(ino)
 
