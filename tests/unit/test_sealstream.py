@@ -5,7 +5,7 @@ import random
 import threading
 
 import blake3
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wormfs.actor import Actor
@@ -118,7 +118,9 @@ def test_index_rebuilt_from_a_streamed_log_is_identical(store):
     assert dump_index(path) == before
 
 
-@settings(max_examples=40, deadline=None)
+# A failure that did not replay from hypothesis's database was seen once under load: most
+# likely the too_slow health check (each example writes up to 3.6 MB through a store).
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 600_000), st.integers(1, 300_000), st.booleans()),
                 min_size=1, max_size=12),
        st.randoms(use_true_random=False))

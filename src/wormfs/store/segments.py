@@ -146,6 +146,14 @@ class SegmentLog:
         self.cur_end = pos
         return (self.cur_segno, start)
 
+    def undo(self, offset):
+        """Drop frames appended at or after ``offset`` of the open segment that nothing
+        refers to yet (their index transaction failed). Never crosses a segment boundary."""
+        if offset > self.cur_end:
+            raise IntegrityError(f"cannot undo to {offset}: the segment ends at {self.cur_end}")
+        os.ftruncate(self.cur_fd, offset)
+        self.cur_end = offset
+
     def sync(self):
         os.fdatasync(self.cur_fd)
 

@@ -18,12 +18,13 @@ import logging
 import os
 import threading
 
+import lmdb
 
 from .. import _chunker, retention
 from ..clock import ComplianceClock, SystemTimeSource
 from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
-                      WormError)
+                      StoreFull, WormError)
 from ..timeutil import format_us, parse_date
 from . import events as E
 from . import frames as F
@@ -242,8 +243,13 @@ class Store:
 
     def _mutate(self, fn, durable=False):
         """Run ``fn(txn)`` under the write lock in one index transaction. Events it appends
-        are durable on return if ``durable``. If anything fails after the log was appended
-        to, the index is brought back in line with the log (the log is the truth)."""
+        are durable on return if ``durable``.
+
+        A change is in the log only if its index transaction commits: if anything fails
+        after ``fn`` appended frames (a full disk refusing the LMDB commit, say), those
+        frames are cut off again, so the failed request leaves no trace and the next one
+        finds log and index in step. Only if that is impossible (a segment rolled meanwhile)
+        is the index brought up to the log instead, which is the log-is-truth rule."""
         self._check_writable()
         with self._wlock:
             before = self.log.end_position()
@@ -251,15 +257,29 @@ class Store:
             try:
                 result = fn(txn)
                 txn.commit()
-            except BaseException:
+            except BaseException as e:
                 txn.abort()
                 if self.log.end_position() != before:
-                    self._resync_after_error()
+                    self._undo_appends(before)
+                if isinstance(e, lmdb.Error):
+                    raise _index_error(e) from None
                 raise
             ticket = self.group.note_append() if durable else None
         if ticket is not None:
             self.group.wait(ticket)
         return result
+
+    def _undo_appends(self, before):
+        try:
+            if before[0] != self.log.cur_segno:
+                raise StoreError("a segment was finished in the meantime")
+            self.log.undo(before[1])
+            with self.ix.read() as txn:
+                self._last_seq = self.ix.meta(txn, "last_seq", 0)
+                self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
+        except (WormError, OSError) as e:
+            log.warning("could not drop unindexed frames (%s); indexing them instead", e)
+            self._resync_after_error()
 
     def _resync_after_error(self):
         try:
@@ -507,23 +527,32 @@ class Store:
             raise Exists(f"{os.fsdecode(name)} exists")
         state = "scratch" if self.is_scratch(name) else "open"
 
+        made = []  # (ino, fd) once the staging file exists, to undo if the commit fails
+
         def fn(txn):
             if self.ix.lookup(txn, parent, name) is not None:
                 raise Exists(f"{os.fsdecode(name)} exists")
             ino = self._new_ino(txn)
-            fd = os.open(os.path.join(self.staging, str(ino)),
-                         os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                self._append_event(txn, "create", actor, ino=ino, parent=parent,
-                                   name=E.name_str(name), mode=mode & 0o7777, state=state,
-                                   uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
-            except BaseException:
-                os.close(fd)
-                raise
-            of = self._open[ino] = OpenFile(ino, fd, 0, self._new_stream())
+            made.append((ino, os.open(os.path.join(self.staging, str(ino)),
+                                      os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)))
+            self._append_event(txn, "create", actor, ino=ino, parent=parent,
+                               name=E.name_str(name), mode=mode & 0o7777, state=state,
+                               uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
+            # Registered under the write lock, like a reopen in _open_file.
+            of = self._open[ino] = OpenFile(ino, made[0][1], 0, self._new_stream())
             of.touched = self.clock.src.boot_us()
             return ino
-        return self.inode(self._mutate(fn))
+        try:
+            ino = self._mutate(fn)
+        except BaseException:
+            for ino, fd in made:
+                with self._wlock:
+                    if self._open.get(ino) is not None and self._open[ino].fd == fd:
+                        del self._open[ino]
+                os.close(fd)
+                _unlink_quiet(os.path.join(self.staging, str(ino)))
+            raise
+        return self.inode(ino)
 
     def _open_file(self, ino, op, actor):
         of = self._open.get(ino)
@@ -1062,6 +1091,14 @@ class Store:
         for fr in self.log.scan(pos):
             if fr.ftype == F.T_EVENT:
                 yield E.decode(fr.payload)
+
+
+def _index_error(e):
+    """An LMDB failure as the errno a user expects: a full disk is ENOSPC, not EIO."""
+    text = str(e)
+    if isinstance(e, lmdb.MapFullError) or "No space left" in text or "Disk quota" in text:
+        return StoreFull(f"the disk holding the store is full ({text}); nothing was changed")
+    return StoreError(f"the index could not be written ({text}); nothing was changed")
 
 
 def _unlink_quiet(path):

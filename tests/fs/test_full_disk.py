@@ -1,0 +1,82 @@
+"""A full disk under the store: clean ENOSPC, nothing lost, and the mount works again as soon
+as there is space. The store lives on a small tmpfs that the test grows afterwards, as an
+admin would grow or clean up a volume."""
+import errno
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clear_immutable
+
+from .conftest import Mount, is_mounted
+
+
+@pytest.fixture
+def small_volume():
+    root = Path(tempfile.mkdtemp(prefix="wormfs-full-"))
+    root.chmod(0o755)
+    back = root / "m"
+    back.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(back)], check=True)
+    made = []
+    yield back, made
+    for m in made:
+        if is_mounted(m.mnt):
+            m.umount()
+        assert "Traceback" not in m.daemon_log(), m.daemon_log()
+    clear_immutable(str(back))
+    subprocess.run(["umount", str(back)], check=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def state(path):
+    return os.getxattr(path, "user.worm.state").decode()
+
+
+def test_full_disk_gives_enospc_and_loses_nothing(small_volume):
+    back, made = small_volume
+    m = Mount(back)
+    made.append(m)
+    m.mount()
+    kept = os.urandom(100_000)
+    with open(m.path("kept.bin"), "wb") as f:
+        f.write(kept)
+
+    with pytest.raises(OSError) as failed:
+        with open(m.path("big.bin"), "wb") as f:
+            for _ in range(40):
+                f.write(os.urandom(1 << 20))
+    assert failed.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as failed:
+        with open(m.path("more.txt"), "w") as f:
+            f.write("more")
+    assert failed.value.errno == errno.ENOSPC
+
+    # The mount is alive and the record intact.
+    assert sorted(os.listdir(m.mnt)) == [".wormfs", "big.bin", "kept.bin"] or \
+        sorted(os.listdir(m.mnt)) == ["big.bin", "kept.bin"]
+    with open(m.path("kept.bin"), "rb") as f:
+        assert f.read() == kept
+    assert state(m.path("kept.bin")) == "sealed"
+    assert state(m.path("big.bin")) == "open"   # not sealed as if it were complete
+
+    # Space comes back: new files work at once, no remount needed.
+    subprocess.run(["mount", "-o", "remount,size=128m", str(back)], check=True)
+    with open(m.path("more.txt"), "w") as f:
+        f.write("more")
+    assert state(m.path("more.txt")) == "sealed"
+
+    # The file whose writes failed is recovered (here at unmount), under its own name.
+    m.umount()
+    m.mount()
+    assert not os.path.exists(m.path("big.bin"))
+    (name,) = os.listdir(m.path(".wormfs", "recovered"))
+    assert name.endswith("-big.bin")
+    rec = m.events("recovery")
+    assert [e["path"] for e in rec] == ["/big.bin"]
+    with open(m.path("kept.bin"), "rb") as f:
+        assert f.read() == kept
