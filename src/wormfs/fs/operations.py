@@ -31,6 +31,10 @@ from .permissions import R, W, X
 
 log = logging.getLogger("wormfs.fs")
 
+WORKER_THREADS = 8
+READDIR_BATCH = 128
+XATTR_PREFIX = xattrs.PREFIX.encode()
+
 
 def forget_attrs(ino):
     """Make the kernel ask again for a file's attributes (after its seal: no write bits, the
@@ -40,10 +44,6 @@ def forget_attrs(ino):
         pyfuse3.invalidate_inode(ino, attr_only=True)
     except OSError:
         pass  # the kernel no longer knows the inode: nothing cached
-
-WORKER_THREADS = 8
-READDIR_BATCH = 128
-XATTR_PREFIX = xattrs.PREFIX.encode()
 
 
 def _handler(fn):
@@ -214,14 +214,6 @@ class WormOperations(pyfuse3.Operations):
             # The writeback cache sends the cached mtime with every ctime update (after a
             # rename, say): not a change, so not a refusal.
             mtime = None
-        if not record and not fields.update_size and mode is uid is gid is None and \
-                (mtime is not None or atime is not None) and rec["kind"] == "f":
-            # The writeback cache's mtime at each close: kept in memory until the seal, so
-            # answered here without a worker thread.
-            if actor.uid != rec["uid"]:
-                permissions.check(actor, rec, W)
-            if self.store.set_open_times(inode, mtime, atime):
-                return attrs.entry(self.store.inode(inode))
         if record and atime is not None and mode is uid is gid is mtime is None:
             # The atime convention: a future atime extends retain-until.
             if actor.uid not in (0, rec["uid"]) and not self.store.is_admin(actor):
@@ -235,6 +227,11 @@ class WormOperations(pyfuse3.Operations):
                 permissions.check_chown(actor, rec, uid, gid)
                 if (mtime is not None or atime is not None) and actor.uid != rec["uid"]:
                     permissions.check(actor, rec, W)
+                if mode is uid is gid is None and rec["kind"] == "f" and \
+                        self.store.set_open_times(inode, mtime, atime):
+                    # The writeback cache's mtime at each close: an open file keeps it in
+                    # memory until the seal, so no worker thread is needed.
+                    return attrs.entry(self.store.inode(inode))
             await self._run(self.store.setattr, inode, actor, mode=mode, uid=uid, gid=gid,
                             mtime=mtime, atime=atime)
         return attrs.entry(self.store.inode(inode))

@@ -15,8 +15,6 @@ worker threads race), so writes ahead of the stream's position wait in ``pending
 size, or too much waiting turns the stream off: the seal then chunks the staged file from the
 start, and the chunks already appended are found again by dedup.
 """
-import threading
-
 import blake3
 
 from .. import _chunker
@@ -28,7 +26,6 @@ class SealStream:
     """The in-order prefix of one open file, chunked. ``pos`` bytes have been fed."""
 
     def __init__(self, params):
-        self.lock = threading.Lock()
         self.pos = 0
         self.chunks = []          # [(length, chunk_id)] in file order, all in the log
         self.broken = False
@@ -40,7 +37,7 @@ class SealStream:
     def add(self, offset, data, store_chunks):
         """Take bytes written at ``offset``. ``store_chunks(chunks)`` is called with every
         batch of completed chunks ``(offset, length, id, xxh3, view)``; the views are valid
-        only during that call. Caller holds ``lock``."""
+        only during that call. Callers serialize (the store holds its ``OpenFile.lock``)."""
         if self.broken or not data:
             return
         if offset < self.pos:

@@ -76,6 +76,12 @@ class OpenFile:
         self.touched = None  # boot-clock us of the last change (for the scratch TTL)
         self.lock = threading.Lock()
 
+    def set_times(self, mtime, atime):
+        if mtime is not None:
+            self.mtime = mtime
+        if atime is not None:
+            self.atime = atime
+
 
 class Store:
     def __init__(self, path, *, time_source=None, readonly=False):
@@ -638,11 +644,7 @@ class Store:
         if "mode" in fields:
             fields["mode"] &= 0o7777
         if rec["kind"] == "f" and fields and not fields.keys() - {"mtime", "atime"}:
-            of = self._open_file(ino, "setattr", actor)
-            if mtime is not None:
-                of.mtime = mtime
-            if atime is not None:
-                of.atime = atime
+            self._open_file(ino, "setattr", actor).set_times(mtime, atime)
             return self.inode(ino)
         if fields:
             self._mutate(lambda txn: self._append_event(txn, "setattr", actor, ino=ino,
@@ -655,10 +657,7 @@ class Store:
         of = self._open.get(ino)
         if of is None or ino in self._sealing or of.orphan is not None:
             return False
-        if mtime is not None:
-            of.mtime = mtime
-        if atime is not None:
-            of.atime = atime
+        of.set_times(mtime, atime)
         of.touched = self.clock.src.boot_us()
         return True
 
@@ -876,10 +875,11 @@ class Store:
         """Append the chunks the unit lacks, given as (offset, length, id, xxh3, bytes), and
         read each back to check it against the checksum computed with its id before anything
         may refer to it (R14). Caller holds _wlock."""
-        written = []
+        written, seen = [], set()  # seen: ids appended in this batch, not indexed yet
         for _, length, cid, x, data in got:
-            if self.ix.chunk(txn, cid) is not None or any(w[0] == cid for w in written):
+            if cid in seen or self.ix.chunk(txn, cid) is not None:
                 continue
+            seen.add(cid)
             segno, foff = self.log.append([F.frame_header(F.T_CHUNK, cid, length, x), data])
             written.append((cid, segno, foff, length))
         if not written:
