@@ -24,13 +24,18 @@ def small_volume():
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(back)], check=True)
     made = []
     yield back, made
-    for m in made:
-        if is_mounted(m.mnt):
-            m.umount()
-        assert "Traceback" not in m.daemon_log(), m.daemon_log()
-    clear_immutable(str(back))
-    subprocess.run(["umount", str(back)], check=True)
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        for m in made:
+            if is_mounted(m.mnt):
+                m.umount()
+            assert "Traceback" not in m.daemon_log(), m.daemon_log()
+    finally:
+        for m in made:
+            if is_mounted(m.mnt):
+                subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
+        clear_immutable(str(back))
+        subprocess.run(["umount", "-l", str(back)], check=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def state(path):

@@ -44,6 +44,7 @@ DEFAULT_SCRATCH_TTL = "24h"
 SEAL_READ_BLOCK = 4 << 20
 MAX_STREAMS = 64  # open files chunked as they are written; more wait for the seal
 CHUNK_CACHE_ENTRIES = 16
+LOW_SPACE = 1 << 20  # less free than this when the index cannot be written: the disk is full
 HOLD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_NAME = 255
 MAX_REASON = 1024
@@ -268,7 +269,7 @@ class Store:
                 if self.log.end_position() != before:
                     self._undo_appends(before)
                 if isinstance(e, lmdb.Error):
-                    raise _index_error(e) from None
+                    raise _index_error(e, self.path) from None
                 raise
             ticket = self.group.note_append() if durable else None
         if ticket is not None:
@@ -1093,10 +1094,19 @@ class Store:
                 yield E.decode(fr.payload)
 
 
-def _index_error(e):
-    """An LMDB failure as the errno a user expects: a full disk is ENOSPC, not EIO."""
+def _index_error(e, path):
+    """An LMDB failure as the errno a user expects: a full disk is ENOSPC, not EIO. LMDB
+    reports a short write (the usual way a full disk shows) as EIO, so the free space of
+    the store's file system decides too."""
     text = str(e)
-    if isinstance(e, lmdb.MapFullError) or "No space left" in text or "Disk quota" in text:
+    full = isinstance(e, lmdb.MapFullError) or "No space left" in text or "Disk quota" in text
+    if not full:
+        try:
+            st = os.statvfs(path)
+            full = st.f_bavail * st.f_frsize < LOW_SPACE
+        except OSError:
+            pass
+    if full:
         return StoreFull(f"the disk holding the store is full ({text}); nothing was changed")
     return StoreError(f"the index could not be written ({text}); nothing was changed")
 
