@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 
 from . import __version__, retention
 from .errors import InvalidValue, StoreError, WormError
@@ -76,19 +77,26 @@ def cmd_mkfs(args):
         scratch_ttl = str(parse_duration(args.scratch_ttl))
     except InvalidValue as e:
         raise UsageError(f"--scratch-ttl: {e}") from None
-    settings = {"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": scratch_ttl}
+    try:
+        max_lag = str(parse_duration(args.mirror_max_lag))
+    except InvalidValue as e:
+        raise UsageError(f"--mirror-max-lag: {e}") from None
+    settings = {"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": scratch_ttl,
+                "mirror_max_lag": max_lag}
     init = {"default_retention": default, "admin_gid": admin_gid,
             "admin_group": args.admin_group, "same_device": same_device,
             "no_mirror": bool(args.no_mirror)}
+    log_uuid = str(uuid.uuid4())
+    if mirror:
+        # The mirror starts empty; from the primary's first event on it holds the same log,
+        # frame for frame (the primary ships it as soon as it is created below).
+        write_unit(mirror, role="mirror", mode=args.mode, label=args.label,
+                   peer_serial=primary_serial, peer_path=store, same_device=same_device,
+                   serial=mirror_serial, log_uuid=log_uuid)
     create_store(store, role="primary", mode=args.mode, label=args.label,
                  peer_serial=mirror_serial, peer_path=mirror, same_device=same_device,
                  no_mirror=bool(args.no_mirror), serial=primary_serial, settings=settings,
-                 init=init)
-    if mirror:
-        # The mirror starts empty: it will hold the primary's log, frame for frame.
-        write_unit(mirror, role="mirror", mode=args.mode, label=args.label,
-                   peer_serial=primary_serial, peer_path=store, same_device=same_device,
-                   serial=mirror_serial)
+                 init=init, log_uuid=log_uuid)
     print(f"created store {store}")
     print(f"  primary unit  {primary_serial}  {store}")
     if mirror:
@@ -288,6 +296,9 @@ def build_parser():
     s.add_argument("--allow-same-device", action="store_true")
     s.add_argument("--scratch-ttl", default=DEFAULT_SCRATCH_TTL, metavar="PERIOD",
                    help="seal scratch files left untouched this long (default 24h)")
+    s.add_argument("--mirror-max-lag", default="24h", metavar="PERIOD",
+                   help="refuse new files once the mirror has been behind this long "
+                        "(default 24h)")
     s.set_defaults(fn=cmd_mkfs)
 
     s = sub.add_parser("mount", help="mount a store (the mirror unit mounts read-only)")

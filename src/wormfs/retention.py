@@ -144,3 +144,23 @@ def set_event(old, date_us):
     out = dict(old)
     out["event_date"] = date_us
     return out
+
+
+def never_shorter(old, new, base_us):
+    """Whether ``new`` keeps a record at least as long as ``old`` in every case: the check a
+    mirror makes on a retention change it receives, whatever path produced it."""
+    if new["indefinite"]:
+        return True
+    if old["indefinite"]:
+        return False
+    if (new["until"] or 0) < (old["until"] or 0):
+        return False
+    if old["event_period"] is not None:
+        if new["event_period"] is None:
+            return False
+        if old["event_date"] is not None and new["event_date"] != old["event_date"]:
+            return False
+        if _after_base(new["event_period"], base_us) < _after_base(old["event_period"],
+                                                                   base_us):
+            return False
+    return True

@@ -5,13 +5,13 @@ import os
 
 import blake3
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, StoreError
 from . import events as E
 from . import frames as F
 from .index import Index
 from .replay import Replayer
 from .segments import SegmentLog
-from .unit import read_unit
+from .unit import log_uuid_bytes, read_unit
 
 
 def apply_frame(replayer, txn, fr):
@@ -24,12 +24,78 @@ def apply_frame(replayer, txn, fr):
     replayer.ix.put_meta(txn, "applied", [fr.segno, fr.end])
 
 
+def open_index(path, boot_id, readonly=False):
+    """Open a unit's index for reading, or for writing with the crash rule: an index left
+    dirty by another boot may hold unsynced pages and is cleared (the log rebuilds it)."""
+    index_path = os.path.join(path, "index")
+    dirty = os.path.join(path, "index.dirty")
+    if readonly:
+        if not os.path.exists(os.path.join(index_path, "data.mdb")):
+            raise StoreError(f"{path} has no index; run 'wormfs rebuild-index {path}'")
+        return Index(index_path, readonly=True)
+    if os.path.exists(dirty):
+        with open(dirty) as f:
+            if f.read().strip() != boot_id:
+                _clear_dir(index_path)
+    ix = Index(index_path)
+    with open(dirty, "w") as f:
+        f.write(boot_id + "\n")
+    return ix
+
+
+def close_index(path, ix):
+    """Sync a writable index and mark it clean."""
+    ix.sync()
+    try:
+        os.unlink(os.path.join(path, "index.dirty"))
+    except FileNotFoundError:
+        pass
+
+
+def catch_up(log, ix, replayer, quarantine_dir=None):
+    """Apply every frame the index has not seen yet (after a crash: the frames appended
+    after the last index commit). With ``quarantine_dir``, a torn frame at the very end of
+    the open segment is cut and kept there; returns (segno, offset, qpath, nbytes) then,
+    else None. Damage anywhere else raises IntegrityError."""
+    with ix.read() as txn:
+        applied = ix.meta(txn, "applied")
+    start = tuple(applied) if applied else None
+    txn = ix.write()
+    try:
+        n = 0
+        for fr in log.scan(start):
+            apply_frame(replayer, txn, fr)
+            n += 1
+            if n % 4096 == 0:
+                txn.commit()
+                txn = ix.write()
+        txn.commit()
+    except F.FrameError as e:
+        txn.commit()
+        if not (quarantine_dir and e.segno == log.cur_segno
+                and not log.has_valid_frame_after(e.segno, e.offset)):
+            raise IntegrityError(f"segment {e.segno} is damaged at offset {e.offset}: {e}; "
+                                 f"run 'wormfs verify' and 'wormfs scrub --repair'") from None
+        qpath, nbytes = log.cut_tail(e.segno, e.offset, quarantine_dir)
+        return (e.segno, e.offset, qpath, nbytes)
+    except BaseException:
+        txn.abort()
+        raise
+    return None
+
+
+def _clear_dir(path):
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            os.unlink(os.path.join(path, name))
+
+
 def rebuild_index(path):
     """Recreate a unit's index from its segments alone, into an empty ``index/``. A pure
     replay: it reads no clock and appends nothing, so the result equals the live index.
     Returns (events, stats)."""
     unit = read_unit(path)
-    uuid_bytes = bytes.fromhex(unit["uuid"].replace("-", ""))
+    uuid_bytes = log_uuid_bytes(unit)
     log = SegmentLog(os.path.join(path, "segments"), uuid_bytes, unit["segment_size"],
                      readonly=True)
     ix = Index(os.path.join(path, "index"))

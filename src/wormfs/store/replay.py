@@ -176,7 +176,8 @@ class Replayer:
         rec.update(state="sealed", serial=serial, size=ev["size"], blake3=ev["blake3"],
                    committed=ev["time_us"], retention=ev["retention"], mode=ev["mode"],
                    uid=ev["uid"], gid=ev["gid"], mtime=ev["mtime"], atime=ev["time_us"],
-                   ctime=ev["time_us"], path=ev["path"], writer=ev.get("writer"))
+                   ctime=ev["time_us"], path=ev["path"], writer=ev.get("writer"),
+                   seal_seq=ev["seq"])
         if ev.get("recovered_from"):
             rec["recovered_from"] = ev["recovered_from"]
         end = 0

@@ -15,7 +15,7 @@ import threading
 
 from ..errors import IntegrityError, StoreError, StoreFull
 from . import frames as F
-from .hostfs import fsync_dir, set_immutable
+from .hostfs import fsync_dir, is_immutable, set_immutable
 
 
 def seg_name(segno, open_=False):
@@ -119,11 +119,13 @@ class SegmentLog:
     def end_position(self):
         return (self.cur_segno, self.cur_end)
 
-    def append(self, parts):
+    def append(self, parts, may_roll=True):
         """Write one frame given as a list of buffers; return (segno, offset). Not durable
-        until ``sync``. On failure the segment is cut back, so no partial frame remains."""
+        until ``sync``. On failure the segment is cut back, so no partial frame remains.
+        A mirror appends with ``may_roll=False``: only its primary decides where a segment
+        ends, so that both hold the same segments."""
         total = sum(len(p) for p in parts)
-        if self.cur_end > F.SEG_HEADER_LEN and self.cur_end + total > self.max_size:
+        if may_roll and self.cur_end > F.SEG_HEADER_LEN and self.cur_end + total > self.max_size:
             self.roll()
         start = self.cur_end
         pos = start
@@ -178,6 +180,72 @@ class SegmentLog:
                     pass
             self._fds.clear()
         self.cur_fd = None
+
+    # -- repair (bytes copied from the peer unit, which holds the same segments) -----------
+
+    def patch(self, segno, offset, data):
+        """Overwrite ``data`` at ``offset`` of a segment with the bytes the peer unit holds
+        there. Finished segments are read-only and immutable: both are lifted for the write
+        and restored, and the write is fsynced before this returns."""
+        if not self.readonly and segno == self.cur_segno:
+            if offset + len(data) > self.cur_end:
+                raise IntegrityError(f"repair past the end of open segment {segno}")
+            _pwrite_all(self.cur_fd, data, offset)
+            os.fdatasync(self.cur_fd)
+            return
+        path = os.path.join(self.dir, seg_name(segno))
+        immutable = is_immutable(path)
+        set_immutable(path, False)
+        os.chmod(path, 0o644)
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                _pwrite_all(fd, data, offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.chmod(path, 0o444)
+            if immutable:
+                set_immutable(path, True)
+
+    def install(self, segno, pieces):
+        """Put back a finished segment that is missing, from an iterable of its bytes in
+        order (the peer's copy, checked by the caller before and after)."""
+        final = os.path.join(self.dir, seg_name(segno))
+        if os.path.exists(final) or (segno == self.cur_segno and not self.readonly):
+            raise IntegrityError(f"segment {segno} exists; repair it in place")
+        tmp = os.path.join(self.dir, f"{segno:010d}.repair")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            pos = 0
+            for piece in pieces:
+                _pwrite_all(fd, piece, pos)
+                pos += len(piece)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.chmod(tmp, 0o444)
+        os.rename(tmp, final)
+        fsync_dir(self.dir)
+        set_immutable(final, True)
+        self.forget_fd(segno)
+
+    def forget_fd(self, segno):
+        """Drop a cached descriptor (its file was replaced or found missing)."""
+        with self._fd_lock:
+            fd = self._fds.pop(segno, None)
+        if fd is not None and fd != self.cur_fd:
+            os.close(fd)
+
+    def size(self, segno):
+        """Bytes in a segment (the open one: up to its current end)."""
+        if not self.readonly and segno == self.cur_segno:
+            return self.cur_end
+        return os.fstat(self._fd(segno)).st_size
 
     # -- reading --------------------------------------------------------------------------
 
@@ -291,3 +359,10 @@ class SegmentLog:
         os.fsync(fd)
         self.cur_end = offset
         return qpath, len(tail)
+
+
+def _pwrite_all(fd, data, offset):
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n

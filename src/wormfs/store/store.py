@@ -14,6 +14,7 @@ Refusals: every operation WORM forbids appends a ``refused`` event and raises ``
 """
 import collections
 import fnmatch
+import json
 import logging
 import os
 import threading
@@ -25,22 +26,24 @@ from ..clock import ComplianceClock, SystemTimeSource
 from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
                       StoreFull, WormError)
-from ..timeutil import format_us, parse_date
+from ..mirror.shipper import Replicator
+from ..mirror.target import open_target
+from ..timeutil import format_us, parse_date, parse_duration
 from . import events as E
 from . import frames as F
 from .commit import GroupCommit
 from .hostfs import try_lock
-from .index import Index
-from .maintenance import apply_frame
+from .maintenance import catch_up, close_index, open_index
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .segments import SegmentLog
-from .unit import read_unit
+from .unit import log_uuid_bytes, read_unit
 
 log = logging.getLogger("wormfs.store")
 
 DEFAULT_SCRATCH_PATTERNS = [".*.??????", "*.tmp", "~$*", ".~lock.*#", ".*.sw?"]
 DEFAULT_SCRATCH_TTL = "24h"
+DEFAULT_MIRROR_MAX_LAG = "24h"
 SEAL_READ_BLOCK = 4 << 20
 MAX_STREAMS = 64  # open files chunked as they are written; more wait for the seal
 CHUNK_CACHE_ENTRIES = 16
@@ -85,7 +88,9 @@ class OpenFile:
 
 
 class Store:
-    def __init__(self, path, *, time_source=None, readonly=False):
+    def __init__(self, path, *, time_source=None, readonly=False, mirror_time_source=None):
+        """Open a unit. A writable primary with a mirror connects to it and catches it up
+        (mirror/shipper.py); ``mirror_time_source`` is the mirror's clock, for tests."""
         self.path = os.path.abspath(path)
         self.unit = read_unit(self.path)
         self.readonly = readonly
@@ -97,6 +102,7 @@ class Store:
         self._lockfd = None
         self.failed = None
         self.recovered_tail = None
+        self.mirror = None
         self.params = _chunker.Params(**self.unit["chunking"]) if self.unit.get("chunking") \
             else _chunker.Params()
         self.staging = os.path.join(self.path, "staging")
@@ -107,6 +113,9 @@ class Store:
             self._take_lock()
         try:
             self._open_parts(time_source)
+            if not readonly and self.unit.get("role") == "primary" and \
+                    self.unit.get("peer_path") and not self.unit.get("no_mirror"):
+                self._attach_mirror(mirror_time_source)
         except BaseException:
             self._release_lock()
             raise
@@ -124,26 +133,16 @@ class Store:
             self._lockfd = None
 
     def _open_parts(self, time_source):
-        uuid_bytes = bytes.fromhex(self.unit["uuid"].replace("-", ""))
+        uuid_bytes = log_uuid_bytes(self.unit)
         self.log = SegmentLog(os.path.join(self.path, "segments"), uuid_bytes,
                               self.unit["segment_size"], readonly=self.readonly)
-        index_path = os.path.join(self.path, "index")
-        dirty = os.path.join(self.path, "index.dirty")
         boot_id = (time_source or SystemTimeSource()).boot_id()
-        if not self.readonly and os.path.exists(dirty):
-            with open(dirty) as f:
-                if f.read().strip() != boot_id:
-                    # The machine went down with index pages unsynced: do not trust them.
-                    _clear_dir(index_path)
-        if self.readonly and not os.path.exists(os.path.join(index_path, "data.mdb")):
-            raise StoreError(f"{self.path} has no index; run 'wormfs rebuild-index {self.path}'")
-        self.ix = Index(index_path, readonly=self.readonly)
+        self.ix = open_index(self.path, boot_id, readonly=self.readonly)
         self.replay = Replayer(self.ix)
         self.group = GroupCommit(self.log.sync) if not self.readonly else None
         if not self.readonly:
-            with open(dirty, "w") as f:
-                f.write(boot_id + "\n")
-            self._catch_up(cut_torn_tail=True)
+            self.recovered_tail = catch_up(self.log, self.ix, self.replay,
+                                           os.path.join(self.path, "quarantine"))
         with self.ix.read() as txn:
             self._last_seq = self.ix.meta(txn, "last_seq", 0)
             self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
@@ -158,38 +157,80 @@ class Store:
         if not self.readonly and self._last_seq:
             self.tick()  # a restart or a clock jump noticed at open goes on record now
 
-    def _catch_up(self, cut_torn_tail=False):
-        """Apply every frame the index has not seen yet (after a crash: the frames appended
-        after the last index commit). A torn frame at the very end is cut and quarantined."""
+    def _attach_mirror(self, time_source):
+        self.mirror = Replicator(
+            self.log, self.group, lambda: open_target(self.unit, time_source),
+            os.path.join(self.path, "mirror.json"), self.clock.now, self._event_hash_at)
+        self.mirror_poll()
+
+    def _event_hash_at(self, seq):
         with self.ix.read() as txn:
-            applied = self.ix.meta(txn, "applied")
-        start = tuple(applied) if applied else None
-        txn = self.ix.write()
-        try:
-            n = 0
-            for fr in self.log.scan(start):
-                apply_frame(self.replay, txn, fr)
-                n += 1
-                if n % 4096 == 0:
-                    txn.commit()
-                    txn = self.ix.write()
-            txn.commit()
-        except F.FrameError as e:
-            txn.commit()
-            if not (cut_torn_tail and e.segno == self.log.cur_segno
-                    and not self.log.has_valid_frame_after(e.segno, e.offset)):
-                raise IntegrityError(f"segment {e.segno} is damaged at offset {e.offset}: {e}; "
-                                     f"run 'wormfs verify' and 'wormfs scrub --repair'") from None
-            qpath, nbytes = self.log.cut_tail(e.segno, e.offset,
-                                              os.path.join(self.path, "quarantine"))
-            self.recovered_tail = (e.segno, e.offset, qpath, nbytes)
-        except BaseException:
-            txn.abort()
-            raise
+            pos = self.ix.event_pos(txn, seq)
+        if pos is None:
+            return None
+        fr = next(self.log.scan(pos))
+        return E.event_hash(fr.payload)
+
+    def mirror_poll(self):
+        """Keep the mirror up: reconnect it if it is due, ship what is durable and not
+        shipped (frames no seal waited for), and audit every change of its state. The mount
+        calls this every few seconds; it costs a stat when there is nothing to do."""
+        if self.mirror is None or self.failed:
+            return
+        if self.mirror.connect():
+            if self.mirror.acked < self.log.end_position():
+                self.sync()
+            self.mirror.ship_durable()
+        self._record_mirror_changes()
+
+    def _record_mirror_changes(self):
+        for change in self.mirror.pop_changes():
+            lag = self._last_seq - change.pop("acked_seq", 0)
+            self._mutate(lambda txn: self._append_event(
+                txn, "mirror", None, serial=self.unit.get("peer_serial"),
+                lag_events=max(0, lag), **change), durable=True, ship=False)
+
+    def mirror_state(self):
+        """(state, reason, behind_since_us) of the mirror as this process sees it."""
+        if self.mirror is None:
+            return ("none", "no mirror", None)
+        return (self.mirror.state, self.mirror.reason, self.mirror.behind_since)
+
+    def record_mirror_status(self, rec):
+        """user.worm.mirror of a record: 'synced' once the mirror holds its seal."""
+        if self.unit.get("role") == "mirror":
+            return "synced"
+        if self.mirror is not None:
+            return "synced" if self.mirror.is_synced(rec.get("seal_seq")) else "pending"
+        if self.unit.get("no_mirror") or not self.unit.get("peer_path"):
+            return "pending"
+        saved = _read_json(os.path.join(self.path, "mirror.json"))
+        seq = rec.get("seal_seq")
+        return "synced" if seq is not None and seq <= saved.get("acked_seq", 0) else "pending"
+
+    def _check_mirror_lag(self):
+        """New files are refused once the mirror has been behind longer than the store's
+        mirror_max_lag: records must not pile up without their duplicate."""
+        m = self.mirror
+        if m is None or m.behind_since is None:
+            return
+        limit = (self.settings() or {}).get("mirror_max_lag", DEFAULT_MIRROR_MAX_LAG)
+        now = self.clock.now()
+        if now - m.behind_since > parse_duration(limit).after(m.behind_since) - m.behind_since:
+            raise StoreFull(f"the mirror has not kept up since {format_us(m.behind_since)} "
+                            f"({m.state}: {m.reason}), longer than the store's mirror_max_lag "
+                            f"of {limit}: new files are refused until it is back (see "
+                            f"'wormfs status')")
 
     def close(self):
         if getattr(self, "log", None) is None:
             return
+        if self.mirror is not None:
+            try:
+                self.sync()
+                self.mirror.close()
+            except WormError as e:
+                log.warning("mirror not closed cleanly: %s", e)
         if not self.readonly:
             with self._wlock:
                 for of in list(self._open.values()):
@@ -197,9 +238,8 @@ class Store:
                 self._open.clear()
                 try:
                     self.log.sync()
-                    self.ix.sync()
                     self.clock.persist()
-                    os.unlink(os.path.join(self.path, "index.dirty"))
+                    close_index(self.path, self.ix)
                 except OSError:
                     pass
         self.ix.close()
@@ -248,9 +288,10 @@ class Store:
         self._last_seq, self._last_hash = ev["seq"], h
         return ev
 
-    def _mutate(self, fn, durable=False):
+    def _mutate(self, fn, durable=False, ship=True):
         """Run ``fn(txn)`` under the write lock in one index transaction. Events it appends
-        are durable on return if ``durable``.
+        are durable on return if ``durable``: on this unit and, unless ``ship`` is False or
+        the mirror is unreachable, on the mirror too.
 
         A change is in the log only if its index transaction commits: if anything fails
         after ``fn`` appended frames (a full disk refusing the LMDB commit, say), those
@@ -271,9 +312,15 @@ class Store:
                 if isinstance(e, lmdb.Error):
                     raise _index_error(e, self.path) from None
                 raise
-            ticket = self.group.note_append() if durable else None
-        if ticket is not None:
+            if durable:
+                pos = self.log.end_position()
+                ticket = self.group.note_append(pos)
+        if durable:
             self.group.wait(ticket)
+            if ship and self.mirror is not None:
+                self.mirror.wait(pos)
+                if self.mirror._changes:
+                    self._record_mirror_changes()
         return result
 
     def _undo_appends(self, before):
@@ -290,7 +337,7 @@ class Store:
 
     def _resync_after_error(self):
         try:
-            self._catch_up()
+            catch_up(self.log, self.ix, self.replay)
             with self.ix.read() as txn:
                 self._last_seq = self.ix.meta(txn, "last_seq", 0)
                 self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
@@ -533,6 +580,7 @@ class Store:
                             ino=existing["ino"])
             raise Exists(f"{os.fsdecode(name)} exists")
         state = "scratch" if self.is_scratch(name) else "open"
+        self._check_mirror_lag()
 
         made = []  # (ino, fd) once the staging file exists, to undo if the commit fails
 
@@ -1078,7 +1126,7 @@ class Store:
         """Make everything appended so far durable."""
         if not self.readonly:
             with self._wlock:
-                ticket = self.group.note_append()
+                ticket = self.group.note_append(self.log.end_position())
             self.group.wait(ticket)
 
     # -- the event log --------------------------------------------------------------------
@@ -1111,17 +1159,19 @@ def _index_error(e, path):
     return StoreError(f"the index could not be written ({text}); nothing was changed")
 
 
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 def _unlink_quiet(path):
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _clear_dir(path):
-    if os.path.isdir(path):
-        for name in os.listdir(path):
-            os.unlink(os.path.join(path, name))
 
 
 def create_store(path, **unit_fields):

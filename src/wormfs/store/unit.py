@@ -1,12 +1,15 @@
 """A unit's identity and layout on disk.
 
     UNIT/
-      unit.json     identity, written once at mkfs (serial, role, peer, mode, parameters)
+      unit.json     identity, written at mkfs (serial, role, peer, mode, parameters); changed
+                    only by 'wormfs mirror promote|resync', which audit it
+      mirror.json   on a primary: the mirror's last known state and acknowledged position
       FORMAT.md     the on-disk format, so the unit explains itself
       clock.json    compliance-clock state (clock.py)
       segments/     the append-only log: the truth
       index/        LMDB, derived, rebuildable
       staging/      bytes of files still open (not records)
+      local/        on a mirror: its own event chain (changes it refused, repairs of itself)
       quarantine/   torn log tails cut at recovery, kept rather than destroyed
       lock          flock()ed by the one process that writes the unit
       index.dirty   present while a writer has the index open: holds the boot id
@@ -34,16 +37,21 @@ def new_serial():
 
 def write_unit(path, *, role, mode, peer_serial=None, peer_path=None, label="",
                segment_size=DEFAULT_SEGMENT_SIZE, chunking=None, same_device=False,
-               no_mirror=False, serial=None):
-    """Create an empty unit directory (which must be empty or absent)."""
+               no_mirror=False, serial=None, log_uuid=None):
+    """Create an empty unit directory (which must be empty or absent).
+
+    ``log_uuid`` names the log the unit holds: a primary's own uuid, which its mirror shares,
+    because the mirror holds the same segments byte for byte (their headers carry it)."""
     os.makedirs(path, exist_ok=True)
     if os.listdir(path):
         raise StoreError(f"{path} is not empty")
+    own = str(uuid.uuid4())
     unit = {
         "kind": UNIT_KIND,
         "format": FORMAT_VERSION,
         "serial": serial or new_serial(),
-        "uuid": str(uuid.uuid4()),
+        "uuid": own,
+        "log_uuid": log_uuid or own,
         "role": role,
         "mode": mode,
         "label": label,
@@ -78,6 +86,16 @@ def read_unit(path):
         raise StoreError(f"{path} has format version {unit.get('format')}; this wormfs reads "
                          f"version {FORMAT_VERSION}")
     return unit
+
+
+def log_uuid_bytes(unit):
+    """The 16 bytes every segment header of the unit's log carries."""
+    return bytes.fromhex(unit.get("log_uuid", unit["uuid"]).replace("-", ""))
+
+
+def rewrite_unit(path, unit):
+    """Replace unit.json (promotion, a new mirror): atomic, so a crash keeps one or the other."""
+    atomic_write(os.path.join(path, "unit.json"), json.dumps(unit, indent=2).encode() + b"\n")
 
 
 def format_doc():

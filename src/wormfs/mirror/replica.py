@@ -1,0 +1,279 @@
+"""The mirror side of replication: a unit that receives its primary's log and keeps what its
+own rules allow (SPEC "Duplicate (mirror)").
+
+A mirror holds the primary's segments byte for byte: the same segment numbers, the same frame
+offsets, the same log uuid in every segment header. So a chunk lives at the same place on both
+units, a damaged frame on either side is repaired by copying the peer's bytes at that place,
+and a promoted mirror simply continues the log.
+
+Every batch is checked before a byte of it is kept:
+- each frame's header and payload checksums (xxh3), and each chunk's BLAKE3 against its id;
+- each event must continue the chain (seq and prev: ``Replayer.apply_event``);
+- each event must be allowed by the mirror's own index and compliance clock (rules.py).
+The accepted frames are appended and indexed in one LMDB transaction. The first refused event
+ends the batch: it is not stored, it is recorded in the mirror's own chain (local/), and the
+primary is told (``MirrorRefused``); nothing after it can be applied, since the chain runs
+through it. The primary tries again later; a delete refused because the mirror's clock has
+not reached the retain-until yet goes through once it has.
+
+This class is the "unit I replicate to" of the primary (see target.py for the interface);
+it runs in the primary's process for a mirror on a local directory, and holds the mirror's
+unit lock while it does.
+"""
+import os
+import threading
+import time
+
+import blake3
+
+from .. import retention
+from ..clock import ComplianceClock, SystemTimeSource
+from ..errors import IntegrityError, StoreError, WormError
+from ..store import events as E
+from ..store import frames as F
+from ..store.hostfs import try_lock
+from ..store.maintenance import catch_up, close_index, open_index
+from ..store.replay import Replayer
+from ..store.segments import SegmentLog
+from ..store.unit import log_uuid_bytes, read_unit
+from . import rules
+from .localchain import LocalChain
+
+# A delete whose retain-until the mirror's clock will reach within this long is waited for,
+# not refused: two compliance clocks on healthy hosts differ by milliseconds.
+CLOCK_SKEW_WAIT_US = 5_000_000
+
+
+class MirrorRefused(WormError):
+    """The mirror refused an event (and everything after it, which chains through it)."""
+
+    def __init__(self, seq, etype, reason):
+        super().__init__(f"the mirror refused event {seq} ({etype}): {reason}")
+        self.seq, self.etype, self.reason = seq, etype, reason
+
+
+class PositionMismatch(WormError):
+    """The primary shipped from another place than where the mirror's log ends."""
+
+    def __init__(self, end):
+        super().__init__(f"the mirror's log ends at segment {end[0]} offset {end[1]}")
+        self.end = end
+
+
+def parse_frames(data, check_ids=True):
+    """Split whole frames out of ``data``: yield (offset, type, key, payload, length), each
+    checked (header and payload xxh3; chunk ids by BLAKE3 if ``check_ids``). Damage raises
+    IntegrityError: the bytes are not what the sender wrote."""
+    mv = memoryview(data)
+    off, size = 0, len(mv)
+    while off < size:
+        try:
+            ftype, key, plen, pxxh, hl = F.parse_header(mv[off:off + 64], size - off)
+            payload = mv[off + hl:off + hl + plen]
+            F.check_payload(payload, pxxh)
+        except F.FrameError as e:
+            raise IntegrityError(f"frame at offset {off} of the batch: {e}") from None
+        if ftype == F.T_CHUNK and check_ids and blake3.blake3(payload).digest() != key:
+            raise IntegrityError(f"chunk at offset {off} of the batch does not match its id")
+        yield off, ftype, key, payload, hl + plen
+        off += hl + plen
+
+
+class Replica:
+    def __init__(self, path, *, serial, log_uuid, time_source=None):
+        """Open the mirror unit at ``path`` for receiving; ``serial`` and ``log_uuid`` are
+        what the primary expects to find there."""
+        self.path = os.path.abspath(path)
+        self.unit = unit = read_unit(self.path)
+        if unit.get("role") != "mirror":
+            raise StoreError(f"{self.path} is a {unit.get('role')} unit, not a mirror")
+        if unit["serial"] != serial:
+            raise StoreError(f"{self.path} holds unit {unit['serial']}, not the mirror "
+                             f"{serial} of this store")
+        if unit.get("log_uuid") != log_uuid:
+            raise StoreError(f"{self.path} holds another store's log")
+        st = os.stat(self.path)
+        self._ident = (st.st_dev, st.st_ino)
+        self._lockfd = try_lock(os.path.join(self.path, "lock"))
+        if self._lockfd is None:
+            raise StoreError(f"mirror unit {self.path} is in use by another process")
+        self._lock = threading.Lock()
+        self._noted = set()
+        try:
+            self._open_parts(time_source or SystemTimeSource())
+        except BaseException:
+            os.close(self._lockfd)
+            raise
+
+    def _open_parts(self, src):
+        self.log = SegmentLog(os.path.join(self.path, "segments"), log_uuid_bytes(self.unit),
+                              self.unit["segment_size"])
+        self.ix = open_index(self.path, src.boot_id())
+        self.replay = Replayer(self.ix)
+        torn = catch_up(self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"))
+        # The mirror's own clock: never the times in the events it receives, which is what
+        # lets it refuse a delete a primary with a wrong clock asks for.
+        self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), src)
+        self.local = LocalChain(os.path.join(self.path, "local"),
+                                bytes.fromhex(self.unit["uuid"].replace("-", "")))
+        self._note_clock()
+        if torn:
+            segno, offset, qpath, nbytes = torn
+            self.local.append(self.clock.now(), "torn_tail", segment=segno, offset=offset,
+                              bytes=nbytes, quarantine=os.path.relpath(qpath, self.path))
+        with self.ix.read() as txn:
+            self._last_seq = self.ix.meta(txn, "last_seq", 0)
+            self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
+
+    # -- the interface the primary ships through (target.py) -------------------------------
+
+    @property
+    def serial(self):
+        return self.unit["serial"]
+
+    def end(self):
+        """(segno, offset) just past the last frame this unit holds."""
+        return (self.log.cur_segno, self.log.cur_end)
+
+    def head(self):
+        """(last_seq, last_hash): the end of the chain this unit holds."""
+        return self._last_seq, self._last_hash
+
+    def alive(self):
+        """Whether the unit is still where it was opened (not removed or replaced)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._ident and os.path.exists(
+            os.path.join(self.path, "unit.json"))
+
+    def finish(self, segno, size):
+        """The primary finished segment ``segno`` at ``size`` bytes: finish ours and start
+        the next, provided we hold exactly as much."""
+        with self._lock:
+            if (self.log.cur_segno, self.log.cur_end) != (segno, size):
+                raise PositionMismatch(self.end())
+            self.log.roll()
+
+    def receive(self, segno, offset, data):
+        """Check and keep whole frames of segment ``segno`` starting at ``offset`` (which must
+        be where this unit's log ends). Returns the new end; MirrorRefused after keeping the
+        frames before a refused event."""
+        with self._lock:
+            if (segno, offset) != self.end():
+                raise PositionMismatch(self.end())
+            frames = list(parse_frames(data))
+            self._note_clock()
+            refused, accepted = None, 0
+            before = self.log.cur_end
+            txn = self.ix.write()
+            try:
+                for off, ftype, key, payload, length in frames:
+                    if ftype == F.T_CHUNK:
+                        self.replay.apply_chunk(txn, key, segno, offset + off, len(payload))
+                    else:
+                        payload = bytes(payload)
+                        ev = E.decode(payload)
+                        reason = self._judge(txn, ev)
+                        if reason is not None:
+                            refused = (ev, reason)
+                            break
+                        self.replay.apply_event(txn, ev, E.event_hash(payload), segno,
+                                                offset + off)
+                    accepted = off + length
+                if accepted:
+                    self.log.append([memoryview(data)[:accepted]], may_roll=False)
+                    self.ix.put_meta(txn, "applied", [segno, offset + accepted])
+                txn.commit()
+            except BaseException:
+                txn.abort()
+                if self.log.cur_end != before:
+                    self.log.undo(before)
+                raise
+            with self.ix.read() as t:
+                self._last_seq = self.ix.meta(t, "last_seq", 0)
+                self._last_hash = self.ix.meta(t, "last_hash", E.GENESIS)
+            if refused is not None:
+                self._refuse(*refused)
+            return self.end()
+
+    def sync(self):
+        self.log.sync()
+
+    def read(self, segno, offset, length):
+        """Raw bytes of this unit's log (for repairing the peer)."""
+        return self.log.read(segno, offset, length)
+
+    def segments(self):
+        """[(segno, size, finished)] of the segments present."""
+        nums, open_no = self.log.segment_numbers()
+        return [(n, self.log.size(n), n != open_no) for n in nums]
+
+    def fetch_chunk(self, chunk_id):
+        """A chunk's bytes from this unit, checked against its checksum and id."""
+        with self.ix.read() as txn:
+            loc = self.ix.chunk(txn, chunk_id)
+        if loc is None:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is not on mirror {self.serial}")
+        segno, offset, length = loc
+        data = self.log.read_chunk(segno, offset, chunk_id, length)
+        if blake3.blake3(data).digest() != chunk_id:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} on mirror {self.serial} does "
+                                 f"not match its id")
+        return bytes(data), loc
+
+    def note(self, etype, **fields):
+        """An event of this unit's own chain (a repair of its segments, say)."""
+        with self._lock:
+            return self.local.append(self.clock.now(), etype, **fields)
+
+    def close(self):
+        if self.log is None:
+            return
+        try:
+            with self._lock:
+                self.log.sync()
+                self.clock.persist()
+                close_index(self.path, self.ix)
+        except OSError:
+            pass  # a vanished or read-only device: the next open recovers from the log
+        finally:
+            self.ix.close()
+            self.log.close()
+            self.local.close()
+            self.log = None
+            os.close(self._lockfd)
+
+    # -- the mirror's own judgement ---------------------------------------------------------
+
+    def _judge(self, txn, ev):
+        if (ev.get("seq") != self.ix.meta(txn, "last_seq", 0) + 1
+                or ev.get("prev") != self.ix.meta(txn, "last_hash", E.GENESIS)):
+            return f"it does not continue the chain (seq {ev.get('seq')})"
+        reason = rules.check(self.ix, txn, ev, self.clock.now())
+        if reason is not None and ev.get("type") == "delete":
+            # Only a few seconds short of expiry by this clock: wait for it once.
+            rec = self.ix.inode(txn, ev["ino"])
+            if rec is not None and rec.get("state") == "sealed" and not rec["holds"]:
+                kind, until = retention.effective(rec["retention"])
+                wait = (until or 0) - self.clock.now()
+                if kind == "until" and 0 < wait <= CLOCK_SKEW_WAIT_US:
+                    time.sleep(wait / 1e6 + 0.001)
+                    reason = rules.check(self.ix, txn, ev, self.clock.now())
+        return reason
+
+    def _refuse(self, ev, reason):
+        key = (ev.get("seq"), reason)
+        if key not in self._noted and key != self.local.last_refused:
+            self._noted.add(key)
+            fields = {k: ev[k] for k in ("ino", "serial", "path") if k in ev}
+            self.local.append(self.clock.now(), "refused", event_seq=ev.get("seq"),
+                              event_type=ev.get("type"), event_time=ev.get("time"),
+                              reason=reason, primary=self.unit.get("peer_serial"), **fields)
+            self.local.last_refused = key
+        raise MirrorRefused(ev.get("seq"), ev.get("type"), reason)
+
+    def _note_clock(self):
+        for a in self.clock.pop_anomalies():
+            self.local.append(a.compliance_us, "clock", kind=a.kind, detail=a.detail)

@@ -1,0 +1,157 @@
+"""The mirror's own WORM rules: whether it may apply an event its primary sent.
+
+The primary checked every rule before it appended the event; the mirror checks again against
+its own index and its own compliance clock, because a primary can be wrong (a tampered clock,
+a bug, a forged log). What a record's state forbids on the primary, it forbids here:
+deleting a record that is held or not expired by the mirror's clock, shortening a retention,
+renaming, replacing or changing a record, removing a directory that is not empty. Events that
+only add (create, seal of an open file, hold, a longer retention) pass if they fit the index.
+
+``check`` returns None when the event may be applied, else the reason it is refused. It only
+reads; ``Replayer.apply_event`` then applies the event exactly as on the primary.
+"""
+from .. import retention
+from ..store import events as E
+from ..store.replay import ROOT_INO
+
+
+def check(ix, txn, ev, now_us):
+    fn = _CHECKS.get(ev.get("type"))
+    return fn(ix, txn, ev, now_us) if fn is not None else None
+
+
+def _record(ix, txn, ino):
+    rec = ix.inode(txn, ino)
+    return rec if rec is not None and rec.get("state") == "sealed" else None
+
+
+def _unit_init(ix, txn, ev, now):
+    if ix.meta(txn, "unit") is not None:
+        return "the unit is initialized already"
+    return None
+
+
+def _new_entry(ix, txn, ev, now):
+    parent = ix.inode(txn, ev["parent"])
+    if parent is None or parent["kind"] != "d":
+        return f"parent directory inode {ev['parent']} does not exist here"
+    if ix.lookup(txn, ev["parent"], E.name_bytes(ev["name"])) is not None:
+        return f"{ev['name']!r} already exists here"
+    if ix.inode(txn, ev["ino"]) is not None:
+        return f"inode {ev['ino']} already exists here"
+    return None
+
+
+def _not_a_record(ix, txn, ev, now):
+    if _record(ix, txn, ev["ino"]) is not None:
+        return f"inode {ev['ino']} is a sealed record here"
+    return None
+
+
+def _holds_records(ix, txn, dir_ino):
+    stack = [dir_ino]
+    while stack:
+        for _, _, ino in ix.list_dir(txn, stack.pop()):
+            rec = ix.inode(txn, ino)
+            if rec["kind"] == "d":
+                stack.append(ino)
+            elif rec.get("state") == "sealed":
+                return True
+    return False
+
+
+def _rename(ix, txn, ev, now):
+    src = ix.inode(txn, ev["ino"])
+    if src is None:
+        return f"inode {ev['ino']} does not exist here"
+    if src.get("state") == "sealed":
+        return f"inode {ev['ino']} is a sealed record here"
+    if src["kind"] == "d" and _holds_records(ix, txn, src["ino"]):
+        return f"directory inode {ev['ino']} holds records here"
+    if ev.get("replaced"):
+        dst = ix.inode(txn, ev["replaced"])
+        if dst is not None and (dst.get("state") == "sealed" or (
+                dst["kind"] == "d" and not ix.dir_is_empty(txn, dst["ino"]))):
+            return f"the target inode {ev['replaced']} is a record or holds entries here"
+    return None
+
+
+def _rmdir(ix, txn, ev, now):
+    if ev["ino"] == ROOT_INO:
+        return "the root directory cannot be removed"
+    if not ix.dir_is_empty(txn, ev["ino"]):
+        return f"directory inode {ev['ino']} is not empty here"
+    return None
+
+
+def _seal(ix, txn, ev, now):
+    rec = ix.inode(txn, ev["ino"])
+    if rec is None or rec.get("state") not in ("open", "scratch"):
+        return f"inode {ev['ino']} is not an open file here"
+    if ix.serial_ino(txn, ev["serial"]) is not None:
+        return f"serial {ev['serial']} is already taken here"
+    for cid_hex, _ in ev["chunks"]:
+        if ix.chunk(txn, bytes.fromhex(cid_hex)) is None:
+            return f"chunk {cid_hex[:16]} of the record is not here"
+    return None
+
+
+def _delete(ix, txn, ev, now):
+    rec = _record(ix, txn, ev["ino"])
+    if rec is None:
+        return f"inode {ev['ino']} is not a record here"
+    if rec["holds"]:
+        return f"record {rec['serial']} is under legal hold ({', '.join(sorted(rec['holds']))})"
+    if not retention.expired(rec["retention"], now):
+        return (f"record {rec['serial']} is retained until "
+                f"{retention.display(rec['retention'])} by this unit's compliance clock")
+    return None
+
+
+def _retention(ix, txn, ev, now):
+    rec = ix.inode(txn, ev["ino"])
+    if rec is None:
+        return f"inode {ev['ino']} does not exist here"
+    if rec.get("state") != "sealed":
+        return None  # an open file's retention is only a wish until its seal
+    if ev["before"] != rec["retention"]:
+        return f"record {rec['serial']} has another retention here"
+    if not retention.never_shorter(rec["retention"], ev["after"], rec["committed"]):
+        return f"the change would shorten the retention of record {rec['serial']}"
+    return None
+
+
+def _event_date(ix, txn, ev, now):
+    rec = _record(ix, txn, ev["ino"])
+    if rec is None:
+        return f"inode {ev['ino']} is not a record here"
+    old = rec["retention"]
+    if old["event_period"] is None or old["event_date"] is not None:
+        return f"record {rec['serial']} has no pending event-based retention here"
+    if ev["after"] != dict(old, event_date=ev["after"]["event_date"]):
+        return f"the change would alter more than the event date of record {rec['serial']}"
+    return None
+
+
+def _on_record(ix, txn, ev, now):
+    if _record(ix, txn, ev["ino"]) is None:
+        return f"inode {ev['ino']} is not a record here"
+    return None
+
+
+_CHECKS = {
+    "unit_init": _unit_init,
+    "mkdir": _new_entry,
+    "create": _new_entry,
+    "rmdir": _rmdir,
+    "unlink": _not_a_record,
+    "state": _not_a_record,
+    "setattr": _not_a_record,
+    "rename": _rename,
+    "seal": _seal,
+    "delete": _delete,
+    "retention": _retention,
+    "event_date": _event_date,
+    "hold": _on_record,
+    "release": _on_record,
+}

@@ -1,0 +1,283 @@
+"""The primary side of replication: shipping the log to the mirror unit.
+
+What is shipped: the bytes of the primary's segments, from where the mirror's log ends up to
+the position the group commit made durable (store/commit.py), in order, in batches of whole
+frames. The mirror checks and applies them (replica.py) and fsyncs them before they count as
+acknowledged. Only durable frames are shipped, so a crash of the primary can never take back
+something the mirror already holds, and the two logs stay one log.
+
+Who ships: whoever needs it first. A seal waits for its own position (``wait``); one waiter
+at a time ships everything durable so far, and the others usually find their position covered
+when it is done (group commit, once more). The mount calls ``Store.mirror_poll`` every few
+seconds: it ships what nobody waited for, notices a mirror that went away, and reconnects.
+
+States (also the ``state`` of the 'mirror' events the store writes on every change):
+    synced       connected; everything durable is shipped, or is being shipped
+    unreachable  the mirror cannot be opened or written (removed, read-only, full, locked)
+    refused      the mirror refused an event; nothing after it can be shipped
+    diverged     the mirror holds a log that is not a prefix of this one
+Outside ``synced`` the store is DEGRADED. ``behind_since`` (compliance time) says since when
+the mirror has not kept up; it is kept in ``mirror.json`` with the acknowledged position, so
+a restart neither forgets nor resets it (status and the maximum lag read it).
+"""
+import json
+import logging
+import threading
+import time
+
+from ..errors import WormError
+from ..store import frames as F
+from ..store.hostfs import atomic_write
+from ..timeutil import format_us
+from .replica import MirrorRefused, PositionMismatch
+
+log = logging.getLogger("wormfs.mirror")
+
+BATCH = 8 << 20           # bytes per receive call (whole frames; one bigger frame alone)
+RETRY_S = (1, 2, 5, 10, 30)  # reconnect back-off while unreachable
+REFUSED_RETRY_S = 60      # a refused event is offered again this often (the mirror's clock
+                          # may have reached the retain-until by then)
+
+
+class Replicator:
+    def __init__(self, log_, group, connect, state_path, now_us, event_hash_at):
+        """``connect()`` opens the target (target.py); ``now_us()`` is the primary's
+        compliance clock; ``event_hash_at(seq)`` the hash of the primary's event ``seq``
+        (to check that the mirror's chain is a prefix of ours)."""
+        self._log, self._group, self._connect = log_, group, connect
+        self._state_path, self._now, self._event_hash_at = state_path, now_us, event_hash_at
+        self._cond = threading.Condition()
+        self._shipping = False
+        self._changes = []
+        self._tries = 0
+        self._next_try = 0.0
+        self.target = None
+        self.acked = None
+        saved = self._load()
+        self.acked_seq = saved.get("acked_seq", 0)
+        self.state = saved.get("state", "unreachable")
+        self.reason = saved.get("reason", "not connected yet")
+        self.behind_since = saved.get("behind_since_us")
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _load(self):
+        try:
+            with open(self._state_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self):
+        state = {"state": self.state, "reason": self.reason, "acked_seq": self.acked_seq,
+                 "acked": list(self.acked) if self.acked else None,
+                 "behind_since_us": self.behind_since,
+                 "behind_since": format_us(self.behind_since) if self.behind_since else None}
+        try:
+            atomic_write(self._state_path, json.dumps(state, indent=2).encode() + b"\n")
+        except OSError as e:
+            log.warning("cannot write %s: %s", self._state_path, e)
+
+    def _set_state(self, state, reason, **extra):
+        """Caller holds _cond."""
+        if state == "synced":
+            self.behind_since = None
+        elif self.behind_since is None:
+            self.behind_since = self._now()
+        changed = (state, reason) != (self.state, self.reason)
+        self.state, self.reason = state, reason
+        if changed:
+            self._changes.append(dict(state=state, reason=reason, acked_seq=self.acked_seq,
+                                      **extra))
+            self._save()
+            (log.info if state == "synced" else log.warning)("mirror %s: %s", state, reason)
+
+    def pop_changes(self):
+        with self._cond:
+            out, self._changes = self._changes, []
+        return out
+
+    @property
+    def connected(self):
+        return self.target is not None
+
+    def is_synced(self, seal_seq):
+        """Whether the mirror holds the event ``seal_seq`` (user.worm.mirror)."""
+        return seal_seq is not None and seal_seq <= self.acked_seq
+
+    # -- connecting -------------------------------------------------------------------------
+
+    def connect(self):
+        """Open the mirror and check that its log is a prefix of ours. Returns whether it is
+        connected now."""
+        with self._cond:
+            if self.target is not None:
+                return True
+            if time.monotonic() < self._next_try:
+                return False
+            try:
+                target = self._connect()
+            except (WormError, OSError) as e:
+                self._failed("unreachable", _why(e))
+                return False
+            try:
+                seq, h = target.head()
+                mine = self._event_hash_at(seq) if seq else None
+                end, durable = target.end(), self._group.durable_pos or self._log.end_position()
+                if (seq and mine != h) or end > durable:
+                    target.close()
+                    self._failed("diverged", f"the mirror's log (event {seq}) is not a "
+                                 f"prefix of this unit's log; see 'wormfs mirror status'")
+                    return False
+            except (WormError, OSError) as e:
+                _close_quietly(target)
+                self._failed("unreachable", _why(e))
+                return False
+            self.target, self.acked, self.acked_seq = target, end, seq
+            self._tries = 0
+            return True
+
+    def _failed(self, state, reason):
+        """Caller holds _cond; the target is closed or was never opened."""
+        self.target = None
+        delay = REFUSED_RETRY_S if state in ("refused", "diverged") else \
+            RETRY_S[min(self._tries, len(RETRY_S) - 1)]
+        self._tries += 1
+        self._next_try = time.monotonic() + delay
+        self._set_state(state, reason)
+
+    def disconnect(self, state="unreachable", reason="closed"):
+        with self._cond:
+            while self._shipping:
+                self._cond.wait()
+            if self.target is not None:
+                _close_quietly(self.target)
+            self.target = None
+            self._save()
+            if state != "closed":
+                self._set_state(state, reason)
+
+    # -- shipping ---------------------------------------------------------------------------
+
+    def wait(self, pos):
+        """Ship until the mirror durably holds the log up to ``pos`` (which the group commit
+        made durable). False if the mirror is not there to hold it: the caller goes on, the
+        record stays 'pending' and the mirror catches up later."""
+        with self._cond:
+            while self.target is not None and self.acked < pos:
+                if self._shipping:
+                    self._cond.wait()
+                    continue
+                before = self.acked
+                self._ship_locked()
+                if self.acked == before:
+                    break  # nothing durable to ship beyond it (or a failure)
+            return self.target is not None and self.acked >= pos
+
+    def ship_durable(self):
+        """Ship whatever is durable and not shipped yet (the mount's poll)."""
+        with self._cond:
+            if self.target is None:
+                return False
+            if not self.target.alive():
+                _close_quietly(self.target)
+                self._failed("unreachable", "the mirror directory is gone")
+                return False
+            if self._shipping:
+                return True
+            self._ship_locked()
+            return self.target is not None
+
+    def _ship_locked(self):
+        """Caller holds _cond with nobody shipping; it is released while the bytes move."""
+        upto = self._group.durable_pos
+        if upto is None or upto <= self.acked:
+            if self.state != "synced":
+                self._set_state("synced", "the mirror holds everything durable")
+            return
+        self._shipping = True
+        target, start = self.target, self.acked
+        self._cond.release()
+        err, pos, t0 = None, start, time.monotonic()
+        try:
+            pos = self._ship(target, start, upto)
+            target.sync()
+            seq = target.head()[0]
+        except (WormError, OSError) as e:
+            err = e
+        except Exception as e:  # a bug here must not fail a seal the primary made durable
+            log.exception("shipping to the mirror failed")
+            err = e
+        finally:
+            self._cond.acquire()
+            self._shipping = False
+            self._cond.notify_all()
+        if err is None:
+            was = self.state
+            self.acked, self.acked_seq = pos, seq
+            if was != "synced":
+                self._set_state("synced", "the mirror caught up", caught_up_from=list(start),
+                                seconds=round(time.monotonic() - t0, 3))
+            return
+        _close_quietly(target)
+        if isinstance(err, MirrorRefused):
+            self._failed("refused", str(err))
+        elif isinstance(err, PositionMismatch):
+            self._failed("unreachable", f"{err}; reconnecting")
+            self._next_try = 0.0
+        else:
+            self._failed("unreachable", _why(err))
+
+    def _ship(self, target, pos, upto):
+        """Send the log from ``pos`` to ``upto``; returns the position reached."""
+        while pos < upto:
+            segno, off = pos
+            end = upto[1] if segno == upto[0] else self._log.size(segno)
+            if off >= end:
+                target.finish(segno, off)
+                pos = (segno + 1, F.SEG_HEADER_LEN)
+                continue
+            data = self._frames(segno, off, end)
+            target.receive(segno, off, data)
+            pos = (segno, off + len(data))
+        return pos
+
+    def _frames(self, segno, off, end):
+        """Whole frames of a segment from ``off``: up to BATCH bytes, or the one frame at
+        ``off`` if it is bigger."""
+        buf = self._log.read(segno, off, min(BATCH, end - off))
+        cut = 0
+        while cut < len(buf):
+            try:
+                _, _, plen, _, hl = F.parse_header(buf[cut:cut + 64])
+            except F.FrameError as e:
+                if e.torn:
+                    break
+                raise
+            if cut + hl + plen > len(buf):
+                break
+            cut += hl + plen
+        if cut == 0:
+            _, _, plen, _, hl = F.parse_header(buf[:64])
+            return self._log.read(segno, off, hl + plen)
+        return memoryview(buf)[:cut]
+
+    def close(self):
+        """Ship what is durable, then let the mirror go (the store is closing)."""
+        with self._cond:
+            if self.target is not None:
+                self._ship_locked()
+        self.disconnect("closed")
+
+
+def _why(e):
+    if isinstance(e, OSError):
+        return f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+    return str(e)
+
+
+def _close_quietly(target):
+    try:
+        target.close()
+    except Exception as e:  # a gone device: nothing left to save there
+        log.debug("closing the mirror: %s", e)

@@ -1,0 +1,35 @@
+"""The narrow interface between a primary and "a unit I replicate to".
+
+Everything the primary does with its mirror goes through these calls, so a unit elsewhere (a
+second host, an S3 Object Lock bucket) only has to provide them. Positions are (segment
+number, byte offset) in the shared log; data is always whole frames.
+
+    serial                   the unit's serial
+    end()                    (segno, offset) just past the last frame the unit holds
+    head()                   (last_seq, last_hash) of the event chain it holds
+    alive()                  False once the unit is gone from where it was opened
+    receive(segno, off, b)   check and keep whole frames at the unit's end; returns the new
+                             end. Raises MirrorRefused (after keeping the frames before the
+                             refused event) or PositionMismatch
+    finish(segno, size)      the primary finished a segment at this size: finish it too
+    sync()                   make everything received durable
+    read(segno, off, n)      raw bytes of the unit's log (to repair the peer)
+    segments()               [(segno, size, finished)]
+    fetch_chunk(id)          (bytes, (segno, offset, length)) of a chunk, checked by id
+    note(type, **fields)     an event in the unit's own chain (local/)
+    close()
+
+``open_target`` gives the implementation for where the primary's unit.json says the peer is:
+today a directory on this host (replica.Replica). A failure to open is a StoreError or an
+OSError, which the shipper reports as "unreachable" and retries.
+"""
+from .replica import Replica
+
+
+def open_target(unit, time_source=None):
+    """Open the peer named by a primary's unit.json for replication."""
+    path = unit.get("peer_path")
+    if not path:
+        raise ValueError("the unit has no mirror")
+    return Replica(path, serial=unit["peer_serial"], log_uuid=unit.get("log_uuid", unit["uuid"]),
+                   time_source=time_source)
