@@ -3,12 +3,14 @@
 ``FakeTime`` replaces the system clocks *inside the test process only*; the product has no
 way to select it (no flag, no environment variable)."""
 import os
+import uuid
 
 import pytest
 
 from wormfs.store.hostfs import set_immutable
 from wormfs.store.index import Index
 from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, Store, create_store
+from wormfs.store.unit import write_unit
 from wormfs.timeutil import US, parse_date
 
 
@@ -70,6 +72,23 @@ def make_unit(path, time_source=None, default_retention="6y", segment_size=128 <
                  init={"default_retention": default_retention, "admin_gid": admin_gid,
                        "time_source": time_source})
     return path
+
+
+def make_pair(primary, mirror, time_source=None, mirror_time_source=None,
+              segment_size=128 << 20, default_retention="6y", settings=None):
+    """A primary unit and its mirror, as mkfs makes them."""
+    log_uuid = str(uuid.uuid4())
+    write_unit(mirror, role="mirror", mode="compliance", label="test", peer_serial="WU-P",
+               peer_path=primary, serial="WU-M", log_uuid=log_uuid, segment_size=segment_size)
+    create_store(primary, role="primary", mode="compliance", label="test",
+                 segment_size=segment_size, peer_serial="WU-M", peer_path=mirror,
+                 serial="WU-P", log_uuid=log_uuid,
+                 settings=dict({"scratch_patterns": DEFAULT_SCRATCH_PATTERNS,
+                                "scratch_ttl": "24h", "mirror_max_lag": "24h"},
+                               **(settings or {})),
+                 init={"default_retention": default_retention, "admin_gid": None,
+                       "time_source": time_source, "mirror_time_source": mirror_time_source})
+    return primary, mirror
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import uuid
 
 from . import __version__, retention
 from .errors import InvalidValue, StoreError, WormError
+from .mirror.status import mirror_report
 from .store.hostfs import try_lock
 from .store.maintenance import rebuild_index
 from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
@@ -109,32 +110,6 @@ def cmd_mkfs(args):
 
 # -- status -------------------------------------------------------------------------------
 
-def _mirror_state(unit, primary_seq):
-    if unit.get("no_mirror"):
-        return {"state": "none", "serial": None, "path": None, "lag_events": None}
-    path = unit.get("peer_path")
-    out = {"serial": unit.get("peer_serial"), "path": path, "lag_events": None}
-    try:
-        m = read_unit(path)
-    except StoreError as e:
-        out.update(state="unreachable", detail=str(e))
-        return out
-    if m.get("serial") != unit.get("peer_serial"):
-        out.update(state="wrong unit", detail=f"{path} holds unit {m.get('serial')}")
-        return out
-    seq = 0
-    if os.path.exists(os.path.join(path, "index", "data.mdb")):
-        try:
-            with Store(path, readonly=True) as ms:
-                seq = ms._last_seq
-        except WormError as e:
-            out.update(state="unreadable", detail=str(e))
-            return out
-    out["lag_events"] = max(0, primary_seq - seq)
-    out["state"] = "synced" if out["lag_events"] == 0 else "lagging"
-    return out
-
-
 def status_report(path):
     unit = read_unit(path)
     with Store(path, readonly=True) as st:
@@ -143,15 +118,17 @@ def status_report(path):
         seq = st._last_seq
         comp = st.clock.now()
         wall = st.clock.wall_us()
-    mirror = _mirror_state(unit, seq) if unit["role"] == "primary" else None
+    mirror = mirror_report(path, unit, seq) if unit["role"] == "primary" else None
     reasons = []
+    degraded = mirror is not None and mirror["state"] not in ("synced", "none")
     if unit["role"] != "primary":
         reasons.append(f"this is the {unit['role']} unit of {unit.get('peer_serial')}")
     elif mirror["state"] == "none":
         reasons.append("no mirror unit (created with --no-mirror)")
-    elif mirror["state"] != "synced":
-        detail = mirror.get("detail") or f"{mirror['lag_events']} events behind"
-        reasons.append(f"mirror {mirror['state']}: {detail}")
+    elif degraded:
+        lag = f", {mirror['lag_events']} events behind" if mirror["lag_events"] else ""
+        since = f" since {mirror['behind_since']}" if mirror.get("behind_since") else ""
+        reasons.append(f"mirror {mirror['state']}{lag}{since}: {mirror.get('detail')}")
     if unit.get("same_device"):
         reasons.append("mirror is on the same device as the primary: not separately duplicated")
     reasons.append("never verified (wormfs verify has not run)")
@@ -164,6 +141,7 @@ def status_report(path):
         "stored_bytes": stored,
         "dedup_ratio": round(stats["logical_bytes"] / stored, 3) if stored else None,
         "events": seq, "mirror": mirror, "last_verification": None,
+        "state": "DEGRADED" if degraded else "OK",
         "clock": {"compliance": format_us(comp), "system": format_us(wall),
                   "difference_seconds": round((wall - comp) / US, 3)},
         "compliant": not reasons, "reasons": reasons,
@@ -175,6 +153,15 @@ def _human_bytes(n):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+
+
+def _mirror_line(m):
+    lag = f", {m['lag_events']} events behind" if m.get("lag_events") else ""
+    since = f" since {m['behind_since']}" if m.get("behind_since") else ""
+    text = f"{m['state']}{lag}{since}  {m['serial'] or ''} {m['path'] or ''}".rstrip()
+    if m["state"] not in ("synced", "none") and m.get("detail"):
+        text += f"\n           {m['detail']}"
+    return text
 
 
 def cmd_status(args):
@@ -191,8 +178,8 @@ def cmd_status(args):
               f"{r['dedup_ratio'] or '-'}x)")
         m = r["mirror"]
         if m is not None:
-            lag = f", {m['lag_events']} events behind" if m.get("lag_events") else ""
-            print(f"mirror     {m['state']}{lag}  {m['serial'] or ''} {m['path'] or ''}".rstrip())
+            print(f"mirror     {_mirror_line(m)}")
+        print(f"state      {r['state']}")
         print(f"verified   {r['last_verification'] or 'never'}")
         c = r["clock"]
         print(f"clock      compliance {c['compliance']}, system {c['system']} "

@@ -36,6 +36,7 @@ RECOVERED_AT_MOUNT = "the writer, the daemon or the machine stopped before the f
 RECOVERED_AT_UNMOUNT = "the file system was unmounted while the file was open for writing"
 HOUSEKEEPING_MAX = 60.0  # seconds between clock ticks / scratch sweeps, at most
 HOUSEKEEPING_MIN = 0.5
+MIRROR_POLL = 2.0  # seconds between checks of the mirror (reconnect, ship what is pending)
 READAHEAD_KIB = 4096  # records are mostly read front to back (export, review, copy-out)
 
 
@@ -214,6 +215,8 @@ async def _main(ops, store):
         nursery.start_soon(_on_signals)
         if not store.readonly:
             nursery.start_soon(_housekeeping, ops, store)
+            if store.mirror is not None:
+                nursery.start_soon(_mirror_keeper, ops, store)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -253,6 +256,17 @@ async def _housekeeping(ops, store):
                              "at %s", rec["serial"], rec["path"])
         except Exception:
             log.exception("housekeeping failed; will try again")
+
+
+async def _mirror_keeper(ops, store):
+    """Notice a mirror that went away, reconnect it when it is back and catch it up, and ship
+    what no seal waited for: SPEC "the mirror catches up by itself when it returns"."""
+    while True:
+        await trio.sleep(MIRROR_POLL)
+        try:
+            await ops._run(store.mirror_poll)
+        except Exception:
+            log.exception("mirror check failed; will try again")
 
 
 def _escape(value):

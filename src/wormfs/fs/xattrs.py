@@ -60,8 +60,7 @@ def get_value(store, rec, name):
     elif key == "blake3":
         value = rec["blake3"]
     elif key == "mirror":
-        # Replication to the mirror unit is not built yet: no record is duplicated.
-        value = "pending"
+        value = store.record_mirror_status(rec)
     elif key == "event":
         value = format_us(rec["retention"]["event_date"])
     else:

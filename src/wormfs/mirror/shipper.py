@@ -55,8 +55,9 @@ class Replicator:
         self.acked = None
         saved = self._load()
         self.acked_seq = saved.get("acked_seq", 0)
-        self.state = saved.get("state", "unreachable")
-        self.reason = saved.get("reason", "not connected yet")
+        # A new store starts out synced: its mirror was created empty beside it.
+        self.state = saved.get("state", "synced")
+        self.reason = saved.get("reason", "the mirror holds everything durable")
         self.behind_since = saved.get("behind_since_us")
 
     # -- state ------------------------------------------------------------------------------

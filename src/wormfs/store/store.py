@@ -143,6 +143,8 @@ class Store:
         if not self.readonly:
             self.recovered_tail = catch_up(self.log, self.ix, self.replay,
                                            os.path.join(self.path, "quarantine"))
+            self.log.sync()  # what a dead process left in the page cache counts from now
+            self.group.durable_pos = self.log.end_position()
         with self.ix.read() as txn:
             self._last_seq = self.ix.meta(txn, "last_seq", 0)
             self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
@@ -1180,7 +1182,8 @@ def create_store(path, **unit_fields):
     settings = unit_fields.pop("settings")
     init = unit_fields.pop("init")
     unit = write_unit(path, **unit_fields)
-    with Store(path, time_source=init.pop("time_source", None)) as st:
+    with Store(path, time_source=init.pop("time_source", None),
+               mirror_time_source=init.pop("mirror_time_source", None)) as st:
         st._event_now("unit_init", None, durable=True, serial=unit["serial"],
                       role=unit["role"], mode=unit["mode"], label=unit["label"],
                       peer_serial=unit["peer_serial"], settings=settings, **init)

@@ -1,0 +1,75 @@
+"""What a primary's mirror looks like from outside the mount: for ``wormfs status`` and
+``wormfs mirror status``, which may run while the store is mounted (they only read).
+
+The mirror's own index says how far it got; the primary's mirror.json says what the mounted
+(or last) primary process saw: since when the mirror has been behind, and why.
+"""
+import json
+import os
+
+from ..errors import StoreError, WormError
+from ..store.index import Index
+from ..store.unit import read_unit
+from .localchain import LocalChain
+
+
+def _saved(primary_path):
+    try:
+        with open(os.path.join(primary_path, "mirror.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def mirror_report(primary_path, unit, primary_seq):
+    """A dict: state (synced, lagging, unreachable, refused, diverged, wrong unit, none),
+    serial, path, lag_events, behind_since, detail, refused (the mirror's last refusal)."""
+    if unit.get("no_mirror") or not unit.get("peer_path"):
+        return {"state": "none", "serial": None, "path": None, "lag_events": None,
+                "behind_since": None, "detail": "no mirror unit"}
+    path = unit["peer_path"]
+    saved = _saved(primary_path)
+    out = {"serial": unit.get("peer_serial"), "path": path, "lag_events": None,
+           "behind_since": saved.get("behind_since"), "detail": saved.get("reason"),
+           "refused": None}
+    try:
+        m = read_unit(path)
+    except StoreError as e:
+        out.update(state="unreachable", detail=str(e),
+                   lag_events=max(0, primary_seq - saved.get("acked_seq", 0)))
+        return out
+    if m.get("serial") != unit.get("peer_serial"):
+        out.update(state="wrong unit", detail=f"{path} holds unit {m.get('serial')}")
+        return out
+    seq = 0
+    if os.path.exists(os.path.join(path, "index", "data.mdb")):
+        try:
+            ix = Index(os.path.join(path, "index"), readonly=True)
+            try:
+                with ix.read() as txn:
+                    seq = ix.meta(txn, "last_seq", 0)
+            finally:
+                ix.close()
+        except Exception as e:  # lmdb errors: the unit is there but cannot be read
+            out.update(state="unreadable", detail=str(e))
+            return out
+    out["lag_events"] = max(0, primary_seq - seq)
+    local = os.path.join(path, "local")
+    if os.path.isdir(local):
+        try:
+            chain = LocalChain(local, bytes.fromhex(m["uuid"].replace("-", "")),
+                               readonly=True)
+            if chain.last_refused:
+                out["refused"] = {"event_seq": chain.last_refused[0],
+                                  "reason": chain.last_refused[1]}
+            chain.close()
+        except WormError:
+            pass
+    if out["lag_events"] == 0:
+        out.update(state="synced", detail="the mirror holds every event", behind_since=None)
+    elif saved.get("state") in ("refused", "diverged", "unreachable"):
+        out["state"] = saved["state"]
+    else:
+        out["state"] = "lagging"
+        out["detail"] = out["detail"] or f"{out['lag_events']} events to ship"
+    return out

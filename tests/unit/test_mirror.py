@@ -1,0 +1,199 @@
+"""Replication below the FUSE layer: a primary and its mirror in temporary directories, each
+with its own injectable clock. The mirror is a real unit (no stand-in): the tests read its
+segments, its index and its own chain."""
+import filecmp
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import FakeTime, clear_immutable, dump_index, make_pair
+from wormfs.errors import NotFound, StoreFull
+from wormfs.mirror.localchain import LocalChain
+from wormfs.mirror.replica import MirrorRefused, Replica
+from wormfs.store import events as E
+from wormfs.store import frames as F
+from wormfs.store.store import Store
+
+
+@pytest.fixture
+def pair(tmp_path):
+    yield str(tmp_path / "p"), str(tmp_path / "m")
+    clear_immutable(str(tmp_path))
+
+
+def put(st, name, data, actor=None):
+    ino = st.create(1, name, 0o644, actor)["ino"]
+    st.write(ino, 0, data)
+    return st.seal(ino)
+
+
+def same_segments(p, m):
+    a, b = sorted(os.listdir(f"{p}/segments")), sorted(os.listdir(f"{m}/segments"))
+    assert a == b
+    for name in a:
+        assert filecmp.cmp(f"{p}/segments/{name}", f"{m}/segments/{name}", shallow=False), name
+
+
+def local_events(m):
+    with open(f"{m}/unit.json") as f:
+        import json
+        uuid = json.load(f)["uuid"]
+    return LocalChain(f"{m}/local", bytes.fromhex(uuid.replace("-", "")), readonly=True).events()
+
+
+def test_mirror_holds_the_same_log_and_answers_the_same(pair, fake_time):
+    p, m = make_pair(*pair, time_source=fake_time, segment_size=256 << 10)
+    with Store(p, time_source=fake_time) as st:
+        recs = [put(st, f"f{i}".encode(), os.urandom(50_000 + i * 7000)) for i in range(20)]
+        assert all(st.record_mirror_status(r) == "synced" for r in recs)
+        assert st.mirror_state()[0] == "synced"
+    assert len(os.listdir(f"{p}/segments")) > 3   # several segment rolls were shipped
+    same_segments(p, m)
+    # Applied frame by frame by the same replay, the mirror's index equals the primary's.
+    assert dump_index(p) == dump_index(m)
+    with Store(m, readonly=True) as ms:
+        for r in recs:
+            assert ms.read(r["ino"], 0, r["size"]) == Store.read(ms, r["ino"], 0, r["size"])
+        assert ms.stats()["records"] == 20
+
+
+def test_only_durable_frames_reach_the_mirror(pair, fake_time):
+    p, m = make_pair(*pair, time_source=fake_time)
+    with Store(p, time_source=fake_time) as st:
+        ino = st.create(1, b"open", 0o644, None)["ino"]
+        st.write(ino, 0, os.urandom(300_000))   # chunks appended, nothing made durable
+        mirror_end = st.mirror.target.end()
+        assert mirror_end < st.log.end_position()
+        assert mirror_end <= st.group.durable_pos
+        st.mirror_poll()                          # the mount's poll: sync, then ship
+        assert st.mirror.target.end() == st.log.end_position() == st.group.durable_pos
+        st.seal(ino)
+    same_segments(p, m)
+
+
+def test_mirror_away_during_writes_then_catches_up(pair, fake_time):
+    p, m = make_pair(*pair, time_source=fake_time)
+    away = m + ".away"
+    with Store(p, time_source=fake_time) as st:
+        first = put(st, b"before", b"x" * 1000)
+        os.rename(m, away)
+        st.mirror_poll()                         # notices the directory is gone
+        assert st.mirror_state()[0] == "unreachable"
+        recs = [put(st, f"r{i}".encode(), os.urandom(3000)) for i in range(50)]
+        assert all(st.record_mirror_status(r) == "pending" for r in recs)
+        assert st.record_mirror_status(first) == "synced"
+        os.rename(away, m)
+        fake_time.advance(5)
+        st.mirror._next_try = 0                  # do not wait out the back-off
+        st.mirror_poll()
+        assert st.mirror_state()[0] == "synced"
+        assert all(st.record_mirror_status(r) == "synced" for r in recs)
+        changes = [(e["state"], e["lag_events"]) for e in st.events() if e["type"] == "mirror"]
+    assert [c[0] for c in changes] == ["unreachable", "synced"]
+    same_segments(p, m)
+    assert dump_index(p) == dump_index(m)
+
+
+def test_a_delete_the_mirror_clock_forbids_is_refused_by_the_mirror(pair):
+    # The primary's clock runs 7 years ahead (real time passing, as far as it can tell); the
+    # mirror's does not. The primary deletes a record it thinks expired; the mirror refuses.
+    pt, mt = FakeTime(), FakeTime()
+    p, m = make_pair(*pair, time_source=pt, mirror_time_source=mt, default_retention="1y")
+    st = Store(p, time_source=pt, mirror_time_source=mt)
+    rec = put(st, b"trade.csv", b"blotter" * 1000)
+    pt.advance(7 * 365 * 86400)
+    st.unlink(1, b"trade.csv", None)             # allowed by the primary's clock
+    assert st.mirror_state()[0] == "refused"
+    after = put(st, b"later", b"more")            # the primary goes on; the mirror waits
+    assert st.record_mirror_status(after) == "pending"
+    mirror_events = [e for e in st.events() if e["type"] == "mirror"]
+    assert mirror_events[-1]["state"] == "refused" and "retained until" in \
+        mirror_events[-1]["reason"]
+    st.close()
+    refusals = [e for e in local_events(m) if e["type"] == "refused"]
+    assert len(refusals) == 1 and refusals[0]["event_type"] == "delete"
+    assert refusals[0]["serial"] == rec["serial"]
+    with Store(m, readonly=True) as ms:             # the record is whole on the mirror
+        assert ms.read(rec["ino"], 0, rec["size"]) == b"blotter" * 1000
+        assert ms.inode(rec["ino"])["state"] == "sealed"
+
+
+def test_a_forged_delete_frame_is_refused(pair, fake_time):
+    p, m = make_pair(*pair, time_source=fake_time)
+    with Store(p, time_source=fake_time) as st:
+        rec = put(st, b"mail.eml", b"From: a\n\nhello\n")
+        head_seq, head_hash = st._last_seq, st._last_hash
+    rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
+    try:
+        ev = {"seq": head_seq + 1, "prev": head_hash, "time": "2040-01-01T00:00:00.000000Z",
+              "time_us": 2208988800 * 10**6, "type": "delete", "ino": rec["ino"],
+              "serial": rec["serial"], "path": "/mail.eml", "blake3": rec["blake3"],
+              "size": rec["size"]}
+        frame = F.encode_event(E.encode(ev))
+        end = rep.end()
+        with pytest.raises(MirrorRefused) as err:
+            rep.receive(end[0], end[1], frame)
+        assert "retained until" in err.value.reason
+        assert rep.end() == end                     # nothing of it was kept
+        assert rep.head() == (head_seq, head_hash)
+    finally:
+        rep.close()
+    assert [e["type"] for e in local_events(m)].count("refused") == 1
+
+
+def test_damaged_frames_are_not_kept(pair, fake_time):
+    p, m = make_pair(*pair, time_source=fake_time)
+    rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
+    try:
+        data = os.urandom(1000)
+        import blake3
+        import xxhash
+        cid = blake3.blake3(data).digest()
+        frame = bytearray(F.frame_header(F.T_CHUNK, cid, len(data), xxhash.xxh3_64_intdigest(
+            data)) + data)
+        frame[-1] ^= 1
+        end = rep.end()
+        with pytest.raises(Exception, match="checksum"):
+            rep.receive(end[0], end[1], bytes(frame))
+        assert rep.end() == end
+    finally:
+        rep.close()
+
+
+def test_new_files_are_refused_once_the_mirror_is_too_far_behind(pair, fake_time):
+    p, m = make_pair(*pair, time_source=fake_time, settings={"mirror_max_lag": "1h"})
+    with Store(p, time_source=fake_time) as st:
+        os.rename(m, m + ".away")
+        st.mirror_poll()
+        put(st, b"a", b"1")                           # within the lag: fine, pending
+        fake_time.advance(3601)
+        with pytest.raises(StoreFull, match="mirror_max_lag"):
+            st.create(1, b"b", 0o644, None)
+        os.rename(m + ".away", m)
+        st.mirror._next_try = 0
+        st.mirror_poll()
+        put(st, b"b", b"2")                           # back: new files are fine again
+    same_segments(p, m)
+
+
+def test_a_mirror_that_is_not_a_prefix_is_diverged(pair, fake_time):
+    p, m = make_pair(*pair, time_source=fake_time)
+    twin = p + ".twin"
+    shutil.copytree(p, twin)            # a second primary with the same past and the same peer
+    with Store(p, time_source=fake_time) as st:
+        put(st, b"a", b"1")
+    with Store(twin, time_source=fake_time) as st:
+        assert st.mirror_state()[0] == "diverged"
+        rec = put(st, b"zzz", b"other")               # the twin goes on alone
+        assert st.record_mirror_status(rec) == "pending"
+    with Store(m, readonly=True) as mirror:           # and the mirror kept its own history
+        assert mirror.lookup(1, b"a")["size"] == 1
+        with pytest.raises(NotFound):
+            mirror.lookup(1, b"zzz")
+
+
+def _log_uuid(m):
+    import json
+    with open(f"{m}/unit.json") as f:
+        return json.load(f)["log_uuid"]
