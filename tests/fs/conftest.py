@@ -39,16 +39,18 @@ def is_mounted(path):
 class Mount:
     """A store and its mount point; ``events()`` reads the audit trail beside the daemon."""
 
-    def __init__(self, root, scratch_ttl="24h", default_retention="6y"):
+    def __init__(self, root, scratch_ttl="24h", default_retention="6y", mirror=None,
+                 mkfs_args=()):
         self.root = root
         root.mkdir(exist_ok=True)
         self.store = root / "store"
-        self.mirror = root / "mirror"
+        self.mirror = mirror or root / "mirror"
         self.mnt = root / "mnt"
         self.log = root / "daemon.log"
         self.mnt.mkdir()
         wormfs("mkfs", self.store, "--mirror", self.mirror, "--allow-same-device",
-               "--scratch-ttl", scratch_ttl, "--default-retention", default_retention)
+               "--scratch-ttl", scratch_ttl, "--default-retention", default_retention,
+               *mkfs_args)
         self.proc = None
 
     def mount(self, foreground=False):
@@ -83,6 +85,11 @@ class Mount:
         with Store(str(self.store), readonly=True) as st:
             evs = list(st.events(since))
         return [e for e in evs if etype is None or e["type"] == etype]
+
+    def status(self):
+        r = wormfs("status", self.store, "--json", check=False)
+        assert r.returncode in (0, 1) and not r.stderr, r.stderr
+        return json.loads(r.stdout)
 
     def last_seq(self):
         with Store(str(self.store), readonly=True) as st:

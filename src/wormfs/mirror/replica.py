@@ -25,6 +25,7 @@ import threading
 import time
 
 import blake3
+import lmdb
 
 from .. import retention
 from ..clock import ComplianceClock, SystemTimeSource
@@ -32,7 +33,7 @@ from ..errors import IntegrityError, StoreError, WormError
 from ..store import events as E
 from ..store import frames as F
 from ..store.hostfs import try_lock
-from ..store.maintenance import catch_up, close_index, open_index
+from ..store.maintenance import catch_up, close_index, index_error, open_index
 from ..store.replay import Replayer
 from ..store.segments import SegmentLog
 from ..store.unit import log_uuid_bytes, read_unit
@@ -186,10 +187,12 @@ class Replica:
                     self.log.append([memoryview(data)[:accepted]], may_roll=False)
                     self.ix.put_meta(txn, "applied", [segno, offset + accepted])
                 txn.commit()
-            except BaseException:
+            except BaseException as e:
                 txn.abort()
                 if self.log.cur_end != before:
                     self.log.undo(before)
+                if isinstance(e, lmdb.Error):
+                    raise index_error(e, self.path) from None
                 raise
             with self.ix.read() as t:
                 self._last_seq = self.ix.meta(t, "last_seq", 0)

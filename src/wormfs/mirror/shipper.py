@@ -34,7 +34,7 @@ from .replica import MirrorRefused, PositionMismatch
 log = logging.getLogger("wormfs.mirror")
 
 BATCH = 8 << 20           # bytes per receive call (whole frames; one bigger frame alone)
-RETRY_S = (1, 2, 5, 10, 30)  # reconnect back-off while unreachable
+RETRY_S = 2               # reconnect this often while unreachable (a failed try is a stat)
 REFUSED_RETRY_S = 60      # a refused event is offered again this often (the mirror's clock
                           # may have reached the retain-until by then)
 
@@ -49,7 +49,6 @@ class Replicator:
         self._cond = threading.Condition()
         self._shipping = False
         self._changes = []
-        self._tries = 0
         self._next_try = 0.0
         self.target = None
         self.acked = None
@@ -118,7 +117,7 @@ class Replicator:
                 return False
             try:
                 target = self._connect()
-            except (WormError, OSError) as e:
+            except Exception as e:  # WormError, OSError, lmdb.Error: it is not usable now
                 self._failed("unreachable", _why(e))
                 return False
             try:
@@ -130,20 +129,17 @@ class Replicator:
                     self._failed("diverged", f"the mirror's log (event {seq}) is not a "
                                  f"prefix of this unit's log; see 'wormfs mirror status'")
                     return False
-            except (WormError, OSError) as e:
+            except Exception as e:
                 _close_quietly(target)
                 self._failed("unreachable", _why(e))
                 return False
             self.target, self.acked, self.acked_seq = target, end, seq
-            self._tries = 0
             return True
 
     def _failed(self, state, reason):
         """Caller holds _cond; the target is closed or was never opened."""
         self.target = None
-        delay = REFUSED_RETRY_S if state in ("refused", "diverged") else \
-            RETRY_S[min(self._tries, len(RETRY_S) - 1)]
-        self._tries += 1
+        delay = REFUSED_RETRY_S if state in ("refused", "diverged") else RETRY_S
         self._next_try = time.monotonic() + delay
         self._set_state(state, reason)
 
@@ -180,10 +176,6 @@ class Replicator:
         with self._cond:
             if self.target is None:
                 return False
-            if not self.target.alive():
-                _close_quietly(self.target)
-                self._failed("unreachable", "the mirror directory is gone")
-                return False
             if self._shipping:
                 return True
             self._ship_locked()
@@ -191,6 +183,11 @@ class Replicator:
 
     def _ship_locked(self):
         """Caller holds _cond with nobody shipping; it is released while the bytes move."""
+        if not self.target.alive():
+            # Removed or replaced: what we would write now would land nowhere anyone sees.
+            _close_quietly(self.target)
+            self._failed("unreachable", "the mirror directory is gone")
+            return
         upto = self._group.durable_pos
         if upto is None or upto <= self.acked:
             if self.state != "synced":
@@ -273,8 +270,10 @@ class Replicator:
 
 def _why(e):
     if isinstance(e, OSError):
-        return f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
-    return str(e)
+        return f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}"
+    if isinstance(e, WormError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
 
 
 def _close_quietly(target):

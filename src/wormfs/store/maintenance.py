@@ -4,14 +4,17 @@ read the log (rebuild also writes the index)."""
 import os
 
 import blake3
+import lmdb
 
-from ..errors import IntegrityError, StoreError
+from ..errors import IntegrityError, StoreError, StoreFull
 from . import events as E
 from . import frames as F
 from .index import Index
 from .replay import Replayer
 from .segments import SegmentLog
 from .unit import log_uuid_bytes, read_unit
+
+LOW_SPACE = 1 << 20  # less free than this when the index cannot be written: the disk is full
 
 
 def apply_frame(replayer, txn, fr):
@@ -82,6 +85,23 @@ def catch_up(log, ix, replayer, quarantine_dir=None):
         txn.abort()
         raise
     return None
+
+
+def index_error(e, path):
+    """An LMDB failure as the errno a user expects: a full disk is ENOSPC, not EIO. LMDB
+    reports a short write (the usual way a full disk shows) as EIO, so the free space of
+    the store's file system decides too."""
+    text = str(e)
+    full = isinstance(e, lmdb.MapFullError) or "No space left" in text or "Disk quota" in text
+    if not full:
+        try:
+            st = os.statvfs(path)
+            full = st.f_bavail * st.f_frsize < LOW_SPACE
+        except OSError:
+            pass
+    if full:
+        return StoreFull(f"the disk holding the store is full ({text}); nothing was changed")
+    return StoreError(f"the index could not be written ({text}); nothing was changed")
 
 
 def _clear_dir(path):

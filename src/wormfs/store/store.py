@@ -33,7 +33,7 @@ from . import events as E
 from . import frames as F
 from .commit import GroupCommit
 from .hostfs import try_lock
-from .maintenance import catch_up, close_index, open_index
+from .maintenance import catch_up, close_index, index_error, open_index
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .segments import SegmentLog
@@ -47,7 +47,6 @@ DEFAULT_MIRROR_MAX_LAG = "24h"
 SEAL_READ_BLOCK = 4 << 20
 MAX_STREAMS = 64  # open files chunked as they are written; more wait for the seal
 CHUNK_CACHE_ENTRIES = 16
-LOW_SPACE = 1 << 20  # less free than this when the index cannot be written: the disk is full
 HOLD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_NAME = 255
 MAX_REASON = 1024
@@ -312,7 +311,7 @@ class Store:
                 if self.log.end_position() != before:
                     self._undo_appends(before)
                 if isinstance(e, lmdb.Error):
-                    raise _index_error(e, self.path) from None
+                    raise index_error(e, self.path) from None
                 raise
             if durable:
                 pos = self.log.end_position()
@@ -1142,23 +1141,6 @@ class Store:
         for fr in self.log.scan(pos):
             if fr.ftype == F.T_EVENT:
                 yield E.decode(fr.payload)
-
-
-def _index_error(e, path):
-    """An LMDB failure as the errno a user expects: a full disk is ENOSPC, not EIO. LMDB
-    reports a short write (the usual way a full disk shows) as EIO, so the free space of
-    the store's file system decides too."""
-    text = str(e)
-    full = isinstance(e, lmdb.MapFullError) or "No space left" in text or "Disk quota" in text
-    if not full:
-        try:
-            st = os.statvfs(path)
-            full = st.f_bavail * st.f_frsize < LOW_SPACE
-        except OSError:
-            pass
-    if full:
-        return StoreFull(f"the disk holding the store is full ({text}); nothing was changed")
-    return StoreError(f"the index could not be written ({text}); nothing was changed")
 
 
 def _read_json(path):
