@@ -116,6 +116,7 @@ def status_report(path):
         info = st.unit_info() or {}
         stats = st.stats()
         seq = st._last_seq
+        last_verify = st.last_verification()
         comp = st.clock.now()
         wall = st.clock.wall_us()
     mirror = mirror_report(path, unit, seq) if unit["role"] == "primary" else None
@@ -131,7 +132,11 @@ def status_report(path):
         reasons.append(f"mirror {mirror['state']}{lag}{since}: {mirror.get('detail')}")
     if unit.get("same_device"):
         reasons.append("mirror is on the same device as the primary: not separately duplicated")
-    reasons.append("never verified (wormfs verify has not run)")
+    if last_verify is None:
+        reasons.append("never verified (wormfs verify has not run)")
+    elif not last_verify["ok"]:
+        reasons.append(f"the last {last_verify['kind']} ({last_verify['time']}) found "
+                       f"{last_verify['findings']} problems")
     stored = stats["stored_bytes"]
     return {
         "store": path, "unit": {"serial": unit["serial"], "role": unit["role"],
@@ -140,7 +145,7 @@ def status_report(path):
         "records": stats["records"], "logical_bytes": stats["logical_bytes"],
         "stored_bytes": stored,
         "dedup_ratio": round(stats["logical_bytes"] / stored, 3) if stored else None,
-        "events": seq, "mirror": mirror, "last_verification": None,
+        "events": seq, "mirror": mirror, "last_verification": last_verify,
         "state": "DEGRADED" if degraded else "OK",
         "clock": {"compliance": format_us(comp), "system": format_us(wall),
                   "difference_seconds": round((wall - comp) / US, 3)},
@@ -164,6 +169,12 @@ def _mirror_line(m):
     return text
 
 
+def _verify_line(v):
+    result = "clean" if v["ok"] else f"{v['findings']} findings"
+    fixed = f", {v['repaired']} repaired" if v.get("repaired") else ""
+    return f"{v['time']} ({v['kind']}{' --deep' if v.get('deep') else ''}: {result}{fixed})"
+
+
 def cmd_status(args):
     r = status_report(os.path.abspath(args.store))
     if args.json:
@@ -180,7 +191,8 @@ def cmd_status(args):
         if m is not None:
             print(f"mirror     {_mirror_line(m)}")
         print(f"state      {r['state']}")
-        print(f"verified   {r['last_verification'] or 'never'}")
+        v = r["last_verification"]
+        print(f"verified   {_verify_line(v) if v else 'never'}")
         c = r["clock"]
         print(f"clock      compliance {c['compliance']}, system {c['system']} "
               f"(difference {c['difference_seconds']:+.0f}s)")
@@ -189,6 +201,90 @@ def cmd_status(args):
         else:
             print("NOT COMPLIANT: " + "; ".join(r["reasons"]))
     return 0 if r["compliant"] else 1
+
+
+# -- verify and scrub ----------------------------------------------------------------------
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, what):
+        self.what = what
+        self.on = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done, total):
+        if not self.on:
+            return
+        pct = 100 * done // total if total else 100
+        bar = "#" * (pct // 4)
+        sys.stderr.write(f"\r{self.what} [{bar:<25}] {pct:3d}%  {_human_bytes(done)} of "
+                         f"{_human_bytes(total)}   ")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self):
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _run_check(path, deep, repair, progress):
+    from .fs import control
+    from .mirror import verification
+    unit = read_unit(path)
+    if unit["role"] != "primary":
+        if repair:
+            raise UsageError(f"{path} is a {unit['role']} unit: scrub --repair runs on the "
+                             f"primary, which repairs both units (a mirror alone can be "
+                             f"verified)")
+        with Store(path, readonly=True) as st:
+            rep = verification.run_readonly(st, os.path.join(path, "local"))
+            rep.add(None, "unit", f"only this {unit['role']} unit was checked")
+            return rep.as_dict()
+    lockfd = try_lock(os.path.join(path, "lock"))
+    if lockfd is None:  # mounted: the daemon that owns the store does the work
+        return control.request(path, {"op": "check", "deep": deep, "repair": repair},
+                               progress)
+    os.close(lockfd)
+    with Store(path) as st:
+        return verification.run(st, deep=deep, repair=repair, progress=progress).as_dict()
+
+
+def _print_check(r, what):
+    for u in r["units"]:
+        print(f"{u['role']:<8} {u['serial']}  {u['frames']} frames, {u['records']} records, "
+              f"{u['events']} events  {u['path']}")
+    for f in r["findings"]:
+        where = f" [repaired from {f['source']}]" if f.get("repaired") else ""
+        print(f"  {f['unit'] or 'store'}: {f['kind']}: {f['detail']}{where}")
+    bad = [f for f in r["findings"] if not f.get("repaired")]
+    if not bad:
+        fixed = len(r["findings"])
+        print(f"OK: {what} found every frame, chunk, event and record sound "
+              f"({_human_bytes(r['bytes'])} read{', ' + str(fixed) + ' repaired' if fixed else ''})")
+    else:
+        print(f"FAILED: {len(bad)} finding{'s' if len(bad) != 1 else ''}"
+              f"{'' if r['repair'] else '; wormfs scrub --repair repairs what has a sound copy'}")
+
+
+def cmd_verify(args, repair=False):
+    what = "scrub" if repair else "verify"
+    progress = _Progress(what) if not args.json else None
+    try:
+        r = _run_check(os.path.abspath(args.store), getattr(args, "deep", False), repair,
+                       progress)
+    finally:
+        if progress:
+            progress.done()
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        _print_check(r, what)
+    return 0 if r["ok"] else 1
+
+
+def cmd_scrub(args):
+    return cmd_verify(args, repair=args.repair)
 
 
 # -- rebuild-index and clock ---------------------------------------------------------------
@@ -309,6 +405,21 @@ def build_parser():
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
 
+    s = sub.add_parser("verify", help="check every record, chunk, event and index entry on "
+                       "both units")
+    s.add_argument("store")
+    s.add_argument("--deep", action="store_true",
+                   help="also re-read every record and check its whole-content digest")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_verify)
+
+    s = sub.add_parser("scrub", help="re-read every chunk on both units; --repair fixes a "
+                       "damaged copy from the sound one")
+    s.add_argument("store")
+    s.add_argument("--repair", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_scrub)
+
     s = sub.add_parser("rebuild-index", help="recreate the index from the segments alone")
     s.add_argument("store")
     s.set_defaults(fn=cmd_rebuild_index)
@@ -320,7 +431,8 @@ def build_parser():
     return p
 
 
-COMMANDS = ("mkfs", "status", "rebuild-index", "clock", "mount", "umount")
+COMMANDS = ("mkfs", "status", "verify", "scrub", "rebuild-index", "clock", "mount", "umount",
+            "mirror")
 
 
 def _as_mount_helper(argv):

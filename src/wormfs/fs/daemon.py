@@ -24,7 +24,9 @@ from ..store.hostfs import try_lock
 from ..store.store import Store
 from ..store.unit import read_unit
 from ..timeutil import US, parse_duration
+from ..mirror import verification
 from . import mounts
+from .control import ControlServer
 from .operations import WormOperations, forget_attrs
 
 log = logging.getLogger("wormfs")
@@ -181,6 +183,7 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
     if not readonly:
         store.note("mount", mountpoint=mountpoint, options=sorted(fuse_opts),
                    recovered=[rec["serial"] for rec in recovered])
+    control = None if readonly else _start_control(store)
     log.info("mounted %s on %s%s", store_path, mountpoint, " (read-only)" if readonly else "")
     _report(ready_fd, "ok")
     try:
@@ -188,12 +191,25 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
     except BaseException:
         log.exception("the file system loop stopped on an error")
     finally:
+        if control is not None:
+            control.close()
         try:
             pyfuse3.close(unmount=True)
         except Exception:
             log.exception("unmount failed")
         _shutdown(store)
     return 0
+
+
+def _start_control(store):
+    def check(req, progress):
+        return verification.run(store, deep=bool(req.get("deep")),
+                                repair=bool(req.get("repair")), progress=progress).as_dict()
+    try:
+        return ControlServer(store.path, {"check": check})
+    except OSError as e:
+        log.warning("no control socket (%s): verify and scrub need the store unmounted", e)
+        return None
 
 
 def _shutdown(store):

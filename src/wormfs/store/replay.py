@@ -237,6 +237,13 @@ class Replayer:
         stats["logical_bytes"] -= rec["size"]
         self.ix.put_meta(txn, "stats", stats)
 
+    def _ev_verify(self, txn, ev):
+        self.ix.put_meta(txn, "last_verify", {
+            "time": ev["time"], "kind": ev["type"], "ok": ev["ok"], "deep": ev.get("deep"),
+            "findings": ev["findings"], "repaired": ev.get("repaired", 0)})
+
+    _ev_scrub = _ev_verify
+
     def _ev_setting(self, txn, ev):
         settings = self.ix.meta(txn, "settings")
         settings[ev["name"]] = ev["new"]

@@ -15,7 +15,7 @@ import threading
 
 from ..errors import IntegrityError, StoreError, StoreFull
 from . import frames as F
-from .hostfs import fsync_dir, is_immutable, set_immutable
+from .hostfs import fsync_dir, set_immutable
 
 
 def seg_name(segno, open_=False):
@@ -186,7 +186,8 @@ class SegmentLog:
     def patch(self, segno, offset, data):
         """Overwrite ``data`` at ``offset`` of a segment with the bytes the peer unit holds
         there. Finished segments are read-only and immutable: both are lifted for the write
-        and restored, and the write is fsynced before this returns."""
+        and set again (the flag where the host supports it), and the write is fsynced
+        before this returns."""
         if not self.readonly and segno == self.cur_segno:
             if offset + len(data) > self.cur_end:
                 raise IntegrityError(f"repair past the end of open segment {segno}")
@@ -194,7 +195,6 @@ class SegmentLog:
             os.fdatasync(self.cur_fd)
             return
         path = os.path.join(self.dir, seg_name(segno))
-        immutable = is_immutable(path)
         set_immutable(path, False)
         os.chmod(path, 0o644)
         try:
@@ -206,8 +206,7 @@ class SegmentLog:
                 os.close(fd)
         finally:
             os.chmod(path, 0o444)
-            if immutable:
-                set_immutable(path, True)
+            set_immutable(path, True)
 
     def install(self, segno, pieces):
         """Put back a finished segment that is missing, from an iterable of its bytes in
@@ -239,6 +238,22 @@ class SegmentLog:
         with self._fd_lock:
             fd = self._fds.pop(segno, None)
         if fd is not None and fd != self.cur_fd:
+            os.close(fd)
+
+    def map_file(self, segno):
+        """A read-only map of a segment file as it is on disk now (a fresh open, not the
+        cached descriptor, which would still see a file that was removed), or None if the
+        file is missing. The open segment is mapped up to its current end."""
+        try:
+            fd = os.open(self.path(segno), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if not self.readonly and segno == self.cur_segno:
+                size = min(size, self.cur_end)
+            return mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
+        finally:
             os.close(fd)
 
     def size(self, segno):

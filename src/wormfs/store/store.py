@@ -20,6 +20,7 @@ import os
 import threading
 
 import lmdb
+from blake3 import blake3 as _blake3
 
 from .. import _chunker, retention
 from ..clock import ComplianceClock, SystemTimeSource
@@ -456,6 +457,10 @@ class Store:
         with self.ix.read() as txn:
             return self.ix.meta(txn, "settings")
 
+    def last_verification(self):
+        with self.ix.read() as txn:
+            return self.ix.meta(txn, "last_verify")
+
     def unit_info(self):
         with self.ix.read() as txn:
             return self.ix.meta(txn, "unit")
@@ -875,12 +880,53 @@ class Store:
                 self._chunk_cache.move_to_end(cid)
                 return data
         segno, offset, length = loc
-        data = self.log.read_chunk(segno, offset, cid, length)
+        try:
+            data = self.log.read_chunk(segno, offset, cid, length)
+        except IntegrityError as e:
+            data = self._repair_chunk(cid, loc, e)
         with self._cache_lock:
             self._chunk_cache[cid] = data
             if len(self._chunk_cache) > CHUNK_CACHE_ENTRIES:
                 self._chunk_cache.popitem(last=False)
         return data
+
+    def _repair_chunk(self, cid, loc, damage):
+        """A chunk that fails its checks here is served from the mirror, which holds the same
+        frame at the same place, and the frame is copied back over the damaged one. Without a
+        sound copy the read fails (EIO): never wrong bytes."""
+        target = self.mirror.target if self.mirror is not None else None
+        if target is None or self.failed:
+            raise damage
+        segno, offset, length = loc
+        flen = F.FIXED_LEN + 32 + length
+        try:
+            raw = target.read(segno, offset, flen)
+            ftype, key, plen, pxxh, hl = F.parse_header(raw)
+            data = memoryview(raw)[hl:]
+            F.check_payload(data, pxxh)
+            if ftype != F.T_CHUNK or key != cid or plen != length or \
+                    _blake3(data).digest() != cid:
+                raise IntegrityError("the mirror's frame is another chunk")
+        except (WormError, OSError) as e:
+            raise IntegrityError(f"{damage}; the mirror has no sound copy either "
+                                 f"({e})") from None
+        detail = f"read of chunk {cid.hex()[:16]}: {damage}"
+        try:
+            self.log.patch(segno, offset, raw)
+            self.log.read_chunk(segno, offset, cid, length)
+        except (WormError, OSError) as e:
+            log.error("chunk %s served from the mirror; repairing the primary failed: %s",
+                      cid.hex()[:16], e)
+            detail += f"; repair failed: {e}"
+            self.note("repair", unit=self.unit["serial"], segment=segno, offset=offset,
+                      length=flen, source=target.serial, cause="read", detail=detail,
+                      repaired=False)
+            return bytes(data)
+        log.warning("chunk %s at segment %d offset %d was damaged; repaired from mirror %s",
+                    cid.hex()[:16], segno, offset, target.serial)
+        self.note("repair", unit=self.unit["serial"], segment=segno, offset=offset,
+                  length=flen, source=target.serial, cause="read", detail=detail)
+        return bytes(data)
 
     # -- sealing --------------------------------------------------------------------------
 

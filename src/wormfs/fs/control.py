@@ -1,0 +1,123 @@
+"""The mount daemon's control socket: work that must run inside the process that owns the
+store, asked for by the ``wormfs`` command while the store is mounted (verify and scrub, whose
+repairs and results are events in the store's chain).
+
+``UNIT/control.sock``: a unix stream socket, mode 0600, so only root (the owner of the mount)
+can use it. One request per connection, as one JSON line: ``{"op": "check", "deep": bool,
+"repair": bool}``. Answers are JSON lines: ``{"progress": [done, total]}`` any number of
+times, then ``{"result": report}`` or ``{"error": "one line"}``.
+
+The server is a plain thread, not part of the trio loop: a request may run for hours and only
+calls the store's thread-safe methods, like the FUSE worker threads do.
+"""
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+from ..errors import StoreError, WormError
+
+log = logging.getLogger("wormfs.control")
+SOCKET_NAME = "control.sock"
+PROGRESS_EVERY = 0.5  # seconds between progress lines
+
+
+def socket_path(unit_path):
+    return os.path.join(unit_path, SOCKET_NAME)
+
+
+class ControlServer:
+    def __init__(self, unit_path, handlers):
+        """``handlers``: op name -> fn(request, progress) returning a JSON-able result."""
+        self.path = socket_path(unit_path)
+        self.handlers = handlers
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self.sock.bind(self.path)
+        finally:
+            os.umask(old)
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self._serve, name="wormfs-control", daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with conn:
+                try:
+                    self._one(conn)
+                except Exception:
+                    log.exception("control request failed")
+
+    def _one(self, conn):
+        f = conn.makefile("rwb")
+        try:
+            req = json.loads(f.readline() or b"{}")
+            handler = self.handlers.get(req.get("op"))
+            if handler is None:
+                raise StoreError(f"unknown request {req.get('op')!r}")
+            last = [0.0]
+
+            def progress(done, total):
+                now = time.monotonic()
+                if now - last[0] >= PROGRESS_EVERY or done == total:
+                    last[0] = now
+                    _send(f, {"progress": [done, total]})
+            _send(f, {"result": handler(req, progress)})
+        except WormError as e:
+            _send(f, {"error": str(e)})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the command went away; the work it asked for is done or recorded
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def close(self):
+        try:
+            self.sock.close()
+        finally:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def _send(f, obj):
+    f.write(json.dumps(obj).encode() + b"\n")
+    f.flush()
+
+
+def request(unit_path, req, progress=None):
+    """Ask the daemon that has the store mounted; its result, or StoreError."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(socket_path(unit_path))
+    except OSError as e:
+        s.close()
+        raise StoreError(f"{unit_path} is in use by another process and its mount does not "
+                         f"answer ({e.strerror}); unmount it first") from None
+    with s, s.makefile("rwb") as f:
+        f.write(json.dumps(req).encode() + b"\n")
+        f.flush()
+        for line in f:
+            msg = json.loads(line)
+            if "progress" in msg:
+                if progress:
+                    progress(*msg["progress"])
+            elif "result" in msg:
+                return msg["result"]
+            elif "error" in msg:
+                raise StoreError(msg["error"])
+    raise StoreError("the mount daemon closed the control connection without an answer")

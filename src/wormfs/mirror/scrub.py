@@ -1,0 +1,448 @@
+"""Verify and scrub: one walk over both units' logs, side by side (SPEC ``wormfs verify``,
+``wormfs scrub``).
+
+Both units hold the same segments byte for byte, so the walk reads segment N of each unit at
+the same offsets, frame by frame, and checks on each side:
+- the segment header, every frame's header and payload checksums (xxh3);
+- every chunk's BLAKE3 against its id;
+- that both sides hold the same bytes (a difference between two valid frames is divergence,
+  which no repair can settle);
+- each event continues its unit's chain, and the unit's index places it where it is;
+- each chunk frame is where the unit's index says (or is a later duplicate, dead weight).
+A frame that is bad on one side and good on the other is repaired (``repair=True``) by
+copying the peer's bytes at that place; a segment file missing or cut short on one side is put
+back from the peer's copy (the damaged file is kept in quarantine/). Frames bad on both sides
+are reported as unrepairable.
+
+Then, per unit, every record's manifest against the index (and with ``deep`` its whole-content
+BLAKE3 digest, re-read through the log), the own chain of a mirror (local/), and across the
+units: the mirror's chain is a prefix of the primary's and both hold the same records with the
+same digests; records the mirror does not hold yet are findings too ("pending").
+
+Only the log up to each index's ``applied`` position (read at the start) is walked, so a
+mounted store can be checked while it takes new writes.
+"""
+import blake3
+
+from ..errors import IntegrityError
+from ..store import events as E
+from ..store import frames as F
+from ..store.index import U64
+
+HEADER_PEEK = 64
+
+
+class Finding(dict):
+    """One problem: unit (serial), kind, detail, and where (segment, offset) if it is in a
+    log; ``repaired`` once fixed from the peer."""
+
+
+class Unit:
+    """What the walk needs of one unit: its log, its index, its serial and role, whether it
+    may be written (repairs), and how to record an event in its own chain, if any."""
+
+    def __init__(self, serial, role, path, log, ix, writable=False, local=None):
+        self.serial, self.role, self.path = serial, role, path
+        self.log, self.ix, self.writable, self.local = log, ix, writable, local
+        with ix.read() as txn:
+            applied = ix.meta(txn, "applied")
+            self.last_seq = ix.meta(txn, "last_seq", 0)
+            self.stats = ix.meta(txn, "stats") or {}
+        self.applied = tuple(applied) if applied else (1, F.SEG_HEADER_LEN)
+        self.chain_seq, self.chain_hash = 0, E.GENESIS
+        self.chain_broken = False
+        self.damaged = False   # unrepaired damage: totals cannot be compared
+        self.chunks_placed = 0
+
+    def segment_numbers(self):
+        nums, _ = self.log.segment_numbers()
+        return [n for n in nums if n <= self.applied[0]]
+
+    def end_of(self, segno, mapped):
+        """How far to walk a segment: to the index's applied position in the last one."""
+        if mapped is None:
+            return None
+        if segno == self.applied[0]:
+            return min(len(mapped), self.applied[1])
+        return len(mapped)
+
+
+class Report:
+    def __init__(self, units, deep, repair):
+        self.units, self.deep, self.repair = units, deep, repair
+        self.findings = []
+        self.frames = {u.serial: 0 for u in units}
+        self.bytes = 0
+        self.records = {u.serial: 0 for u in units}
+        self.pending = 0
+
+    def add(self, unit, kind, detail, segment=None, offset=None, repaired=False):
+        f = Finding(unit=unit.serial if unit else None, kind=kind, detail=detail,
+                    repaired=repaired)
+        if segment is not None:
+            f["segment"], f["offset"] = segment, offset
+        self.findings.append(f)
+        return f
+
+    @property
+    def unrepaired(self):
+        return [f for f in self.findings if not f["repaired"]]
+
+    @property
+    def ok(self):
+        return not self.unrepaired
+
+    def as_dict(self):
+        return {"ok": self.ok, "deep": self.deep, "repair": self.repair,
+                "units": [{"serial": u.serial, "role": u.role, "path": u.path,
+                           "frames": self.frames[u.serial], "records": self.records[u.serial],
+                           "events": u.chain_seq} for u in self.units],
+                "bytes": self.bytes, "pending_records": self.pending,
+                "findings": list(self.findings),
+                "repaired": sum(1 for f in self.findings if f["repaired"])}
+
+
+def check_units(units, *, deep=False, repair=False, progress=None, on_repair=None):
+    """Walk the units (a primary and/or its mirror, primary first) and return a Report.
+    ``progress(done_bytes, total_bytes)`` is called as the walk goes; ``on_repair(finding)``
+    after each repair (to audit it)."""
+    rep = Report(units, deep, repair)
+    _walk_logs(units, rep, progress or (lambda d, t: None), on_repair or (lambda f: None))
+    for u in units:
+        _check_index_totals(u, rep)
+        _check_records(u, rep, deep)
+        if u.local is not None:
+            _check_local_chain(u, rep)
+    if len(units) == 2:
+        _check_parity(units[0], units[1], rep)
+    return rep
+
+
+# -- the log walk ---------------------------------------------------------------------------
+
+def _walk_logs(units, rep, progress, on_repair):
+    numbers = sorted(set().union(*(u.segment_numbers() for u in units)))
+    last = max((u.applied[0] for u in units), default=0)
+    expected = list(range(1, last + 1))
+    maps = {}
+    total = 0
+    for n in expected:
+        for u in units:
+            if n <= u.applied[0]:
+                maps[(u.serial, n)] = u.log.map_file(n)
+        sizes = [len(m) for m in (maps.get((u.serial, n)) for u in units) if m is not None]
+        total += max(sizes, default=0)
+    done = 0
+    for n in expected:
+        here = [u for u in units if n <= u.applied[0]]
+        present = [u for u in here if maps[(u.serial, n)] is not None]
+        for u in here:
+            if maps[(u.serial, n)] is None:
+                f = rep.add(u, "missing segment", f"segment {n} is missing", n, 0)
+                peer = _other(present, u)
+                if peer is not None and rep.repair and u.writable and n < u.log.cur_segno:
+                    maps[(u.serial, n)] = _reinstall(u, peer, n, maps[(peer.serial, n)], f,
+                                                     on_repair)
+                elif peer is not None:
+                    f["detail"] += (f" (a copy is on {peer.serial}: run 'wormfs scrub "
+                                    f"--repair')")
+                if maps[(u.serial, n)] is None:
+                    u.damaged = u.chain_broken = True
+        if n not in numbers and not present:
+            rep.add(None, "missing segment", f"segment {n} is missing on every unit", n, 0)
+        _walk_segment(n, here, maps, rep, on_repair)
+        done += max((len(maps[(u.serial, n)]) for u in here
+                     if maps[(u.serial, n)] is not None), default=0)
+        rep.bytes = done
+        progress(done, total)
+        for u in here:
+            m = maps.pop((u.serial, n), None)
+            if m is not None and hasattr(m, "close"):
+                m.close()
+
+
+def _other(units, u):
+    for x in units:
+        if x is not u:
+            return x
+    return None
+
+
+def _reinstall(u, peer, n, peer_map, finding, on_repair):
+    """Put back a missing finished segment from the peer's copy, once that copy checks."""
+    if peer_map is None or not _segment_is_sound(peer_map):
+        finding["detail"] += "; the peer's copy is damaged too"
+        return None
+    u.log.install(n, [peer_map[i:i + (8 << 20)] for i in range(0, len(peer_map), 8 << 20)])
+    finding.update(repaired=True, detail=f"segment {n} was missing; copied from "
+                   f"{peer.serial}", length=len(peer_map), source=peer.serial)
+    on_repair(finding)
+    return u.log.map_file(n)
+
+
+class _Checked:
+    """The frame at one place of one unit: ``ok``, its type and length when its header was
+    sound (even if its payload is not), its key and payload, or the error."""
+    __slots__ = ("ok", "ftype", "length", "key", "payload", "error")
+
+    def __init__(self, ok, ftype=None, length=None, key=None, payload=None, error=None):
+        self.ok, self.ftype, self.length = ok, ftype, length
+        self.key, self.payload, self.error = key, payload, error
+
+
+def _frame_at(m, off, end):
+    try:
+        ftype, key, plen, pxxh, hl = F.parse_header(m[off:off + HEADER_PEEK], end - off)
+    except F.FrameError as e:
+        return _Checked(False, error=str(e))
+    payload = m[off + hl:off + hl + plen]
+    try:
+        F.check_payload(payload, pxxh)
+    except F.FrameError as e:
+        return _Checked(False, ftype, hl + plen, key, error=str(e))
+    if ftype == F.T_CHUNK and blake3.blake3(payload).digest() != key:
+        return _Checked(False, ftype, hl + plen, key, error="chunk does not match its id "
+                        "(BLAKE3)")
+    return _Checked(True, ftype, hl + plen, key, payload)
+
+
+def _segment_is_sound(m):
+    try:
+        F.decode_segment_header(m[:F.SEG_HEADER_LEN])
+    except IntegrityError:
+        return False
+    off = F.SEG_HEADER_LEN
+    while off < len(m):
+        fr = _frame_at(m, off, len(m))
+        if not fr.ok:
+            return False
+        off += fr.length
+    return True
+
+
+def _walk_segment(n, units, maps, rep, on_repair):
+    live = [u for u in units if maps[(u.serial, n)] is not None]
+    if not live:
+        return
+    ends = {u.serial: u.end_of(n, maps[(u.serial, n)]) for u in live}
+    # Finished segments are the same size on both units; a shorter one lost its end.
+    if len(live) == 2 and all(n < u.applied[0] for u in live):
+        a, b = live
+        if ends[a.serial] != ends[b.serial]:
+            short, long_ = (a, b) if ends[a.serial] < ends[b.serial] else (b, a)
+            rep.add(short, "short segment", f"segment {n} is {ends[short.serial]} bytes on "
+                    f"{short.serial} and {ends[long_.serial]} on {long_.serial}", n,
+                    ends[short.serial])
+            short.damaged = True
+    for u in live:
+        m = maps[(u.serial, n)]
+        try:
+            segno, _ = F.decode_segment_header(m[:F.SEG_HEADER_LEN])
+            if segno != n:
+                raise IntegrityError("wrong segment number")
+        except IntegrityError as e:
+            _damaged(u, _other(live, u), n, 0, F.SEG_HEADER_LEN, f"segment header: {e}", maps,
+                     rep, on_repair)
+    common_end = min(ends[u.serial] for u in live)
+    walking = {u.serial for u in live}
+    off = F.SEG_HEADER_LEN
+    while True:
+        here = [u for u in live if u.serial in walking and off < ends[u.serial]]
+        if not here:
+            break
+        checked = {u.serial: _frame_at(maps[(u.serial, n)], off, ends[u.serial]) for u in here}
+        for u in here:
+            c = checked[u.serial]
+            if c.ok:
+                continue
+            sound = [x for x in here if x is not u and checked[x.serial].ok]
+            peer = sound[0] if sound and off < common_end else None
+            length = checked[peer.serial].length if peer else c.length
+            if _damaged(u, peer, n, off, length, c.error, maps, rep, on_repair):
+                checked[u.serial] = _frame_at(maps[(u.serial, n)], off, ends[u.serial])
+            else:
+                u.damaged = True
+                if c.ftype != F.T_CHUNK:
+                    u.chain_broken = True   # an event may be lost: later seqs cannot chain
+                if length is None:
+                    walking.discard(u.serial)   # no way to find the next frame on this side
+        sound = [u for u in here if checked[u.serial].ok]
+        if len(sound) == 2:
+            a, b = sound
+            la = checked[a.serial].length
+            if la != checked[b.serial].length or \
+                    maps[(a.serial, n)][off:off + la] != maps[(b.serial, n)][off:off + la]:
+                rep.add(b, "diverged", f"segment {n} offset {off} holds another valid frame "
+                        f"than on {a.serial}", n, off)
+                b.damaged = True
+                return
+        for u in sound:
+            c = checked[u.serial]
+            rep.frames[u.serial] += 1
+            _note_frame(u, n, off, c.ftype, c.key, c.payload, c.length, rep)
+        lengths = [checked[u.serial].length for u in here
+                   if checked[u.serial].length is not None]
+        if not lengths:
+            break
+        off += lengths[0]
+
+
+def _damaged(u, peer, n, off, length, why, maps, rep, on_repair):
+    """Report damage at (n, off) on ``u``; repair it from ``peer`` if asked and possible.
+    Returns whether it was repaired."""
+    f = rep.add(u, "damaged", f"segment {n} offset {off}: {why}", n, off)
+    if peer is None or length is None:
+        f["detail"] += "; no sound copy on the other unit"
+        return False
+    if not (rep.repair and u.writable):
+        f["detail"] += f" (a sound copy is on {peer.serial}: run 'wormfs scrub --repair')"
+        return False
+    good = bytes(maps[(peer.serial, n)][off:off + length])
+    u.log.patch(n, off, good)
+    m = u.log.map_file(n)
+    old, maps[(u.serial, n)] = maps[(u.serial, n)], m
+    if hasattr(old, "close"):
+        old.close()
+    if bytes(m[off:off + length]) != good:
+        f["detail"] += "; the repair did not read back"
+        return False
+    f.update(repaired=True, length=length, source=peer.serial)
+    on_repair(f)
+    return True
+
+
+def _note_frame(u, n, off, ftype, key, payload, length, rep):
+    """Chain and index checks of one sound frame."""
+    with u.ix.read() as txn:
+        if ftype == F.T_CHUNK:
+            loc = u.ix.chunk(txn, key)
+            if loc is None:
+                rep.add(u, "index", f"chunk {key.hex()[:16]} at segment {n} offset {off} is "
+                        f"not in the index", n, off)
+            elif (loc[0], loc[1]) == (n, off):
+                u.chunks_placed += 1
+                if loc[2] != length - F.FIXED_LEN - 32:
+                    rep.add(u, "index", f"chunk {key.hex()[:16]}: the index has another "
+                            f"length", n, off)
+            elif (loc[0], loc[1]) > (n, off):
+                rep.add(u, "index", f"chunk {key.hex()[:16]}: the index points past its "
+                        f"first copy", n, off)
+            return
+        payload = bytes(payload)
+        ev = E.decode(payload)
+        if not u.chain_broken and (ev.get("seq") != u.chain_seq + 1
+                                   or ev.get("prev") != u.chain_hash):
+            rep.add(u, "chain", f"event chain broken at seq {ev.get('seq')} (expected "
+                    f"{u.chain_seq + 1})", n, off)
+            u.chain_broken = True
+        u.chain_seq, u.chain_hash = ev.get("seq", 0), E.event_hash(payload)
+        pos = u.ix.event_pos(txn, ev.get("seq", 0))
+        if pos != (n, off):
+            rep.add(u, "index", f"event {ev.get('seq')} is at segment {n} offset {off}, the "
+                    f"index says {pos}", n, off)
+
+
+def _check_index_totals(u, rep):
+    if u.damaged:
+        return  # the walk could not see everything: the damage is the finding
+    if u.chain_seq != u.last_seq:
+        rep.add(u, "index", f"the index has {u.last_seq} events, the log {u.chain_seq}")
+    if u.stats and u.chunks_placed != u.stats.get("chunks"):
+        rep.add(u, "index", f"the index lists {u.stats.get('chunks')} chunks, "
+                f"{u.chunks_placed} were found where it says")
+
+
+# -- records --------------------------------------------------------------------------------
+
+def _records(u):
+    """Yield (serial, inode) of every record the unit's index holds (deleted ones too, until
+    disposal: their data is still there)."""
+    with u.ix.read() as txn:
+        for key, val in txn.cursor(db=u.ix.db["serials"]):
+            serial = U64.unpack(key)[0]
+            yield serial, u.ix.inode(txn, U64.unpack(val)[0])
+
+
+def _check_records(u, rep, deep):
+    for serial, rec in _records(u):
+        if rec is None:
+            rep.add(u, "record", f"record {serial} has no inode in the index")
+            continue
+        if rec.get("state") not in ("sealed", "deleted"):
+            continue
+        rep.records[u.serial] += 1
+        total, h = 0, blake3.blake3() if deep else None
+        try:
+            with u.ix.read() as txn:
+                pieces = [(length, cid, u.ix.chunk(txn, cid))
+                          for _, length, cid in u.ix.manifest_from(txn, serial, 0)]
+            for length, cid, loc in pieces:
+                total += length
+                if loc is None:
+                    raise IntegrityError(f"chunk {cid.hex()[:16]} is not in the index")
+                if deep:
+                    h.update(u.log.read_chunk(loc[0], loc[1], cid, loc[2]))
+        except IntegrityError as e:
+            rep.add(u, "record", f"record {serial} ({rec.get('path')}): {e}")
+            continue
+        if total != rec["size"]:
+            rep.add(u, "record", f"record {serial} ({rec.get('path')}): chunks add up to "
+                    f"{total} bytes, not {rec['size']}")
+        elif deep and h.hexdigest() != rec["blake3"]:
+            rep.add(u, "record", f"record {serial} ({rec.get('path')}): content does not "
+                    f"match its digest")
+
+
+def _check_local_chain(u, rep):
+    seq, prev = 0, E.GENESIS
+    try:
+        for ev, h in u.local.events_with_hashes():
+            if ev.get("seq") != seq + 1 or ev.get("prev") != prev:
+                rep.add(u, "chain", f"the unit's own chain (local/) is broken at seq "
+                        f"{ev.get('seq')}")
+                return
+            seq, prev = ev["seq"], h
+    except IntegrityError as e:
+        rep.add(u, "chain", f"the unit's own chain (local/) is damaged: {e}")
+
+
+# -- across the units -----------------------------------------------------------------------
+
+def _check_parity(p, m, rep):
+    if m.chain_seq > p.chain_seq:
+        rep.add(m, "parity", f"the mirror holds {m.chain_seq} events, the primary "
+                f"{p.chain_seq}")
+        return
+    with p.ix.read() as txn:
+        pos = p.ix.event_pos(txn, m.chain_seq) if m.chain_seq else None
+    if pos is not None:
+        try:
+            fr = next(p.log.scan(pos))
+            if E.event_hash(fr.payload) != m.chain_hash:
+                rep.add(m, "parity", f"the mirror's chain differs from the primary's at "
+                        f"event {m.chain_seq}")
+                return
+        except (IntegrityError, StopIteration):
+            pass  # the damage is reported by the walk
+    mirror_recs = {s: r for s, r in _records(m) if r is not None}
+    for serial, rec in _records(p):
+        if rec is None or rec.get("state") not in ("sealed", "deleted"):
+            continue
+        other = mirror_recs.pop(serial, None)
+        if other is None:
+            if (rec.get("seal_seq") or 0) > m.chain_seq:
+                rep.pending += 1
+            else:
+                rep.add(m, "parity", f"record {serial} ({rec.get('path')}) is not on the "
+                        f"mirror")
+            continue
+        for field in ("blake3", "size", "state"):
+            if rec.get(field) != other.get(field):
+                rep.add(m, "parity", f"record {serial}: {field} differs between the units")
+                break
+    for serial in mirror_recs:
+        rep.add(m, "parity", f"record {serial} is on the mirror but not on the primary")
+    if rep.pending:
+        rep.add(m, "pending", f"{rep.pending} records are not on the mirror yet (it is "
+                f"{p.chain_seq - m.chain_seq} events behind)")
+

@@ -1,0 +1,82 @@
+"""Running verify and scrub on a store: which units take part, how repairs and results are
+audited. The walk itself is scrub.py.
+
+The process that owns the store runs it: the ``wormfs`` command when the store is not
+mounted, the mount's daemon when it is (asked through its control socket, fs/control.py, or
+by its background scrub). Then every repair is a 'repair' event in the store's chain (and, for
+the mirror's own segments, in the mirror's chain too) and the result is a 'verify' or 'scrub'
+event, which the index keeps as the last verification (``status``).
+"""
+import logging
+
+from ..errors import WormError
+from ..store.unit import read_unit
+from .localchain import LocalChain
+from .scrub import Report, Unit, check_units
+
+log = logging.getLogger("wormfs.verify")
+SUMMARY_FINDINGS = 20  # findings quoted in the result event (all are in the report)
+
+
+def primary_units(store):
+    """The primary's Unit and, if it is connected, its mirror's."""
+    units = [Unit(store.unit["serial"], "primary", store.path, store.log, store.ix,
+                  writable=not store.readonly)]
+    target = None
+    if store.mirror is not None:
+        store.mirror_poll()
+        target = store.mirror.target
+        if target is not None:
+            units.append(Unit(target.serial, "mirror", target.path, target.log, target.ix,
+                              writable=True, local=target.local))
+    return units, target
+
+
+def run(store, *, deep=False, repair=False, progress=None, cause="command"):
+    """Verify (or with ``repair`` scrub) a writable primary and its mirror, audited."""
+    units, target = primary_units(store)
+    kind = "scrub" if repair else "verify"
+
+    def on_repair(f):
+        fields = {k: f[k] for k in ("unit", "segment", "offset", "length", "source", "detail")
+                  if k in f}
+        store.note("repair", cause=kind, **fields)
+        if target is not None and f["unit"] == target.serial:
+            target.note("repair", cause=kind, **fields)
+
+    rep = check_units(units, deep=deep, repair=repair, progress=progress, on_repair=on_repair)
+    if store.mirror is not None and target is None:
+        state, reason, _ = store.mirror_state()
+        rep.add(None, "mirror", f"the mirror {store.unit.get('peer_serial')} could not be "
+                f"checked: {state}: {reason}")
+    _record(store.note, kind, rep, cause)
+    return rep
+
+
+def run_readonly(store, local_path=None):
+    """Verify one unit without changing anything (a mirror on its own, or a unit another
+    process holds without a control socket). Nothing is recorded."""
+    unit = read_unit(store.path)
+    local = None
+    if local_path:
+        try:
+            local = LocalChain(local_path, bytes.fromhex(unit["uuid"].replace("-", "")),
+                               readonly=True)
+        except (WormError, OSError):
+            local = None
+    u = Unit(unit["serial"], unit["role"], store.path, store.log, store.ix, local=local)
+    return check_units([u])
+
+
+def _record(note, kind, rep, cause):
+    try:
+        note(kind, ok=rep.ok, cause=cause, deep=rep.deep, bytes=rep.bytes,
+             findings=len(rep.findings), repaired=sum(1 for f in rep.findings if f["repaired"]),
+             pending_records=rep.pending,
+             summary=[f["detail"] for f in rep.findings[:SUMMARY_FINDINGS]],
+             units=[u.serial for u in rep.units])
+    except WormError as e:
+        log.warning("could not record the %s result: %s", kind, e)
+
+
+__all__ = ["run", "run_readonly", "Report"]

@@ -1,0 +1,145 @@
+"""verify and scrub on a primary and its mirror (below the FUSE layer): damage is found on
+either side, repaired from the sound copy, audited; reads are served from the mirror."""
+import os
+import stat
+
+import pytest
+
+from tests.conftest import clear_immutable, make_pair
+from wormfs.errors import IntegrityError
+from wormfs.mirror import verification
+from wormfs.store.hostfs import is_immutable, set_immutable
+from wormfs.store.index import Index
+from wormfs.store.store import Store
+
+SEG = 256 << 10
+
+
+@pytest.fixture
+def filled(tmp_path, fake_time):
+    p, m = make_pair(str(tmp_path / "p"), str(tmp_path / "m"), time_source=fake_time,
+                     segment_size=SEG)
+    data = {}
+    with Store(p, time_source=fake_time) as st:
+        for i in range(12):
+            blob = os.urandom(60_000 + 9_000 * i)
+            ino = st.create(1, f"r{i}".encode(), 0o644, None)["ino"]
+            st.write(ino, 0, blob)
+            data[st.seal(ino)["ino"]] = blob
+    yield p, m, data, fake_time
+    clear_immutable(str(tmp_path))
+
+
+def segfiles(unit):
+    d = os.path.join(unit, "segments")
+    return sorted(os.path.join(d, n) for n in os.listdir(d))
+
+
+def biggest_finished(unit):
+    return max((f for f in segfiles(unit) if f.endswith(".seg")), key=os.path.getsize)
+
+
+def flip(path, offset):
+    set_immutable(path, False)
+    mode = os.stat(path).st_mode
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x40]))
+    os.chmod(path, stat.S_IMODE(mode))
+
+
+def check(p, fake_time, **kw):
+    with Store(p, time_source=fake_time) as st:
+        return verification.run(st, **kw)
+
+
+def events(p, fake_time, etype):
+    with Store(p, readonly=True, time_source=fake_time) as st:
+        return [e for e in st.events() if e["type"] == etype]
+
+
+def test_clean_pair_verifies(filled):
+    p, m, data, t = filled
+    rep = check(p, t, deep=True)
+    assert rep.ok and not rep.findings
+    assert [u["records"] for u in rep.as_dict()["units"]] == [12, 12]
+    assert events(p, t, "verify")[-1]["ok"] is True
+
+
+@pytest.mark.parametrize("side", ["primary", "mirror"])
+def test_a_flipped_byte_is_found_and_repaired_from_the_other_unit(filled, side):
+    p, m, data, t = filled
+    victim = biggest_finished(p if side == "primary" else m)
+    flip(victim, os.path.getsize(victim) // 2)
+    rep = check(p, t)
+    assert not rep.ok
+    [f] = rep.findings
+    assert f["kind"] == "damaged" and f["unit"] == ("WU-P" if side == "primary" else "WU-M")
+    rep = check(p, t, repair=True)
+    assert rep.ok and rep.findings[0]["repaired"]
+    assert check(p, t, deep=True).ok
+    others = [f for f in segfiles(os.path.dirname(os.path.dirname(victim)))
+              if f.endswith(".seg") and f != victim]
+    assert is_immutable(victim) == is_immutable(others[0])            # flag set again
+    assert not os.stat(victim).st_mode & 0o222                         # read-only again
+    [r] = events(p, t, "repair")
+    assert r["unit"] == f["unit"] and r["cause"] == "scrub"
+    kinds = [(e["type"], e["ok"]) for e in events(p, t, "verify") + events(p, t, "scrub")]
+    assert ("verify", False) in kinds and ("scrub", True) in kinds and ("verify", True) in kinds
+
+
+def test_reads_are_served_from_the_mirror_and_repair_the_primary(filled):
+    p, m, data, t = filled
+    victim = biggest_finished(p)
+    flip(victim, os.path.getsize(victim) // 2)
+    with Store(p, time_source=t) as st:
+        for ino, blob in data.items():
+            assert st.read(ino, 0, len(blob)) == blob
+    assert check(p, t, deep=True).ok            # the read put the frame back
+    [r] = events(p, t, "repair")
+    assert r["cause"] == "read" and r["source"] == "WU-M"
+
+
+def test_a_deleted_segment_is_put_back(filled):
+    p, m, data, t = filled
+    victim = biggest_finished(p)
+    clear_immutable(os.path.dirname(victim))
+    os.unlink(victim)
+    rep = check(p, t)
+    assert not rep.ok and any(f["kind"] == "missing segment" for f in rep.findings)
+    with Store(p, time_source=t) as st:          # reads still give every byte
+        for ino, blob in data.items():
+            assert st.read(ino, 0, len(blob)) == blob
+    rep = check(p, t, repair=True)
+    assert rep.ok, rep.findings
+    assert os.path.exists(victim) and not os.stat(victim).st_mode & 0o222
+    assert check(p, t, deep=True).ok
+
+
+def test_damage_on_both_units_at_one_place_is_unrepairable(filled):
+    p, m, data, t = filled
+    victim = biggest_finished(p)
+    twin = os.path.join(m, "segments", os.path.basename(victim))
+    off = os.path.getsize(victim) // 2
+    flip(victim, off)
+    flip(twin, off)
+    rep = check(p, t, repair=True)
+    assert not rep.ok
+    assert {f["unit"] for f in rep.unrepaired} == {"WU-P", "WU-M"}
+    with Store(p, time_source=t) as st, pytest.raises(IntegrityError):
+        for ino, blob in data.items():
+            st.read(ino, 0, len(blob))
+
+
+def test_an_index_that_disagrees_with_the_log_is_a_finding(filled):
+    p, m, data, t = filled
+    ix = Index(os.path.join(p, "index"))
+    with ix.write() as txn:
+        key, _ = next(iter(txn.cursor(db=ix.db["chunks"])))
+        txn.delete(key, db=ix.db["chunks"])
+    ix.close()
+    rep = check(p, t)
+    assert not rep.ok and any(f["kind"] in ("index", "record") for f in rep.findings)
