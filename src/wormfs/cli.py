@@ -32,6 +32,22 @@ def _nearest_dev(path):
     return os.stat(p).st_dev
 
 
+SEGMENT_MIN, SEGMENT_MAX = 1 << 20, 4 << 30
+
+
+def _parse_size(text):
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    if not num.isdigit():
+        raise UsageError(f"--segment-size: bad size {text!r}: use e.g. 128M, 1G or a number "
+                         f"of bytes")
+    size = int(num) * units[unit]
+    if not SEGMENT_MIN <= size <= SEGMENT_MAX:
+        raise UsageError(f"--segment-size: {text!r} is outside 1M..4G")
+    return size
+
+
 def _check_empty(path, what):
     if os.path.exists(path):
         if not os.path.isdir(path):
@@ -88,16 +104,17 @@ def cmd_mkfs(args):
             "admin_group": args.admin_group, "same_device": same_device,
             "no_mirror": bool(args.no_mirror)}
     log_uuid = str(uuid.uuid4())
+    segment_size = _parse_size(args.segment_size)
     if mirror:
         # The mirror starts empty; from the primary's first event on it holds the same log,
         # frame for frame (the primary ships it as soon as it is created below).
         write_unit(mirror, role="mirror", mode=args.mode, label=args.label,
                    peer_serial=primary_serial, peer_path=store, same_device=same_device,
-                   serial=mirror_serial, log_uuid=log_uuid)
+                   serial=mirror_serial, log_uuid=log_uuid, segment_size=segment_size)
     create_store(store, role="primary", mode=args.mode, label=args.label,
                  peer_serial=mirror_serial, peer_path=mirror, same_device=same_device,
                  no_mirror=bool(args.no_mirror), serial=primary_serial, settings=settings,
-                 init=init, log_uuid=log_uuid)
+                 init=init, log_uuid=log_uuid, segment_size=segment_size)
     print(f"created store {store}")
     print(f"  primary unit  {primary_serial}  {store}")
     if mirror:
@@ -125,7 +142,9 @@ def status_report(path):
     if unit["role"] != "primary":
         reasons.append(f"this is the {unit['role']} unit of {unit.get('peer_serial')}")
     elif mirror["state"] == "none":
-        reasons.append("no mirror unit (created with --no-mirror)")
+        reasons.append("no mirror unit (created with --no-mirror)" if unit.get("no_mirror")
+                       else "no mirror unit: pair one with 'wormfs mirror resync STORE --to "
+                            "DIR'")
     elif degraded:
         lag = f", {mirror['lag_events']} events behind" if mirror["lag_events"] else ""
         since = f" since {mirror['behind_since']}" if mirror.get("behind_since") else ""
@@ -287,6 +306,110 @@ def cmd_scrub(args):
     return cmd_verify(args, repair=args.repair)
 
 
+# -- mirror status, resync, promote --------------------------------------------------------
+
+def cmd_mirror_status(args):
+    path = os.path.abspath(args.store)
+    unit = read_unit(path)
+    if unit["role"] != "primary":
+        raise UsageError(f"{path} is a {unit['role']} unit; give its primary "
+                         f"({unit.get('peer_path') or 'unknown'})")
+    with Store(path, readonly=True) as st:
+        seq = st._last_seq
+    m = mirror_report(path, unit, seq)
+    if args.json:
+        print(json.dumps(m, indent=2))
+    else:
+        print(f"mirror     {_mirror_line(m)}")
+        if m.get("refused"):
+            print(f"refused    event {m['refused']['event_seq']}: {m['refused']['reason']}")
+    return 0 if m["state"] == "synced" else 1
+
+
+def _unmounted(path):
+    lockfd = try_lock(os.path.join(path, "lock"))
+    if lockfd is None:
+        raise StoreError(f"{path} is in use (mounted?); unmount it first")
+    os.close(lockfd)
+
+
+def _pair_and_check(path, new_serial, previous, what):
+    """Open the primary (which ships its whole log to the mirror), audit the pairing, then
+    scrub both units so the copy is verified. Returns the check report."""
+    from .mirror import verification
+    with Store(path) as st:
+        if new_serial:
+            st.note("mirror_paired", serial=new_serial, path=st.unit["peer_path"],
+                    previous=previous, cause=what)
+        st.mirror_poll()
+        state, reason, _ = st.mirror_state()
+        if state != "synced":
+            raise StoreError(f"the mirror did not take the log: {state}: {reason}")
+        progress = _Progress("verify")
+        try:
+            rep = verification.run(st, repair=True, progress=progress, cause=what)
+        finally:
+            progress.done()
+    return rep.as_dict()
+
+
+def cmd_mirror_resync(args):
+    from .mirror.pairing import new_mirror
+    path = os.path.abspath(args.store)
+    unit = read_unit(path)
+    if unit["role"] != "primary":
+        raise UsageError(f"{path} is a {unit['role']} unit; resync runs on the primary")
+    _unmounted(path)
+    target = os.path.abspath(args.to) if args.to else unit.get("peer_path")
+    if not target:
+        raise UsageError("this store has no mirror: give --to DIR for a new one")
+    new, previous = None, unit.get("peer_serial")
+    if os.path.exists(os.path.join(target, "unit.json")):
+        m = read_unit(target)
+        if m.get("serial") != unit.get("peer_serial") or m.get("role") != "mirror":
+            raise StoreError(f"{target} holds unit {m.get('serial')} ({m.get('role')}), not "
+                             f"this store's mirror {unit.get('peer_serial')}; give an empty "
+                             f"directory for a new mirror")
+        if target != unit.get("peer_path"):   # the same mirror unit, moved
+            unit["peer_path"] = target
+            from .store.unit import rewrite_unit
+            rewrite_unit(path, unit)
+    else:
+        # The place mkfs accepted stays accepted for a replacement unit.
+        same_ok = args.allow_same_device or (target == unit.get("peer_path")
+                                             and unit.get("same_device"))
+        _, new = new_mirror(path, target, same_ok)
+    r = _pair_and_check(path, new, previous, "resync")
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"mirror {new or unit.get('peer_serial')} at {target}: "
+              f"{'new unit, whole log copied' if new else 'caught up'}")
+        _print_check(r, "scrub")
+    return 0 if r["ok"] else 1
+
+
+def cmd_mirror_promote(args):
+    from .mirror.pairing import new_mirror, promote
+    path = os.path.abspath(args.store)
+    old_primary, retired = promote(path, force=args.force)
+    new = None
+    if args.mirror:
+        _, new = new_mirror(path, os.path.abspath(args.mirror), args.allow_same_device)
+    with Store(path) as st:
+        st.note("promote", previous_primary=old_primary, retired=retired, new_mirror=new)
+    print(f"{path} is now the primary (it was the mirror of {old_primary}"
+          f"{', which is retired' if retired else ''})")
+    if not new:
+        print("it has no mirror: NOT COMPLIANT until 'wormfs mirror resync "
+              f"{path} --to DIR' pairs one")
+        return 0
+    r = _pair_and_check(path, None, None, "promote")
+    print(f"new mirror {new} at {os.path.abspath(args.mirror)}: whole log copied")
+    _print_check(r, "scrub")
+    return 0 if r["ok"] else 1
+
+
 # -- rebuild-index and clock ---------------------------------------------------------------
 
 def cmd_rebuild_index(args):
@@ -379,6 +502,9 @@ def build_parser():
     s.add_argument("--allow-same-device", action="store_true")
     s.add_argument("--scratch-ttl", default=DEFAULT_SCRATCH_TTL, metavar="PERIOD",
                    help="seal scratch files left untouched this long (default 24h)")
+    s.add_argument("--segment-size", default="128M", metavar="SIZE",
+                   help="size at which a segment file is finished and made immutable "
+                        "(default 128M)")
     s.add_argument("--mirror-max-lag", default="24h", metavar="PERIOD",
                    help="refuse new files once the mirror has been behind this long "
                         "(default 24h)")
@@ -419,6 +545,29 @@ def build_parser():
     s.add_argument("--repair", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_scrub)
+
+    s = sub.add_parser("mirror", help="the duplicate unit: status, resync, promote")
+    msub = s.add_subparsers(dest="mirror_cmd", required=True, parser_class=_Parser)
+    t = msub.add_parser("status", help="the mirror's state and lag")
+    t.add_argument("store")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(fn=cmd_mirror_status)
+    t = msub.add_parser("resync", help="catch up, repair and verify the mirror, or build a "
+                        "new one (--to DIR)")
+    t.add_argument("store")
+    t.add_argument("--to", metavar="DIR", help="an empty directory for a new mirror unit, "
+                   "or where the mirror unit was moved")
+    t.add_argument("--allow-same-device", action="store_true")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(fn=cmd_mirror_resync)
+    t = msub.add_parser("promote", help="make a mirror the primary when the primary is lost")
+    t.add_argument("store", metavar="MIRROR")
+    t.add_argument("--mirror", metavar="DIR", help="an empty directory for its new mirror")
+    t.add_argument("--allow-same-device", action="store_true")
+    t.add_argument("--force", action="store_true",
+                   help="the old primary still exists: retire it (it never takes a write "
+                        "again)")
+    t.set_defaults(fn=cmd_mirror_promote)
 
     s = sub.add_parser("rebuild-index", help="recreate the index from the segments alone")
     s.add_argument("store")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import clear_immutable
+from wormfs.store.store import Store
 
 from .conftest import Mount, is_mounted, wormfs
 
@@ -156,5 +157,113 @@ def test_the_mirror_alone_mounts_read_only_with_every_record(mount_factory, tmp_
         with pytest.raises(OSError) as e:
             write(view / "new", b"x")
         assert e.value.errno in (30, 1)   # EROFS (or EPERM)
+        r = wormfs("verify", "--deep", m.mirror, check=False)   # the mirror on its own
+        assert r.returncode == 1 and "only this mirror unit was checked" in r.stdout
+        assert "damaged" not in r.stdout
     finally:
         wormfs("umount", view)
+    # Promoted, with a new mirror: a store again, with every record and a verified duplicate.
+    second = tmp_path / "second-mirror"
+    r = wormfs("mirror", "promote", m.mirror, "--mirror", second, "--allow-same-device",
+               check=False)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+    wormfs("mount", m.mirror, view)
+    try:
+        for rel, data in files.items():
+            assert (view / rel).read_bytes() == data
+        write(view / "after-promotion", b"new record")
+        assert mirror_xattr(view / "after-promotion") == "synced"
+    finally:
+        wormfs("umount", view)
+    assert wormfs("verify", m.mirror).returncode == 0
+    with Store(str(m.mirror), readonly=True) as st:
+        assert any(e["type"] == "promote" for e in st.events())
+
+
+def test_resync_builds_a_lost_mirror_again(mount_factory, tmp_path):
+    m = mount_factory()
+    blobs = _fill(m, n=3, size=300_000)
+    m.umount()
+    clear_immutable(str(m.mirror))
+    shutil.rmtree(m.mirror)                                  # the mirror disk died
+    assert "unreachable" in wormfs("status", m.store, check=False).stdout
+    r = wormfs("mirror", "resync", m.store, check=False)     # new unit in the same place
+    assert r.returncode == 0 and "whole log copied" in r.stdout, r.stdout + r.stderr
+    assert m.status()["mirror"]["state"] == "synced"
+    other = tmp_path / "elsewhere"
+    r = wormfs("mirror", "resync", m.store, "--to", other, "--allow-same-device", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = m.status()
+    assert st["mirror"]["path"] == str(other) and st["mirror"]["state"] == "synced"
+    paired = m.events("mirror_paired")
+    assert len(paired) == 2 and paired[1]["previous"] == paired[0]["serial"]
+    m.mount()
+    for name, data in blobs.items():
+        with open(m.path(name), "rb") as f:
+            assert f.read() == data
+
+
+def _flip(path, offset):
+    subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    mode = os.stat(path).st_mode & 0o777
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x01]))
+    os.chmod(path, mode)
+
+
+def _biggest_segment(unit):
+    d = Path(unit) / "segments"
+    return max(d.iterdir(), key=lambda p: p.stat().st_size)
+
+
+def _fill(m, n=4, size=2 << 20):
+    blobs = {f"rec{i}.bin": os.urandom(size) for i in range(n)}
+    for name, data in blobs.items():
+        write(m.path(name), data)
+    return blobs
+
+
+@pytest.mark.parametrize("side", ["primary", "mirror"])
+def test_flipped_byte_verify_read_scrub_verify(mount_factory, side):
+    m = mount_factory()
+    blobs = _fill(m)
+    m.umount()
+    victim = _biggest_segment(m.store if side == "primary" else m.mirror)
+    _flip(victim, victim.stat().st_size // 2)
+    m.mount()
+    r = wormfs("verify", m.store, check=False)          # through the daemon's socket
+    assert r.returncode == 1 and "damaged" in r.stdout and "Traceback" not in r.stderr
+    for name, data in blobs.items():                    # reads are right all along
+        with open(m.path(name), "rb") as f:
+            assert f.read() == data
+    r = wormfs("scrub", "--repair", m.store, check=False)
+    assert r.returncode == 0, r.stdout
+    r = wormfs("verify", "--deep", m.store, check=False)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout
+    assert m.status()["last_verification"]["ok"] is True
+    verdicts = [(e["type"], e["ok"]) for e in m.events() if e["type"] in ("verify", "scrub")]
+    assert verdicts[0] == ("verify", False) and verdicts[-1] == ("verify", True)
+    assert m.events("repair"), "the repair is in the audit trail"
+
+
+def test_deleted_segment_file_is_put_back(mount_factory):
+    m = mount_factory(mkfs_args=("--segment-size", "1M"))
+    blobs = _fill(m)
+    m.umount()
+    victim = max((p for p in (m.store / "segments").iterdir() if p.suffix == ".seg"),
+                 key=lambda p: p.stat().st_size)
+    subprocess.run(["chattr", "-i", str(victim)], capture_output=True)
+    victim.unlink()
+    r = wormfs("verify", m.store, check=False)          # unmounted: the command does it
+    assert r.returncode == 1 and "missing" in r.stdout
+    m.mount()
+    for name, data in blobs.items():
+        with open(m.path(name), "rb") as f:
+            assert f.read() == data
+    assert wormfs("scrub", "--repair", m.store).returncode == 0
+    assert victim.exists()
+    assert wormfs("verify", m.store).returncode == 0
