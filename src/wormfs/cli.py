@@ -98,8 +98,12 @@ def cmd_mkfs(args):
         max_lag = str(parse_duration(args.mirror_max_lag))
     except InvalidValue as e:
         raise UsageError(f"--mirror-max-lag: {e}") from None
+    try:
+        scrub_interval = str(parse_duration(args.scrub_interval))
+    except InvalidValue as e:
+        raise UsageError(f"--scrub-interval: {e}") from None
     settings = {"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": scratch_ttl,
-                "mirror_max_lag": max_lag}
+                "mirror_max_lag": max_lag, "scrub_interval": scrub_interval}
     init = {"default_retention": default, "admin_gid": admin_gid,
             "admin_group": args.admin_group, "same_device": same_device,
             "no_mirror": bool(args.no_mirror)}
@@ -505,6 +509,9 @@ def build_parser():
     s.add_argument("--segment-size", default="128M", metavar="SIZE",
                    help="size at which a segment file is finished and made immutable "
                         "(default 128M)")
+    s.add_argument("--scrub-interval", default="7d", metavar="PERIOD",
+                   help="how often a mounted store re-reads and repairs both units "
+                        "(default 7d)")
     s.add_argument("--mirror-max-lag", default="24h", metavar="PERIOD",
                    help="refuse new files once the mirror has been behind this long "
                         "(default 24h)")

@@ -65,3 +65,43 @@ def test_sigkill_with_open_file(mount_factory):
     with open(target, "wb") as f:
         f.write(b"retry")
     assert os.getxattr(target, "user.worm.state") == b"sealed"
+
+
+LOOP_WRITER = r'''
+import os, sys
+d, n = sys.argv[1], 0
+while True:
+    with open(os.path.join(d, f"{os.getpid()}-{n}"), "wb") as f:
+        f.write(os.urandom(20000 + n % 7 * 9000))
+    n += 1
+'''
+
+
+def test_sigkill_while_sealing_keeps_both_units_one_log(mount_factory):
+    # Writers seal files as fast as they can; the daemon dies mid-stream. The mirror must
+    # never hold a frame the primary lost: after the remount both hold one log and verify.
+    m = mount_factory(foreground=True)
+    writers = [subprocess.Popen([sys.executable, "-c", LOOP_WRITER, str(m.mnt)],
+                                stderr=subprocess.DEVNULL) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 30
+        while len(os.listdir(m.mnt)) < 60:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        m.proc.send_signal(signal.SIGKILL)
+        m.proc.wait(timeout=30)
+        m.proc = None
+    finally:
+        for w in writers:
+            w.kill()
+            w.wait()
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)], check=True)
+    m.mount()
+    deadline = time.monotonic() + 30
+    while m.status()["mirror"]["state"] != "synced":
+        assert time.monotonic() < deadline, m.status()
+        time.sleep(0.2)
+    r = subprocess.run([sys.executable, "-m", "wormfs", "verify", "--deep", str(m.store)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not m.events("mirror") or m.events("mirror")[-1]["state"] == "synced"

@@ -267,3 +267,20 @@ def test_deleted_segment_file_is_put_back(mount_factory):
     assert wormfs("scrub", "--repair", m.store).returncode == 0
     assert victim.exists()
     assert wormfs("verify", m.store).returncode == 0
+
+
+def test_background_scrub_repairs_the_mirror(mount_factory):
+    m = mount_factory(mkfs_args=("--segment-size", "1M", "--scrub-interval", "2s"))
+    _fill(m, n=3, size=1 << 20)
+    m.umount()
+    victim = max((p for p in (m.mirror / "segments").iterdir() if p.suffix == ".seg"),
+                 key=lambda p: p.stat().st_size)
+    _flip(victim, victim.stat().st_size // 3)
+    m.mount()
+
+    def repaired():
+        return [e for e in m.events("scrub") if e["cause"] == "background" and e["repaired"]]
+    wait_for(repaired, timeout=30, what="a background scrub that repairs")
+    assert repaired()[0]["ok"] is True
+    assert any(e["unit"] == m.status()["mirror"]["serial"] for e in m.events("repair"))
+    assert wormfs("verify", m.store).returncode == 0

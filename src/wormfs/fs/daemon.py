@@ -25,6 +25,7 @@ from ..store.store import Store
 from ..store.unit import read_unit
 from ..timeutil import US, parse_duration
 from ..mirror import verification
+from ..mirror.background import BackgroundScrub
 from . import mounts
 from .control import ControlServer
 from .operations import WormOperations, forget_attrs
@@ -184,6 +185,7 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
         store.note("mount", mountpoint=mountpoint, options=sorted(fuse_opts),
                    recovered=[rec["serial"] for rec in recovered])
     control = None if readonly else _start_control(store)
+    scrubber = BackgroundScrub(store) if not readonly else None
     log.info("mounted %s on %s%s", store_path, mountpoint, " (read-only)" if readonly else "")
     _report(ready_fd, "ok")
     try:
@@ -193,6 +195,8 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
     finally:
         if control is not None:
             control.close()
+        if scrubber is not None:
+            scrubber.stop()
         try:
             pyfuse3.close(unmount=True)
         except Exception:
