@@ -60,7 +60,10 @@ Try (as root):
   touch -a -d 2035-01-01 $demo/mnt/blotter.txt        # extends retain-until (atime convention)
   setfattr -n user.worm.hold.case-1 -v "SEC inquiry" $demo/mnt/blotter.txt
   rsync -r /etc/apt/ $demo/mnt/apt/                   # legacy tools work unchanged
-  $w status $demo/store
+  getfattr -n user.worm.mirror $demo/mnt/blotter.txt  # synced: durable on the mirror too
+  $w status $demo/store                               # units, mirror state and lag, clock
+  $w verify $demo/store                               # every record, chunk and event on both units
+  $w scrub --repair $demo/store                       # repairs either unit from the other
   $w umount $demo/mnt                                 # returns once everything is durable
 EOF
         ;;
