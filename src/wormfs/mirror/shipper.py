@@ -10,6 +10,8 @@ Who ships: whoever needs it first. A seal waits for its own position (``wait``);
 at a time ships everything durable so far, and the others usually find their position covered
 when it is done (group commit, once more). The mount calls ``Store.mirror_poll`` every few
 seconds: it ships what nobody waited for, notices a mirror that went away, and reconnects.
+A backlog found at (re)connection (the mirror was away) is shipped by the poll, not by a
+seal: seals meanwhile return at once and their records stay 'pending' until it is done.
 
 States (also the ``state`` of the 'mirror' events the store writes on every change):
     synced       connected; everything durable is shipped, or is being shipped
@@ -49,6 +51,7 @@ class Replicator:
         self._cond = threading.Condition()
         self._shipping = False
         self._changes = []
+        self._catching_up = False
         self._next_try = 0.0
         self.target = None
         self.acked = None
@@ -134,6 +137,9 @@ class Replicator:
                 self._failed("unreachable", _why(e))
                 return False
             self.target, self.acked, self.acked_seq = target, end, seq
+            # A backlog is the poll's to ship, in the background: a seal does not wait
+            # behind it (its record shows 'pending' until the mirror has caught up).
+            self._catching_up = end < durable
             return True
 
     def _failed(self, state, reason):
@@ -161,6 +167,8 @@ class Replicator:
         made durable). False if the mirror is not there to hold it: the caller goes on, the
         record stays 'pending' and the mirror catches up later."""
         with self._cond:
+            if self._catching_up:
+                return False
             while self.target is not None and self.acked < pos:
                 if self._shipping:
                     self._cond.wait()
@@ -213,6 +221,7 @@ class Replicator:
         if err is None:
             was = self.state
             self.acked, self.acked_seq = pos, seq
+            self._catching_up = False
             if was != "synced":
                 self._set_state("synced", "the mirror caught up", caught_up_from=list(start),
                                 seconds=round(time.monotonic() - t0, 3))

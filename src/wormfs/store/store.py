@@ -163,7 +163,10 @@ class Store:
         self.mirror = Replicator(
             self.log, self.group, lambda: open_target(self.unit, time_source),
             os.path.join(self.path, "mirror.json"), self.clock.now, self._event_hash_at)
-        self.mirror_poll()
+        # Connect only: a backlog is shipped by mirror_poll (the mount's keeper, or the
+        # command that opened the store), so that opening never waits for it.
+        self.mirror.connect()
+        self._record_mirror_changes()
 
     def _event_hash_at(self, seq):
         with self.ix.read() as txn:
