@@ -103,13 +103,16 @@ def test_reads_are_served_from_the_mirror_and_repair_the_primary(filled):
     assert r["cause"] == "read" and r["source"] == "WU-M"
 
 
-def test_a_deleted_segment_is_put_back(filled):
+@pytest.mark.parametrize("side", ["primary", "mirror"])
+def test_a_deleted_segment_is_put_back(filled, side):
     p, m, data, t = filled
-    victim = biggest_finished(p)
+    victim = biggest_finished(p if side == "primary" else m)
     clear_immutable(os.path.dirname(victim))
     os.unlink(victim)
     rep = check(p, t)
-    assert not rep.ok and any(f["kind"] == "missing segment" for f in rep.findings)
+    assert not rep.ok and any(f["kind"] == "missing segment" and
+                              f["unit"] == ("WU-P" if side == "primary" else "WU-M")
+                              for f in rep.findings)
     with Store(p, time_source=t) as st:          # reads still give every byte
         for ino, blob in data.items():
             assert st.read(ino, 0, len(blob)) == blob
