@@ -542,7 +542,8 @@ def build_parser():
                        "both units")
     s.add_argument("store")
     s.add_argument("--deep", action="store_true",
-                   help="also re-read every record and check its whole-content digest")
+                   help="also replay each unit's log into a scratch index and compare it "
+                        "with the unit's index, entry by entry")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_verify)
 

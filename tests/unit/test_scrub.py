@@ -76,8 +76,12 @@ def test_a_flipped_byte_is_found_and_repaired_from_the_other_unit(filled, side):
     flip(victim, os.path.getsize(victim) // 2)
     rep = check(p, t)
     assert not rep.ok
-    [f] = rep.findings
-    assert f["kind"] == "damaged" and f["unit"] == ("WU-P" if side == "primary" else "WU-M")
+    unit = "WU-P" if side == "primary" else "WU-M"
+    [f] = [f for f in rep.findings if f["kind"] == "damaged"]
+    assert f["unit"] == unit
+    # ...and the record that holds the damaged chunk is named, on that unit only.
+    assert {(g["kind"], g["unit"]) for g in rep.findings} == {("damaged", unit),
+                                                               ("record", unit)}
     rep = check(p, t, repair=True)
     assert rep.ok and rep.findings[0]["repaired"]
     assert check(p, t, deep=True).ok
@@ -146,3 +150,16 @@ def test_an_index_that_disagrees_with_the_log_is_a_finding(filled):
     ix.close()
     rep = check(p, t)
     assert not rep.ok and any(f["kind"] in ("index", "record") for f in rep.findings)
+
+
+def test_deep_verify_compares_the_index_with_a_replay(filled):
+    p, m, data, t = filled
+    assert check(p, t, deep=True).ok
+    ix = Index(os.path.join(m, "index"))     # an index entry the log does not say
+    with ix.write() as txn:
+        ino = next(iter(txn.cursor(db=ix.db["inodes"])))[0]
+        txn.put(ino, b'{"tampered": true}', db=ix.db["inodes"])
+    ix.close()
+    rep = check(p, t, deep=True)
+    assert any(f["kind"] == "index" and f["unit"] == "WU-M" and "'inodes'" in f["detail"]
+               for f in rep.findings), rep.findings
