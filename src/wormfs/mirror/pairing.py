@@ -10,6 +10,7 @@ import os
 from ..errors import StoreError
 from ..store.hostfs import try_lock
 from ..store.unit import new_serial, read_unit, rewrite_unit, write_unit
+from .shipper import STATE_FILE
 
 
 def nearest_dev(path):
@@ -53,7 +54,7 @@ def new_mirror(primary_path, mirror_path, allow_same_device=False):
     unit.update(peer_serial=serial, peer_path=mirror_path, same_device=same, no_mirror=False)
     rewrite_unit(primary_path, unit)
     try:
-        os.unlink(os.path.join(primary_path, "mirror.json"))  # about the old mirror
+        os.unlink(os.path.join(primary_path, STATE_FILE))  # about the old mirror
     except FileNotFoundError:
         pass
     return old, serial

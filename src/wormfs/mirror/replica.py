@@ -69,15 +69,13 @@ def parse_frames(data, check_ids=True):
     off, size = 0, len(mv)
     while off < size:
         try:
-            ftype, key, plen, pxxh, hl = F.parse_header(mv[off:off + 64], size - off)
-            payload = mv[off + hl:off + hl + plen]
-            F.check_payload(payload, pxxh)
+            ftype, key, payload, length = F.read_frame(mv, off, size)
         except F.FrameError as e:
             raise IntegrityError(f"frame at offset {off} of the batch: {e}") from None
         if ftype == F.T_CHUNK and check_ids and blake3.blake3(payload).digest() != key:
             raise IntegrityError(f"chunk at offset {off} of the batch does not match its id")
-        yield off, ftype, key, payload, hl + plen
-        off += hl + plen
+        yield off, ftype, key, payload, length
+        off += length
 
 
 class Replica:
@@ -122,9 +120,6 @@ class Replica:
             segno, offset, qpath, nbytes = torn
             self.local.append(self.clock.now(), "torn_tail", segment=segno, offset=offset,
                               bytes=nbytes, quarantine=os.path.relpath(qpath, self.path))
-        with self.ix.read() as txn:
-            self._last_seq = self.ix.meta(txn, "last_seq", 0)
-            self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
 
     # -- the interface the primary ships through (target.py) -------------------------------
 
@@ -138,7 +133,8 @@ class Replica:
 
     def head(self):
         """(last_seq, last_hash): the end of the chain this unit holds."""
-        return self._last_seq, self._last_hash
+        with self.ix.read() as txn:
+            return self.ix.meta(txn, "last_seq", 0), self.ix.meta(txn, "last_hash", E.GENESIS)
 
     def alive(self):
         """Whether the unit is still where it was opened (not removed or replaced)."""
@@ -194,9 +190,6 @@ class Replica:
                 if isinstance(e, lmdb.Error):
                     raise index_error(e, self.path) from None
                 raise
-            with self.ix.read() as t:
-                self._last_seq = self.ix.meta(t, "last_seq", 0)
-                self._last_hash = self.ix.meta(t, "last_hash", E.GENESIS)
             if refused is not None:
                 self._refuse(*refused)
             return self.end()

@@ -48,25 +48,13 @@ def _not_a_record(ix, txn, ev, now):
     return None
 
 
-def _holds_records(ix, txn, dir_ino):
-    stack = [dir_ino]
-    while stack:
-        for _, _, ino in ix.list_dir(txn, stack.pop()):
-            rec = ix.inode(txn, ino)
-            if rec["kind"] == "d":
-                stack.append(ino)
-            elif rec.get("state") == "sealed":
-                return True
-    return False
-
-
 def _rename(ix, txn, ev, now):
     src = ix.inode(txn, ev["ino"])
     if src is None:
         return f"inode {ev['ino']} does not exist here"
     if src.get("state") == "sealed":
         return f"inode {ev['ino']} is a sealed record here"
-    if src["kind"] == "d" and _holds_records(ix, txn, src["ino"]):
+    if src["kind"] == "d" and ix.holds_records(txn, src["ino"]):
         return f"directory inode {ev['ino']} holds records here"
     if ev.get("replaced"):
         dst = ix.inode(txn, ev["replaced"])

@@ -33,11 +33,8 @@ from ..errors import IntegrityError
 from ..store import events as E
 from ..store import frames as F
 from ..store.index import DBS, U64, Index
-from ..store.maintenance import apply_frame
+from ..store.maintenance import apply_frames, event_hash_at
 from ..store.replay import Replayer
-
-HEADER_PEEK = 64
-
 
 class Finding(dict):
     """One problem: unit (serial), kind, detail, and where (segment, offset) if it is in a
@@ -201,18 +198,17 @@ class _Checked:
 
 def _frame_at(m, off, end):
     try:
-        ftype, key, plen, pxxh, hl = F.parse_header(m[off:off + HEADER_PEEK], end - off)
+        ftype, key, payload, length = F.read_frame(m, off, end)
     except F.FrameError as e:
-        return _Checked(False, error=str(e))
-    payload = m[off + hl:off + hl + plen]
-    try:
-        F.check_payload(payload, pxxh)
-    except F.FrameError as e:
+        try:  # a sound header still says how long the frame is
+            ftype, key, plen, _, hl = F.parse_header(m[off:off + F.HEADER_PEEK], end - off)
+        except F.FrameError:
+            return _Checked(False, error=str(e))
         return _Checked(False, ftype, hl + plen, key, error=str(e))
     if ftype == F.T_CHUNK and blake3.blake3(payload).digest() != key:
-        return _Checked(False, ftype, hl + plen, key, error="chunk does not match its id "
+        return _Checked(False, ftype, length, key, error="chunk does not match its id "
                         "(BLAKE3)")
-    return _Checked(True, ftype, hl + plen, key, payload)
+    return _Checked(True, ftype, length, key, payload)
 
 
 def _segment_is_sound(m):
@@ -410,21 +406,12 @@ def _replay_compare(u, rep):
     try:
         with u.ix.read() as snap:
             applied = tuple(u.ix.meta(snap, "applied") or (0, 0))
-            rp = Replayer(scratch)
-            txn = scratch.write()
             try:
-                for n, fr in enumerate(u.log.scan(), 1):
-                    if (fr.segno, fr.offset) >= applied:
-                        break
-                    apply_frame(rp, txn, fr)
-                    if n % 4096 == 0:
-                        txn.commit()
-                        txn = scratch.write()
+                apply_frames(Replayer(scratch), itertools.takewhile(
+                    lambda fr: (fr.segno, fr.offset) < applied, u.log.scan()))
             except F.FrameError as e:
                 if (e.segno, e.offset) < applied:
-                    txn.abort()
                     return  # damage: the walk reported it
-            txn.commit()
             with scratch.read() as mine:
                 for name in DBS:
                     theirs = snap.cursor(db=u.ix.db[name])
@@ -460,17 +447,15 @@ def _check_parity(p, m, rep):
         rep.add(m, "parity", f"the mirror holds {m.chain_seq} events, the primary "
                 f"{p.chain_seq}")
         return
-    with p.ix.read() as txn:
-        pos = p.ix.event_pos(txn, m.chain_seq) if m.chain_seq else None
-    if pos is not None:
+    if m.chain_seq:
         try:
-            fr = next(p.log.scan(pos))
-            if E.event_hash(fr.payload) != m.chain_hash:
-                rep.add(m, "parity", f"the mirror's chain differs from the primary's at "
-                        f"event {m.chain_seq}")
-                return
+            mine = event_hash_at(p.log, p.ix, m.chain_seq)
         except (IntegrityError, StopIteration):
-            pass  # the damage is reported by the walk
+            mine = None  # the damage is reported by the walk
+        if mine is not None and mine != m.chain_hash:
+            rep.add(m, "parity", f"the mirror's chain differs from the primary's at "
+                    f"event {m.chain_seq}")
+            return
     mirror_recs = {s: r for s, r in _records(m) if r is not None}
     for serial, rec in _records(p):
         if rec is None or rec.get("state") not in ("sealed", "deleted"):

@@ -24,6 +24,7 @@ a restart neither forgets nor resets it (status and the maximum lag read it).
 """
 import json
 import logging
+import os
 import threading
 import time
 
@@ -35,6 +36,7 @@ from .replica import MirrorRefused, PositionMismatch
 
 log = logging.getLogger("wormfs.mirror")
 
+STATE_FILE = "mirror.json"
 BATCH = 8 << 20           # bytes per receive call (whole frames; one bigger frame alone)
 RETRY_S = 2               # reconnect this often while unreachable (a failed try is a stat)
 REFUSED_RETRY_S = 60      # a refused event is offered again this often (the mirror's clock
@@ -42,12 +44,14 @@ REFUSED_RETRY_S = 60      # a refused event is offered again this often (the mir
 
 
 class Replicator:
-    def __init__(self, log_, group, connect, state_path, now_us, event_hash_at):
-        """``connect()`` opens the target (target.py); ``now_us()`` is the primary's
+    def __init__(self, log_, group, connect, unit_path, now_us, event_hash_at):
+        """``connect()`` opens the target (target.py); ``unit_path`` is the primary's
+        directory (for mirror.json); ``now_us()`` is the primary's
         compliance clock; ``event_hash_at(seq)`` the hash of the primary's event ``seq``
         (to check that the mirror's chain is a prefix of ours)."""
         self._log, self._group, self._connect = log_, group, connect
-        self._state_path, self._now, self._event_hash_at = state_path, now_us, event_hash_at
+        self._state_path = os.path.join(unit_path, STATE_FILE)
+        self._now, self._event_hash_at = now_us, event_hash_at
         self._cond = threading.Condition()
         self._shipping = False
         self._changes = []
@@ -55,7 +59,7 @@ class Replicator:
         self._next_try = 0.0
         self.target = None
         self.acked = None
-        saved = self._load()
+        saved = read_state(unit_path)
         self.acked_seq = saved.get("acked_seq", 0)
         # A new store starts out synced: its mirror was created empty beside it.
         self.state = saved.get("state", "synced")
@@ -63,13 +67,6 @@ class Replicator:
         self.behind_since = saved.get("behind_since_us")
 
     # -- state ------------------------------------------------------------------------------
-
-    def _load(self):
-        try:
-            with open(self._state_path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}
 
     def _save(self):
         state = {"state": self.state, "reason": self.reason, "acked_seq": self.acked_seq,
@@ -256,7 +253,7 @@ class Replicator:
         cut = 0
         while cut < len(buf):
             try:
-                _, _, plen, _, hl = F.parse_header(buf[cut:cut + 64])
+                _, _, plen, _, hl = F.parse_header(buf[cut:cut + F.HEADER_PEEK])
             except F.FrameError as e:
                 if e.torn:
                     break
@@ -265,7 +262,7 @@ class Replicator:
                 break
             cut += hl + plen
         if cut == 0:
-            _, _, plen, _, hl = F.parse_header(buf[:64])
+            _, _, plen, _, hl = F.parse_header(buf[:F.HEADER_PEEK])
             return self._log.read(segno, off, hl + plen)
         return memoryview(buf)[:cut]
 
@@ -275,6 +272,15 @@ class Replicator:
             if self.target is not None:
                 self._ship_locked()
         self.disconnect("closed")
+
+
+def read_state(unit_path):
+    """A primary's mirror.json as a dict ({} if there is none or it cannot be read)."""
+    try:
+        with open(os.path.join(unit_path, STATE_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def _why(e):

@@ -4,21 +4,13 @@
 The mirror's own index says how far it got; the primary's mirror.json says what the mounted
 (or last) primary process saw: since when the mirror has been behind, and why.
 """
-import json
 import os
 
 from ..errors import StoreError, WormError
 from ..store.index import Index
 from ..store.unit import read_unit
 from .localchain import LocalChain
-
-
-def _saved(primary_path):
-    try:
-        with open(os.path.join(primary_path, "mirror.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+from .shipper import read_state
 
 
 def mirror_report(primary_path, unit, primary_seq):
@@ -28,7 +20,7 @@ def mirror_report(primary_path, unit, primary_seq):
         return {"state": "none", "serial": None, "path": None, "lag_events": None,
                 "behind_since": None, "detail": "no mirror unit"}
     path = unit["peer_path"]
-    saved = _saved(primary_path)
+    saved = read_state(primary_path)
     out = {"serial": unit.get("peer_serial"), "path": path, "lag_events": None,
            "behind_since": saved.get("behind_since"), "detail": saved.get("reason"),
            "refused": None}

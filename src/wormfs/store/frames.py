@@ -114,3 +114,16 @@ def parse_header(buf, avail_after=None):
 def check_payload(payload, pxxh):
     if _xxh3(payload) != pxxh:
         raise FrameError("frame payload checksum mismatch")
+
+
+HEADER_PEEK = FIXED_LEN + 32  # the longest fixed header plus key
+
+
+def read_frame(buf, off, end):
+    """Check the frame at ``off`` of ``buf``, whose data ends at ``end``: returns (type, key,
+    payload, frame length), ``payload`` a slice of ``buf``. FrameError if it is damaged or
+    runs past ``end`` (``torn``)."""
+    ftype, key, plen, pxxh, hl = parse_header(buf[off:off + HEADER_PEEK], end - off)
+    payload = buf[off + hl:off + hl + plen]
+    check_payload(payload, pxxh)
+    return ftype, key, payload, hl + plen

@@ -109,6 +109,18 @@ class Index:
         cur = txn.cursor(db=self.db["dirlist"])
         return not (cur.set_range(k64x2(parent, 0)) and cur.key()[:8] == k64(parent))
 
+    def holds_records(self, txn, dir_ino):
+        """Whether any record (sealed, not deleted) lies below a directory."""
+        stack = [dir_ino]
+        while stack:
+            for _, _, ino in self.list_dir(txn, stack.pop()):
+                rec = self.inode(txn, ino)
+                if rec["kind"] == "d":
+                    stack.append(ino)
+                elif rec.get("state") == "sealed":
+                    return True
+        return False
+
     def chunk(self, txn, chunk_id):
         v = txn.get(chunk_id, db=self.db["chunks"])
         return None if v is None else CHUNK_LOC.unpack(v)  # (segno, offset, length)

@@ -15,6 +15,7 @@ from .segments import SegmentLog
 from .unit import log_uuid_bytes, read_unit
 
 LOW_SPACE = 1 << 20  # less free than this when the index cannot be written: the disk is full
+FRAMES_PER_TXN = 4096  # a long replay commits as it goes (bounded LMDB transactions)
 
 
 def apply_frame(replayer, txn, fr):
@@ -25,6 +26,36 @@ def apply_frame(replayer, txn, fr):
         replayer.apply_event(txn, E.decode(fr.payload), E.event_hash(fr.payload), fr.segno,
                              fr.offset)
     replayer.ix.put_meta(txn, "applied", [fr.segno, fr.end])
+
+
+def apply_frames(replayer, frames):
+    """Apply scanned frames to the index in transactions of FRAMES_PER_TXN. A FrameError
+    from ``frames`` (damage where the scan got to) commits what was applied before it and
+    propagates; any other error aborts the transaction it happened in."""
+    ix = replayer.ix
+    txn = ix.write()
+    try:
+        for n, fr in enumerate(frames, 1):
+            apply_frame(replayer, txn, fr)
+            if n % FRAMES_PER_TXN == 0:
+                txn.commit()
+                txn = ix.write()
+    except F.FrameError:
+        txn.commit()
+        raise
+    except BaseException:
+        txn.abort()
+        raise
+    txn.commit()
+
+
+def event_hash_at(log, ix, seq):
+    """The hash of event ``seq`` as the log holds it (None if the index does not know it)."""
+    with ix.read() as txn:
+        pos = ix.event_pos(txn, seq)
+    if pos is None:
+        return None
+    return E.event_hash(next(log.scan(pos)).payload)
 
 
 def open_index(path, boot_id, readonly=False):
@@ -62,28 +93,15 @@ def catch_up(log, ix, replayer, quarantine_dir=None):
     else None. Damage anywhere else raises IntegrityError."""
     with ix.read() as txn:
         applied = ix.meta(txn, "applied")
-    start = tuple(applied) if applied else None
-    txn = ix.write()
     try:
-        n = 0
-        for fr in log.scan(start):
-            apply_frame(replayer, txn, fr)
-            n += 1
-            if n % 4096 == 0:
-                txn.commit()
-                txn = ix.write()
-        txn.commit()
+        apply_frames(replayer, log.scan(tuple(applied) if applied else None))
     except F.FrameError as e:
-        txn.commit()
         if not (quarantine_dir and e.segno == log.cur_segno
                 and not log.has_valid_frame_after(e.segno, e.offset)):
             raise IntegrityError(f"segment {e.segno} is damaged at offset {e.offset}: {e}; "
                                  f"run 'wormfs verify' and 'wormfs scrub --repair'") from None
         qpath, nbytes = log.cut_tail(e.segno, e.offset, quarantine_dir)
         return (e.segno, e.offset, qpath, nbytes)
-    except BaseException:
-        txn.abort()
-        raise
     return None
 
 
@@ -119,32 +137,17 @@ def rebuild_index(path):
     log = SegmentLog(os.path.join(path, "segments"), uuid_bytes, unit["segment_size"],
                      readonly=True)
     ix = Index(os.path.join(path, "index"))
-    rp = Replayer(ix)
     try:
-        txn = ix.write()
         try:
-            for n, fr in enumerate(log.scan(), 1):
-                apply_frame(rp, txn, fr)
-                if n % 4096 == 0:
-                    txn.commit()
-                    txn = ix.write()
-            txn.commit()
+            apply_frames(Replayer(ix), log.scan())
         except F.FrameError as e:
-            txn.abort()
             raise IntegrityError(
                 f"segment {e.segno} is damaged at offset {e.offset}: {e}. If it is the end of "
                 f"the last segment (a crash), opening the store cuts it; otherwise repair it "
                 f"from the mirror ('wormfs scrub --repair')") from None
-        except BaseException:
-            txn.abort()
-            raise
         with ix.read() as t:
             seq, stats = ix.meta(t, "last_seq", 0), ix.meta(t, "stats")
-        ix.sync()
-        try:
-            os.unlink(os.path.join(path, "index.dirty"))  # synced and whole: trust it
-        except FileNotFoundError:
-            pass
+        close_index(path, ix)  # synced and whole: trust it
         return seq, stats
     finally:
         ix.close()

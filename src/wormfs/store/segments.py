@@ -328,15 +328,14 @@ class SegmentLog:
         with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm:
             while off < size:
                 try:
-                    ftype, key, plen, pxxh, hl = F.parse_header(mm[off:off + 64], size - off)
-                    payload = mm[off + hl:off + hl + plen]
-                    F.check_payload(payload, pxxh)
+                    ftype, key, payload, length = F.read_frame(mm, off, size)
                 except F.FrameError as e:
                     e.segno, e.offset = segno, off
                     raise
                 keep = ftype == F.T_EVENT or chunk_payloads
-                yield Frame(segno, off, ftype, key, payload if keep else None, plen, hl + plen)
-                off += hl + plen
+                yield Frame(segno, off, ftype, key, payload if keep else None,
+                            len(payload), length)
+                off += length
 
     def has_valid_frame_after(self, segno, offset):
         """Whether a complete, checksummed frame starts anywhere after ``offset`` in the
@@ -350,8 +349,7 @@ class SegmentLog:
                 if pos < 0:
                     return False
                 try:
-                    _, _, plen, pxxh, hl = F.parse_header(mm[pos:pos + 64], size - pos)
-                    F.check_payload(mm[pos + hl:pos + hl + plen], pxxh)
+                    F.read_frame(mm, pos, size)
                     return True
                 except F.FrameError:
                     pos += 1

@@ -14,7 +14,6 @@ Refusals: every operation WORM forbids appends a ``refused`` event and raises ``
 """
 import collections
 import fnmatch
-import json
 import logging
 import os
 import threading
@@ -27,14 +26,14 @@ from ..clock import ComplianceClock, SystemTimeSource
 from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
                       StoreFull, WormError)
-from ..mirror.shipper import Replicator
+from ..mirror.shipper import Replicator, read_state
 from ..mirror.target import open_target
 from ..timeutil import format_us, parse_date, parse_duration
 from . import events as E
 from . import frames as F
 from .commit import GroupCommit
 from .hostfs import try_lock
-from .maintenance import catch_up, close_index, index_error, open_index
+from .maintenance import catch_up, close_index, event_hash_at, index_error, open_index
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .segments import SegmentLog
@@ -162,19 +161,13 @@ class Store:
     def _attach_mirror(self, time_source):
         self.mirror = Replicator(
             self.log, self.group, lambda: open_target(self.unit, time_source),
-            os.path.join(self.path, "mirror.json"), self.clock.now, self._event_hash_at)
+            self.path, self.clock.now,
+            lambda seq: event_hash_at(self.log, self.ix, seq))
         # Connect only: a backlog is shipped by mirror_poll (the mount's keeper, or the
         # command that opened the store), so that opening never waits for it.
         self.mirror.connect()
         self._record_mirror_changes()
 
-    def _event_hash_at(self, seq):
-        with self.ix.read() as txn:
-            pos = self.ix.event_pos(txn, seq)
-        if pos is None:
-            return None
-        fr = next(self.log.scan(pos))
-        return E.event_hash(fr.payload)
 
     def mirror_poll(self):
         """Keep the mirror up: reconnect it if it is due, ship what is durable and not
@@ -209,7 +202,7 @@ class Store:
             return "synced" if self.mirror.is_synced(rec.get("seal_seq")) else "pending"
         if self.unit.get("no_mirror") or not self.unit.get("peer_path"):
             return "pending"
-        saved = _read_json(os.path.join(self.path, "mirror.json"))
+        saved = read_state(self.path)
         seq = rec.get("seal_seq")
         return "synced" if seq is not None and seq <= saved.get("acked_seq", 0) else "pending"
 
@@ -548,17 +541,8 @@ class Store:
         self._mutate(fn)
 
     def _holds_records(self, dir_ino):
-        """Whether any record (sealed, not deleted) lies below a directory."""
         with self.ix.read() as txn:
-            stack = [dir_ino]
-            while stack:
-                for _, _, ino in self.ix.list_dir(txn, stack.pop()):
-                    rec = self.ix.inode(txn, ino)
-                    if rec["kind"] == "d":
-                        stack.append(ino)
-                    elif rec.get("state") == "sealed":
-                        return True
-        return False
+            return self.ix.holds_records(txn, dir_ino)
 
     def set_dir_retention(self, ino, value, actor):
         text = retention.parse_default(value)
@@ -1190,14 +1174,6 @@ class Store:
         for fr in self.log.scan(pos):
             if fr.ftype == F.T_EVENT:
                 yield E.decode(fr.payload)
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def _unlink_quiet(path):
