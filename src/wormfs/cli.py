@@ -12,7 +12,8 @@ import uuid
 from . import __version__, retention
 from .errors import InvalidValue, StoreError, WormError
 from .mirror.status import mirror_report
-from .store.hostfs import try_lock
+from .mirror.pairing import check_mirror_place
+from .store.hostfs import try_lock, unit_locked
 from .store.maintenance import rebuild_index
 from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
 from .store.unit import new_serial, read_unit, write_unit
@@ -24,13 +25,6 @@ class UsageError(Exception):
 
 
 # -- mkfs ---------------------------------------------------------------------------------
-
-def _nearest_dev(path):
-    p = os.path.abspath(path)
-    while not os.path.exists(p):
-        p = os.path.dirname(p)
-    return os.stat(p).st_dev
-
 
 SEGMENT_MIN, SEGMENT_MAX = 1 << 20, 4 << 30
 
@@ -80,14 +74,10 @@ def cmd_mkfs(args):
     _check_empty(store, "store directory")
     same_device = False
     if mirror:
-        if mirror == store or mirror.startswith(store + "/") or store.startswith(mirror + "/"):
-            raise UsageError("the mirror must be a directory apart from the store")
-        _check_empty(mirror, "mirror directory")
-        same_device = _nearest_dev(store) == _nearest_dev(mirror)
-        if same_device and not args.allow_same_device:
-            raise UsageError(f"{mirror} is on the same device as {store}: a duplicate must be "
-                             f"stored separately; use another disk, or --allow-same-device "
-                             f"(then status reports the store as not separately duplicated)")
+        try:
+            same_device = check_mirror_place(store, mirror, args.allow_same_device)
+        except StoreError as e:
+            raise UsageError(str(e)) from None
     primary_serial = new_serial()
     mirror_serial = new_serial() if mirror else None
     try:
@@ -331,10 +321,8 @@ def cmd_mirror_status(args):
 
 
 def _unmounted(path):
-    lockfd = try_lock(os.path.join(path, "lock"))
-    if lockfd is None:
-        raise StoreError(f"{path} is in use (mounted?); unmount it first")
-    os.close(lockfd)
+    with unit_locked(path, f"{path} is in use (mounted?); unmount it first"):
+        pass
 
 
 def _pair_and_check(path, new_serial, previous, what):
@@ -421,10 +409,7 @@ def cmd_rebuild_index(args):
     read_unit(path)
     index = os.path.join(path, "index")
     old = index + ".old"
-    lockfd = try_lock(os.path.join(path, "lock"))
-    if lockfd is None:
-        raise StoreError(f"{path} is in use (mounted?); unmount it first")
-    try:
+    with unit_locked(path, f"{path} is in use (mounted?); unmount it first"):
         if os.path.exists(old):
             shutil.rmtree(old)
         if os.path.exists(index):
@@ -438,8 +423,6 @@ def cmd_rebuild_index(args):
                 os.rename(old, index)
             raise
         shutil.rmtree(old, ignore_errors=True)
-    finally:
-        os.close(lockfd)
     print(f"rebuilt index of {path} from its segments: {seq} events, {stats['records']} "
           f"records, {stats['chunks']} chunks")
     return 0

@@ -8,7 +8,7 @@ log as its primary. They run on a store that is not mounted: they hold the units
 import os
 
 from ..errors import StoreError
-from ..store.hostfs import try_lock
+from ..store.hostfs import unit_locked
 from ..store.unit import new_serial, read_unit, rewrite_unit, write_unit
 from .shipper import STATE_FILE
 
@@ -35,7 +35,8 @@ def check_mirror_place(primary_path, mirror_path, allow_same_device):
     if same and not allow_same_device:
         raise StoreError(f"{mirror_path} is on the same device as {primary_path}: a duplicate "
                          f"must be stored separately; use another disk, or "
-                         f"--allow-same-device")
+                         f"--allow-same-device (then status reports the store as not "
+                         f"separately duplicated)")
     return same
 
 
@@ -68,18 +69,14 @@ def promote(mirror_path, force=False):
     if unit.get("role") != "mirror":
         raise StoreError(f"{mirror_path} is a {unit.get('role')} unit; only a mirror can be "
                          f"promoted")
-    lockfd = try_lock(os.path.join(mirror_path, "lock"))
-    if lockfd is None:
-        raise StoreError(f"{mirror_path} is in use (its primary is mounted and replicating "
-                         f"to it, or it is being checked); a mirror in use is not lost")
-    try:
+    with unit_locked(mirror_path, f"{mirror_path} is in use (its primary is mounted and "
+                     f"replicating to it, or it is being checked); a mirror in use is not "
+                     f"lost"):
         retired = _retire_old_primary(unit, mirror_path, force)
         old_primary = unit.get("peer_serial")
         unit.update(role="primary", peer_serial=None, peer_path=None, same_device=False,
                     no_mirror=False, promoted_from=old_primary)
         rewrite_unit(mirror_path, unit)
-    finally:
-        os.close(lockfd)
     return old_primary, retired
 
 
@@ -95,13 +92,8 @@ def _retire_old_primary(unit, mirror_path, force):
         raise StoreError(f"the primary {old['serial']} is still at {path}; promote a mirror "
                          f"only when its primary is lost, or give --force to retire that "
                          f"primary (it will never take a write again)")
-    lockfd = try_lock(os.path.join(path, "lock"))
-    if lockfd is None:
-        raise StoreError(f"the primary {old['serial']} at {path} is in use (mounted?); "
-                         f"unmount it first")
-    try:
+    with unit_locked(path, f"the primary {old['serial']} at {path} is in use (mounted?); "
+                           f"unmount it first"):
         old.update(role="retired", retired_for=unit["serial"])
         rewrite_unit(path, old)
-    finally:
-        os.close(lockfd)
     return old["serial"]

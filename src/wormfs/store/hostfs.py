@@ -1,8 +1,11 @@
 """What the store needs from the host file system: durable renames, atomic small files and the
 immutable flag (chattr +i) on finished segments."""
+import contextlib
 import fcntl
 import os
 import struct
+
+from ..errors import StoreError
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
@@ -43,6 +46,19 @@ def try_lock(path, create=True):
         os.close(fd)
         return None
     return fd
+
+
+@contextlib.contextmanager
+def unit_locked(unit_path, busy):
+    """Hold a unit's lock for the block (commands that change a unit which must not be in
+    use); StoreError(``busy``) at once if another process holds it."""
+    fd = try_lock(os.path.join(unit_path, "lock"))
+    if fd is None:
+        raise StoreError(busy)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def _flags(path, change=None):
