@@ -10,19 +10,13 @@ The issue's goal: the mirror should cost little more than the second disk write,
 """
 import argparse
 import os
-import shutil
 import statistics
 import tempfile
-import time
 import uuid
 
-from wormfs.actor import Actor
-from wormfs.store.hostfs import set_immutable
+from benchlib import BLOCK, remove_tree, seal_big, seal_small, timed
 from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, Store, create_store
 from wormfs.store.unit import write_unit
-
-ACTOR = Actor(0, 0, os.getpid(), "bench")
-BLOCK = 1 << 20
 SETTINGS = {"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": "24h",
             "mirror_max_lag": "24h"}
 
@@ -40,20 +34,6 @@ def new_store(root, mirror_root=None):
     return Store(path)
 
 
-def seal_big(st, data, name):
-    f = st.create(1, name, 0o644, ACTOR)
-    for off in range(0, len(data), BLOCK):
-        st.write(f["ino"], off, data[off:off + BLOCK])
-    st.seal(f["ino"], ACTOR)
-
-
-def seal_small(st, blobs, tag):
-    for i, b in enumerate(blobs):
-        f = st.create(1, b"s%s-%d" % (tag, i), 0o644, ACTOR)
-        st.write(f["ino"], 0, b)
-        st.seal(f["ino"], ACTOR)
-
-
 def raw_write(dirs, name, data):
     for d in dirs:
         with open(os.path.join(d, name), "wb") as f:
@@ -66,12 +46,6 @@ def raw_write(dirs, name, data):
 def raw_small(dirs, blobs, tag):
     for i, b in enumerate(blobs):
         raw_write(dirs, f"s{tag}-{i}", b)
-
-
-def timed(fn, *a):
-    t = time.perf_counter()
-    fn(*a)
-    return time.perf_counter() - t
 
 
 def main():
@@ -117,12 +91,8 @@ def main():
     finally:
         alone.close()
         paired.close()
-        for top in (root, mroot):
-            for dirpath, _, files in os.walk(top):
-                for f in files:
-                    if f.endswith(".seg"):
-                        set_immutable(os.path.join(dirpath, f), False)
-            shutil.rmtree(top, ignore_errors=True)
+        remove_tree(root)
+        remove_tree(mroot)
 
 
 if __name__ == "__main__":

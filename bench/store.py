@@ -12,13 +12,9 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 
-from wormfs.actor import Actor
+from benchlib import BLOCK, remove_tree, seal_big, seal_small, timed
 from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, Store, create_store
-
-ACTOR = Actor(0, 0, os.getpid(), "bench")
-BLOCK = 1 << 20
 
 
 def new_store(root):
@@ -30,13 +26,6 @@ def new_store(root):
     return Store(path)
 
 
-def wormfs_big(st, data, name):
-    f = st.create(1, name, 0o644, ACTOR)
-    for off in range(0, len(data), BLOCK):
-        st.write(f["ino"], off, data[off:off + BLOCK])
-    st.seal(f["ino"], ACTOR)
-
-
 def raw_big(root, data, name):
     with open(os.path.join(root, name.decode()), "wb") as f:
         for off in range(0, len(data), BLOCK):
@@ -45,25 +34,12 @@ def raw_big(root, data, name):
         os.fsync(f.fileno())
 
 
-def wormfs_small(st, blobs, tag):
-    for i, b in enumerate(blobs):
-        f = st.create(1, b"s%s-%d" % (tag, i), 0o644, ACTOR)
-        st.write(f["ino"], 0, b)
-        st.seal(f["ino"], ACTOR)
-
-
 def raw_small(root, blobs, tag):
     for i, b in enumerate(blobs):
         with open(os.path.join(root, "s%s-%d" % (tag.decode(), i)), "wb") as f:
             f.write(b)
             f.flush()
             os.fsync(f.fileno())
-
-
-def timed(fn, *a):
-    t = time.perf_counter()
-    fn(*a)
-    return time.perf_counter() - t
 
 
 def main():
@@ -81,11 +57,11 @@ def main():
         big, small = [], []
         for r in range(args.rounds):
             data = os.urandom(args.mib << 20)
-            w = timed(wormfs_big, st, data, b"big%d" % r)
+            w = timed(seal_big, st, data, b"big%d" % r)
             b = timed(raw_big, raw_dir, os.urandom(args.mib << 20), b"big%d" % r)
             big.append((len(data) / w / 1e6, len(data) / b / 1e6))
             blobs = [os.urandom(4096) for _ in range(args.files)]
-            w = timed(wormfs_small, st, blobs, b"%d" % r)
+            w = timed(seal_small, st, blobs, b"%d" % r)
             b = timed(raw_small, raw_dir, blobs, b"%d" % r)
             small.append((args.files / w, args.files / b))
         for label, rows, unit in (("big file, unique data", big, "MB/s"),
@@ -98,12 +74,7 @@ def main():
               f"{st.group.syncs}")
     finally:
         st.close()
-        for dirpath, _, files in os.walk(root):
-            for f in files:
-                if f.endswith(".seg"):
-                    from wormfs.store.hostfs import set_immutable
-                    set_immutable(os.path.join(dirpath, f), False)
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
 
 
 if __name__ == "__main__":

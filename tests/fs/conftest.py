@@ -1,6 +1,7 @@
 """Real FUSE mounts for tests: the store is created and mounted with the real ``wormfs``
 command (``python -m wormfs``), used through real system calls and real tools, and unmounted
 with ``wormfs umount``. Needs root and /dev/fuse (the tests are skipped without them)."""
+import contextlib
 import json
 import os
 import shutil
@@ -100,6 +101,33 @@ class Mount:
             return self.log.read_text()
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def tmpfs_volume(size):
+    """A tmpfs of ``size`` under a fresh directory, for a device that fills up or goes away:
+    yields (root, vol, made). Every Mount appended to ``made`` is unmounted and its daemon log
+    checked for tracebacks at the end; then the tmpfs goes, whatever happened."""
+    root = Path(tempfile.mkdtemp(prefix="wormfs-vol-"))
+    root.chmod(0o755)
+    vol = root / "vol"
+    vol.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(vol)],
+                   check=True)
+    made = []
+    try:
+        yield root, vol, made
+        for m in made:
+            if is_mounted(m.mnt):
+                m.umount()
+            assert "Traceback" not in m.daemon_log(), m.daemon_log()
+    finally:
+        for m in made:
+            if is_mounted(m.mnt):
+                subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
+        clear_immutable(str(root))
+        subprocess.run(["umount", "-l", str(vol)], check=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,39 +3,17 @@ as there is space. The store lives on a small tmpfs that the test grows afterwar
 admin would grow or clean up a volume."""
 import errno
 import os
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import clear_immutable
-
-from .conftest import Mount, is_mounted
+from .conftest import Mount, tmpfs_volume
 
 
 @pytest.fixture
 def small_volume():
-    root = Path(tempfile.mkdtemp(prefix="wormfs-full-"))
-    root.chmod(0o755)
-    back = root / "m"
-    back.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(back)], check=True)
-    made = []
-    yield back, made
-    try:
-        for m in made:
-            if is_mounted(m.mnt):
-                m.umount()
-            assert "Traceback" not in m.daemon_log(), m.daemon_log()
-    finally:
-        for m in made:
-            if is_mounted(m.mnt):
-                subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
-        clear_immutable(str(back))
-        subprocess.run(["umount", "-l", str(back)], check=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with tmpfs_volume("24m") as (_, back, made):
+        yield back, made
 
 
 def state(path):

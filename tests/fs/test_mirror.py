@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from tests.conftest import clear_immutable
 from wormfs.store.store import Store
 
-from .conftest import Mount, is_mounted, wormfs
+from .conftest import Mount, tmpfs_volume, wormfs
 
 
 def mirror_xattr(path):
@@ -64,25 +63,8 @@ def test_mirror_away_during_200_writes_then_back(mnt):
 
 @pytest.fixture
 def mirror_volume():
-    root = Path(tempfile.mkdtemp(prefix="wormfs-mvol-"))
-    root.chmod(0o755)
-    vol = root / "vol"
-    vol.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(vol)], check=True)
-    made = []
-    yield root, vol, made
-    try:
-        for m in made:
-            if is_mounted(m.mnt):
-                m.umount()
-            assert "Traceback" not in m.daemon_log(), m.daemon_log()
-    finally:
-        for m in made:
-            if is_mounted(m.mnt):
-                subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
-        subprocess.run(["umount", "-l", str(vol)], check=True)
-        clear_immutable(str(root))
-        shutil.rmtree(root, ignore_errors=True)
+    with tmpfs_volume("16m") as v:
+        yield v
 
 
 def test_read_only_mirror_is_not_used_until_writable(mnt):
