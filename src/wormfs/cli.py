@@ -12,6 +12,7 @@ import uuid
 from . import __version__, retention
 from .errors import InvalidValue, StoreError, WormError
 from .mirror.status import mirror_report
+from .progress import Progress, human_bytes
 from .mirror.pairing import check_mirror_place
 from .store.hostfs import try_lock, unit_locked
 from .store.maintenance import rebuild_index
@@ -166,13 +167,6 @@ def status_report(path):
     }
 
 
-def _human_bytes(n):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
 def _mirror_line(m):
     lag = f", {m['lag_events']} events behind" if m.get("lag_events") else ""
     since = f" since {m['behind_since']}" if m.get("behind_since") else ""
@@ -188,8 +182,13 @@ def _verify_line(v):
     return f"{v['time']} ({v['kind']}{' --deep' if v.get('deep') else ''}: {result}{fixed})"
 
 
+def _unit_of(text):
+    from .admin.locate import store
+    return store(text).unit
+
+
 def cmd_status(args):
-    r = status_report(os.path.abspath(args.store))
+    r = status_report(_unit_of(args.store))
     if args.json:
         print(json.dumps(r, indent=2))
     else:
@@ -197,8 +196,8 @@ def cmd_status(args):
         print(f"store      {r['store']}  ({u['role']} unit {u['serial']}"
               f"{', ' + u['label'] if u['label'] else ''})")
         print(f"mode       {r['mode']}, default retention {r['default_retention']}")
-        print(f"records    {r['records']}  ({_human_bytes(r['logical_bytes'])} logical, "
-              f"{_human_bytes(r['stored_bytes'])} stored, dedup "
+        print(f"records    {r['records']}  ({human_bytes(r['logical_bytes'])} logical, "
+              f"{human_bytes(r['stored_bytes'])} stored, dedup "
               f"{r['dedup_ratio'] or '-'}x)")
         m = r["mirror"]
         if m is not None:
@@ -217,29 +216,6 @@ def cmd_status(args):
 
 
 # -- verify and scrub ----------------------------------------------------------------------
-
-class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, what):
-        self.what = what
-        self.on = sys.stderr.isatty()
-        self.shown = False
-
-    def __call__(self, done, total):
-        if not self.on:
-            return
-        pct = 100 * done // total if total else 100
-        bar = "#" * (pct // 4)
-        sys.stderr.write(f"\r{self.what} [{bar:<25}] {pct:3d}%  {_human_bytes(done)} of "
-                         f"{_human_bytes(total)}   ")
-        sys.stderr.flush()
-        self.shown = True
-
-    def done(self):
-        if self.shown:
-            sys.stderr.write("\n")
-
 
 def _run_check(path, deep, repair, progress):
     from .fs import control
@@ -274,7 +250,7 @@ def _print_check(r, what):
     if not bad:
         fixed = len(r["findings"])
         print(f"OK: {what} found every frame, chunk, event and record sound "
-              f"({_human_bytes(r['bytes'])} read{', ' + str(fixed) + ' repaired' if fixed else ''})")
+              f"({human_bytes(r['bytes'])} read{', ' + str(fixed) + ' repaired' if fixed else ''})")
     else:
         print(f"FAILED: {len(bad)} finding{'s' if len(bad) != 1 else ''}"
               f"{'' if r['repair'] else '; wormfs scrub --repair repairs what has a sound copy'}")
@@ -282,9 +258,9 @@ def _print_check(r, what):
 
 def cmd_verify(args, repair=False):
     what = "scrub" if repair else "verify"
-    progress = _Progress(what) if not args.json else None
+    progress = Progress(what) if not args.json else None
     try:
-        r = _run_check(os.path.abspath(args.store), getattr(args, "deep", False), repair,
+        r = _run_check(_unit_of(args.store), getattr(args, "deep", False), repair,
                        progress)
     finally:
         if progress:
@@ -303,7 +279,7 @@ def cmd_scrub(args):
 # -- mirror status, resync, promote --------------------------------------------------------
 
 def cmd_mirror_status(args):
-    path = os.path.abspath(args.store)
+    path = _unit_of(args.store)
     unit = read_unit(path)
     if unit["role"] != "primary":
         raise UsageError(f"{path} is a {unit['role']} unit; give its primary "
@@ -337,7 +313,7 @@ def _pair_and_check(path, new_serial, previous, what):
         state, reason, _ = st.mirror_state()
         if state != "synced":
             raise StoreError(f"the mirror did not take the log: {state}: {reason}")
-        progress = _Progress("verify")
+        progress = Progress("verify")
         try:
             rep = verification.run(st, repair=True, progress=progress, cause=what)
         finally:
@@ -429,7 +405,7 @@ def cmd_rebuild_index(args):
 
 
 def cmd_clock(args):
-    path = os.path.abspath(args.store)
+    path = _unit_of(args.store)
     with Store(path, readonly=True) as st:
         comp, wall = st.clock.now(), st.clock.wall_us()
     r = {"compliance": format_us(comp), "system": format_us(wall),
@@ -564,6 +540,8 @@ def build_parser():
     s.add_argument("store")
     s.set_defaults(fn=cmd_rebuild_index)
 
+    _admin_parsers(sub)
+
     s = sub.add_parser("clock", help="the compliance clock and the system clock")
     s.add_argument("store")
     s.add_argument("--json", action="store_true")
@@ -571,8 +549,86 @@ def build_parser():
     return p
 
 
+def _selection_options(s):
+    s.add_argument("--path", metavar="GLOB", help="records whose path matches, e.g. "
+                   "'/mail/2026/*'")
+    s.add_argument("--serial", metavar="A-B", help="a serial or a range: 17, 10-20, 10-, -20")
+    s.add_argument("--from", dest="from_", metavar="DATE", help="committed at or after DATE")
+    s.add_argument("--to", metavar="DATE", help="committed at or before DATE (a bare date: "
+                   "the whole day)")
+    s.add_argument("--expiring-before", metavar="DATE",
+                   help="retain-until before DATE (records held indefinitely or waiting for "
+                        "their event never are)")
+    s.add_argument("--held", action="store_true", help="only records under a legal hold")
+
+
+def _record_paths(s):
+    s.add_argument("paths", nargs="+", metavar="PATH",
+                   help="a file in a wormfs mount, or with --store a path inside the store")
+    s.add_argument("--store", metavar="STORE", help="the store (directory or mount point) the "
+                   "paths are in, e.g. for a store that is not mounted")
+    s.add_argument("--json", action="store_true")
+
+
+def _admin_parsers(sub):
+    from .admin import commands as A
+    s = sub.add_parser("info", help="every field of one or more records")
+    _record_paths(s)
+    s.set_defaults(fn=A.cmd_info)
+
+    s = sub.add_parser("ls", help="list records: the searchable index")
+    s.add_argument("store")
+    _selection_options(s)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", "-q", action="store_true", help="no count at the end")
+    s.set_defaults(fn=A.cmd_ls)
+
+    s = sub.add_parser("retain", help="extend records' retention (never shortens)")
+    _record_paths(s)
+    s.add_argument("--until", metavar="DATE", help="retain until DATE, or 'indefinite'")
+    s.add_argument("--for", dest="for_", metavar="PERIOD",
+                   help="retain until the commit time plus PERIOD (e.g. 7y)")
+    s.set_defaults(fn=A.cmd_retain)
+
+    s = sub.add_parser("hold", help="place a legal hold on records (records admin)")
+    _record_paths(s)
+    s.add_argument("--name", required=True, metavar="CASE")
+    s.add_argument("--reason", metavar="TEXT")
+    s.set_defaults(fn=A.cmd_hold)
+
+    s = sub.add_parser("release", help="release a legal hold (records admin)")
+    _record_paths(s)
+    s.add_argument("--name", required=True, metavar="CASE")
+    s.set_defaults(fn=A.cmd_release)
+
+    s = sub.add_parser("event", help="set the event date of event-based retention (records "
+                       "admin; once)")
+    _record_paths(s)
+    s.add_argument("--date", required=True, metavar="DATE")
+    s.set_defaults(fn=A.cmd_event)
+
+    s = sub.add_parser("export", help="a production for a regulator: records, index, audit "
+                       "trail, checksums (a directory, .zip or .tar)")
+    s.add_argument("store", help="a store, a mount point of it, or a mirror unit alone")
+    s.add_argument("--out", required=True, metavar="DIR|FILE.zip|FILE.tar")
+    _selection_options(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=A.cmd_export)
+
+    s = sub.add_parser("audit", help="the audit trail; --verify checks its hash chain on "
+                       "both units")
+    s.add_argument("store")
+    s.add_argument("--since", metavar="DATE")
+    s.add_argument("--path", metavar="GLOB", help="events about paths that match")
+    s.add_argument("--format", choices=("text", "jsonl", "csv"), default="text")
+    s.add_argument("--verify", action="store_true")
+    s.add_argument("--json", action="store_true", help="with --verify: the result as JSON")
+    s.set_defaults(fn=A.cmd_audit)
+
+
 COMMANDS = ("mkfs", "status", "verify", "scrub", "rebuild-index", "clock", "mount", "umount",
-            "mirror")
+            "mirror", "info", "ls", "retain", "hold", "release", "event", "audit", "export",
+            "dispose", "selftest")
 
 
 def _as_mount_helper(argv):

@@ -4,7 +4,8 @@ repairs and results are events in the store's chain).
 
 ``UNIT/control.sock``: a unix stream socket, mode 0600, so only root (the owner of the mount)
 can use it. One request per connection, as one JSON line: ``{"op": "check", "deep": bool,
-"repair": bool}``. Answers are JSON lines: ``{"progress": [done, total]}`` any number of
+"repair": bool}``, ``{"op": "note", "type": "export", ...}`` or ``{"op": "dispose",
+"dry_run": bool}``. The caller is known from the socket's peer credentials. Answers are JSON lines: ``{"progress": [done, total]}`` any number of
 times, then ``{"result": report}`` or ``{"error": "one line"}``.
 
 The server is a plain thread, not part of the trio loop: a request may run for hours and only
@@ -14,9 +15,11 @@ import json
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 
+from ..actor import Actor
 from ..errors import StoreError, WormError
 
 log = logging.getLogger("wormfs.control")
@@ -66,6 +69,7 @@ class ControlServer:
             handler = self.handlers.get(req.get("op"))
             if handler is None:
                 raise StoreError(f"unknown request {req.get('op')!r}")
+            actor = _peer(conn)
             last = [0.0]
 
             def progress(done, total):
@@ -73,7 +77,7 @@ class ControlServer:
                 if now - last[0] >= PROGRESS_EVERY or done == total:
                     last[0] = now
                     _send(f, {"progress": [done, total]})
-            _send(f, {"result": handler(req, progress)})
+            _send(f, {"result": handler(req, progress, actor)})
         except WormError as e:
             _send(f, {"error": str(e)})
         except (BrokenPipeError, ConnectionResetError):
@@ -92,6 +96,14 @@ class ControlServer:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+def _peer(conn):
+    """Who is asking: the kernel's credentials of the connecting process (SO_PEERCRED), so
+    the events a request causes name the person who ran the command."""
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                        struct.calcsize("3i")))
+    return Actor.from_pid(uid, gid, pid)
 
 
 def _send(f, obj):

@@ -40,6 +40,7 @@ RECOVERED_AT_UNMOUNT = "the file system was unmounted while the file was open fo
 HOUSEKEEPING_MAX = 60.0  # seconds between clock ticks / scratch sweeps, at most
 HOUSEKEEPING_MIN = 0.5
 MIRROR_POLL = 2.0  # seconds between checks of the mirror (reconnect, ship what is pending)
+NOTED_BY_COMMANDS = ("export",)  # events a command may ask the daemon to record
 READAHEAD_KIB = 4096  # records are mostly read front to back (export, review, copy-out)
 
 
@@ -206,11 +207,17 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
 
 
 def _start_control(store):
-    def check(req, progress):
+    def check(req, progress, actor):
         return verification.run(store, deep=bool(req.get("deep")),
                                 repair=bool(req.get("repair")), progress=progress).as_dict()
+
+    def note(req, progress, actor):
+        if req.get("type") not in NOTED_BY_COMMANDS:
+            raise StoreError(f"the daemon does not record {req.get('type')!r} events")
+        fields = req.get("fields") or {}
+        return store.note(req["type"], actor, **fields)
     try:
-        return ControlServer(store.path, {"check": check})
+        return ControlServer(store.path, {"check": check, "note": note})
     except OSError as e:
         log.warning("no control socket (%s): verify and scrub need the store unmounted", e)
         return None

@@ -142,6 +142,18 @@ class Index:
         v = txn.get(k64(serial), db=self.db["serials"])
         return None if v is None else U64.unpack(v)[0]
 
+    def serials(self, txn, first=1, last=None):
+        """Yield (serial, ino) of every record ever sealed, in serial order, within
+        [first, last]."""
+        cur = txn.cursor(db=self.db["serials"])
+        if not cur.set_range(k64(first)):
+            return
+        for key, val in cur:
+            serial = U64.unpack(key)[0]
+            if last is not None and serial > last:
+                break
+            yield serial, U64.unpack(val)[0]
+
     def event_pos(self, txn, seq):
         v = txn.get(k64(seq), db=self.db["events"])
         return None if v is None else U64x2.unpack(v)

@@ -1,0 +1,380 @@
+"""The record and audit-trail commands: ``info``, ``ls``, ``retain``, ``hold``, ``release``,
+``event``, ``audit``. Each takes parsed arguments and returns an exit status (cli.py turns
+errors into one line).
+
+Changes to a mounted store go through the mount, as ``setfattr`` would: the kernel tells the
+daemon who asks, and the daemon's rules and audit apply unchanged. A store that is not
+mounted is opened directly, as the process running the command.
+"""
+import errno
+import json
+import os
+import sys
+from contextlib import ExitStack
+
+from .. import retention
+from ..actor import Actor
+from ..errors import InvalidValue, NotFound, Refused, StoreError, WormError
+from ..fs.xattrs import HOLD, PREFIX
+from ..store.store import HOLD_NAME_CHARS, Store
+from ..store.unit import read_unit
+from ..timeutil import format_us, parse_date, parse_duration
+from . import auditlog, locate, records
+
+EXIT_FINDING, EXIT_USAGE = 1, 2
+
+
+def _out(obj):
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def open_readonly(unit):
+    return Store(unit, readonly=True)
+
+
+# -- info ---------------------------------------------------------------------------------------
+
+INFO_ORDER = ("serial", "path", "state", "size", "blake3", "committed", "retain_until",
+              "event_date", "holds", "writer", "mirror", "mode", "uid", "gid", "mtime",
+              "recovered_from", "unit")
+
+
+def _print_info(shown, d):
+    print(shown)
+    writer = (f"{d['writer_user']} (uid {d['writer_uid']}, gid {d['writer_gid']}), "
+              f"{d['writer_program']} (pid {d['writer_pid']})"
+              if d["writer_uid"] is not None else "-")
+    holds = "; ".join(f"{k}: {v}" if v else k for k, v in d["holds"].items()) or "none"
+    rows = dict(d, writer=writer, holds=holds)
+    for key in INFO_ORDER:
+        value = rows.get(key)
+        if value is None:
+            continue
+        print(f"  {key.replace('_', ' '):<15} {value}")
+
+
+def cmd_info(args):
+    status, out = 0, []
+    with ExitStack() as stack:
+        stores = {}
+        for text in args.paths:
+            try:
+                place = locate.record(text, args.store)
+                if place.unit not in stores:
+                    st = stack.enter_context(open_readonly(place.unit))
+                    stores[place.unit] = (st, records.mirror_view(st))
+                st, mirror_of = stores[place.unit]
+                d = records.describe(st, records.lookup(st, place.inner), mirror_of=mirror_of)
+            except (NotFound, InvalidValue, StoreError) as e:
+                print(f"wormfs: {text}: {e}", file=sys.stderr)
+                status = EXIT_FINDING
+                continue
+            out.append(d)
+            if not args.json:
+                _print_info(text, d)
+    if args.json:
+        _out(out)
+    return status
+
+
+# -- ls -----------------------------------------------------------------------------------------
+
+def cmd_ls(args):
+    place = locate.store(args.store)
+    sel = records.selection_from(args)
+    n = 0
+    with open_readonly(place.unit) as st:
+        now, mirror_of = st.now(), records.mirror_view(st)
+        if args.json:
+            print("[", end="")
+        for rec in records.select(st, sel):
+            d = records.describe(st, rec, now, mirror_of)
+            if args.json:
+                print(("," if n else "") + "\n  " + json.dumps(d, ensure_ascii=False), end="")
+            else:
+                if n == 0:
+                    print(f"{'SERIAL':>8}  {'COMMITTED':<27}  {'RETAIN UNTIL':<27}  "
+                          f"{'SIZE':>12}  {'HOLDS':<10}  PATH")
+                holds = ",".join(d["holds"]) or "-"
+                print(f"{d['serial']:>8}  {d['committed']:<27}  {d['retain_until']:<27}  "
+                      f"{d['size']:>12}  {holds:<10}  {d['path']}")
+            n += 1
+        if args.json:
+            print("\n]" if n else "]")
+        elif not args.quiet:
+            print(f"{n} record{'s' if n != 1 else ''}", file=sys.stderr)
+    return 0
+
+
+# -- retain, hold, release, event ---------------------------------------------------------------
+
+class Change:
+    """One kind of change, made through the mount (xattrs) or on the store directly."""
+
+    def __init__(self, name, via_mount, via_store):
+        self.name, self.via_mount, self.via_store = name, via_mount, via_store
+
+
+def _refusal_reason(unit, pid, since_seq):
+    """The reason the daemon recorded for our refused request (the kernel only passes on
+    EPERM), from the newest ``refused`` event of this process."""
+    try:
+        with open_readonly(unit) as st:
+            last = auditlog.last_seq(st.ix)
+            for seq in range(last, max(since_seq, last - 50), -1):
+                ev, _ = auditlog.event(st.log, st.ix, seq)
+                if ev["type"] == "refused" and (ev.get("actor") or {}).get("pid") == pid:
+                    return ev.get("reason")
+    except (WormError, OSError, TypeError):
+        pass
+    return None
+
+
+def _apply(args, change):
+    status, results = 0, []
+    actor = Actor.current()
+    with ExitStack() as stack:
+        stores = {}
+        for text in args.paths:
+            result = {"path": text, "ok": False}
+            results.append(result)
+            try:
+                place = locate.record(text, args.store)
+                if place.mountpoint is not None:
+                    _through_mount(place, change, result)
+                else:
+                    st = stores.get(place.unit)
+                    if st is None:
+                        st = stores[place.unit] = stack.enter_context(Store(place.unit))
+                    rec = records.lookup(st, place.inner)
+                    change.via_store(st, rec, actor)
+                    result["record"] = records.describe(st, records.lookup(st, place.inner))
+                result["ok"] = True
+            except Refused as e:
+                result["error"], code = f"refused: {e}", EXIT_FINDING
+            except InvalidValue as e:
+                result["error"], code = str(e), EXIT_USAGE
+            except (NotFound, StoreError) as e:
+                result["error"], code = str(e), EXIT_FINDING
+            if not result["ok"]:
+                status = max(status, code)
+                print(f"wormfs: {text}: {result['error']}", file=sys.stderr)
+            elif not args.json:
+                d = result["record"]
+                holds = ", ".join(d["holds"]) or "none"
+                print(f"{text}: serial {d['serial']}, retain until {d['retain_until']}, "
+                      f"holds {holds}")
+    if args.json:
+        _out(results)
+    return status
+
+
+def _through_mount(place, change, result):
+    path = place.in_mount()
+    with open_readonly(place.unit) as st:
+        before = auditlog.last_seq(st.ix)
+    try:
+        change.via_mount(path)
+    except OSError as e:
+        if e.errno == errno.EPERM:
+            reason = _refusal_reason(place.unit, os.getpid(), before)
+            raise Refused(reason or "the store refused the change") from None
+        if e.errno == errno.EINVAL:
+            reason = _refusal_reason(place.unit, os.getpid(), before)
+            raise InvalidValue(reason or "the store rejected the value") from None
+        if e.errno == errno.ENODATA:
+            raise NotFound(f"{change.name}: no such hold on this record") from None
+        if e.errno == errno.ENOENT:
+            raise NotFound("no such file") from None
+        raise StoreError(os.strerror(e.errno)) from None
+    with open_readonly(place.unit) as st:
+        result["record"] = records.describe(st, records.lookup(st, place.inner),
+                                            mirror_of=records.mirror_view(st))
+
+
+def _committed_through_mount(path):
+    try:
+        return parse_date(os.getxattr(path, PREFIX + "committed").decode())
+    except OSError as e:
+        if e.errno == errno.ENODATA:
+            raise InvalidValue("not a record yet (it becomes one when its writer closes "
+                               "it)") from None
+        raise
+
+
+def cmd_retain(args):
+    if bool(args.until) == bool(args.for_):
+        raise InvalidValue("give either --until DATE or --for PERIOD")
+    if args.until:
+        text = args.until.strip()
+        if text != retention.INDEFINITE:
+            parse_date(text)  # a bad date is exit 2 before anything is tried
+
+        def value(committed):
+            return text
+    else:
+        period = parse_duration(args.for_)
+
+        def value(committed):
+            return format_us(period.after(committed))
+
+    def via_mount(path):
+        os.setxattr(path, PREFIX + "retain_until", value(
+            _committed_through_mount(path)).encode())
+
+    def via_store(st, rec, actor):
+        st.set_retain_until(rec["ino"], value(rec["committed"]), actor)
+    return _apply(args, Change("retain", via_mount, via_store))
+
+
+def _check_hold_name(name):
+    if not name or len(name) > 64 or not set(name) <= HOLD_NAME_CHARS:
+        raise InvalidValue(f"bad hold name {name!r}: 1 to 64 of A-Z a-z 0-9 . _ -")
+
+
+def cmd_hold(args):
+    _check_hold_name(args.name)
+    reason = args.reason if args.reason is not None else ""
+
+    def via_mount(path):
+        os.setxattr(path, HOLD + args.name, reason.encode("utf-8", "surrogateescape"))
+
+    def via_store(st, rec, actor):
+        st.place_hold(rec["ino"], args.name, reason, actor)
+    return _apply(args, Change("hold", via_mount, via_store))
+
+
+def cmd_release(args):
+    _check_hold_name(args.name)
+
+    def via_mount(path):
+        os.removexattr(path, HOLD + args.name)
+
+    def via_store(st, rec, actor):
+        st.release_hold(rec["ino"], args.name, actor)
+    return _apply(args, Change(f"hold {args.name}", via_mount, via_store))
+
+
+def cmd_event(args):
+    parse_date(args.date)
+
+    def via_mount(path):
+        os.setxattr(path, PREFIX + "event", args.date.strip().encode())
+
+    def via_store(st, rec, actor):
+        st.set_event_date(rec["ino"], args.date.strip(), actor)
+    return _apply(args, Change("event", via_mount, via_store))
+
+
+# -- audit --------------------------------------------------------------------------------------
+
+def _peer_units(unit_path):
+    """[(serial, role, path, log, ix) of the primary then the mirror], opened read-only, with
+    notes for a peer that cannot be read."""
+    unit = read_unit(unit_path)
+    stores, notes = [open_readonly(unit_path)], []
+    peer = unit.get("peer_path")
+    if peer and not unit.get("no_mirror"):
+        try:
+            stores.append(open_readonly(peer))
+        except (WormError, OSError) as e:
+            notes.append(f"the peer unit {unit.get('peer_serial')} at {peer} cannot be read "
+                         f"({e}): only {unit['serial']} was checked")
+    stores.sort(key=lambda s: s.unit["role"] != "primary")
+    return stores, notes
+
+
+def cmd_audit(args):
+    place = locate.store(args.store)
+    if args.verify:
+        return _audit_verify(place, args)
+    sel_path = records.Selection(path=args.path) if args.path else None
+    since = parse_date(args.since) if args.since else None
+    fmt = args.format
+    with open_readonly(place.unit) as st:
+        start = auditlog.first_seq_at(st.log, st.ix, since) if since is not None else 1
+        if fmt == "csv":
+            sys.stdout.write(auditlog.csv_header())
+        for ev, payload in auditlog.iter_events(st.log, st.ix, start):
+            if sel_path is not None and not _event_matches(st, ev, sel_path):
+                continue
+            if fmt == "jsonl":
+                # The stored bytes themselves: BLAKE3 of each line is the next event's prev.
+                sys.stdout.write(payload.decode("ascii") + "\n")
+            elif fmt == "csv":
+                sys.stdout.write(auditlog.csv_line(ev))
+            else:
+                print(auditlog.text_line(ev))
+    return 0
+
+
+def _event_matches(st, ev, sel):
+    paths = [ev.get("path"), ev.get("to")]
+    inos, _ = auditlog.subjects(ev)
+    paths += [st.path_of(i) for i in inos]
+    return any(p and sel.matches_path(p) for p in paths)
+
+
+def _audit_verify(place, args):
+    stores, notes = _peer_units(place.unit)
+    try:
+        units = [(s.unit["serial"], s.unit["role"], s.path, s.log, s.ix) for s in stores]
+        check = auditlog.verify_chains(units)
+    finally:
+        for s in stores:
+            s.close()
+    r = dict(check.as_dict(), notes=notes)
+    if args.json:
+        _out(r)
+    else:
+        for u in r["units"]:
+            print(f"{u['role']:<8} {u['serial']}  {u['events']} events, {u['verified']} "
+                  f"verified  {u['path']}")
+        for n in notes:
+            print(f"  note: {n}")
+        for f in r["findings"]:
+            print(f"  {f['unit']}: event {f['seq']}: {f['detail']}")
+        if check.ok:
+            print("OK: the audit trail's hash chain is intact"
+                  + (" and the same on both units" if len(units) == 2 else ""))
+        else:
+            print(f"FAILED: {len(r['findings'])} finding"
+                  f"{'s' if len(r['findings']) != 1 else ''}")
+    return 0 if check.ok else EXIT_FINDING
+
+
+# -- export -------------------------------------------------------------------------------------
+
+def cmd_export(args):
+    from ..progress import Progress, human_bytes
+    from . import export, noting
+    place = locate.store(args.store)
+    sel = records.selection_from(args)
+    progress = Progress("export") if not args.json else None
+    try:
+        with open_readonly(place.unit) as st:
+            summary = export.run(st, args.out, sel, progress)
+    finally:
+        if progress:
+            progress.done()
+    fields = {k: summary[k] for k in ("out", "format", "records", "bytes", "serials",
+                                      "index_sha256")}
+    fields["selection"] = {k: v for k, v in vars(sel).items() if v not in (None, False)}
+    try:
+        summary["event"] = noting.record(place.unit, "export", fields)
+        status = 0
+    except (WormError, OSError) as e:
+        summary["event"] = None
+        print(f"wormfs: the export is complete but could not be recorded in the audit trail: "
+              f"{e}", file=sys.stderr)
+        status = EXIT_FINDING
+    if args.json:
+        _out(summary)
+    else:
+        print(f"exported {summary['records']} records ({human_bytes(summary['bytes'])}) to "
+              f"{summary['out']} ({summary['format']}); verified: every file read back and "
+              f"matched its SHA-256 and BLAKE3")
+        print("check it with: sha256sum -c SHA256SUMS; b3sum -c B3SUMS  (see README.txt)")
+        if summary["event"]:
+            print(f"recorded as {summary['event']}")
+    return status

@@ -1,0 +1,170 @@
+"""Records as admins and examiners see them: every field of ``wormfs info``, and the
+searchable index behind ``wormfs ls`` and ``wormfs export`` (SPEC: path glob, serial range,
+commit-date range, expiring-before, held)."""
+import fnmatch
+import os
+from dataclasses import dataclass
+
+import lmdb
+
+from .. import retention
+from ..errors import InvalidValue
+from ..store.index import Index
+from ..timeutil import format_us, parse_date
+
+# The columns of index.csv and of ``ls``, in order (every one is a key of ``describe``).
+FIELDS = ("serial", "path", "size", "blake3", "committed", "retain_until", "state", "holds",
+          "event_date", "writer_uid", "writer_user", "writer_gid", "writer_pid",
+          "writer_program", "mode", "uid", "gid", "mtime", "mirror", "recovered_from")
+
+
+def mirror_view(store):
+    """rec -> 'synced' or 'pending', for a command that opened a unit read-only: the mounted
+    daemon's view is not available here, so ask the mirror unit itself how far it holds the
+    log (read once per command)."""
+    unit = store.unit
+    if unit.get("role") != "primary" or store.mirror is not None:
+        return store.record_mirror_status
+    held = 0
+    peer = unit.get("peer_path")
+    if peer and not unit.get("no_mirror"):
+        try:
+            ix = Index(os.path.join(peer, "index"), readonly=True)
+            try:
+                with ix.read() as txn:
+                    held = ix.meta(txn, "last_seq", 0)
+            finally:
+                ix.close()
+        except (lmdb.Error, OSError):
+            held = 0
+
+    def status(rec):
+        seq = rec.get("seal_seq")
+        return "synced" if seq is not None and seq <= held else "pending"
+    return status
+
+
+def describe(store, rec, now_us=None, mirror_of=None):
+    """Every field of one record (an inode dict of a sealed or deleted record);
+    ``mirror_of`` from ``mirror_view``."""
+    now = store.now() if now_us is None else now_us
+    mirror_of = mirror_of or store.record_mirror_status
+    r = rec["retention"]
+    state = rec["state"]
+    if state == "sealed" and retention.expired(r, now):
+        state = "expired"
+    writer = rec.get("writer") or {}
+    return {
+        "serial": rec["serial"],
+        "path": rec.get("path"),
+        "size": rec["size"],
+        "blake3": rec["blake3"],
+        "committed": format_us(rec["committed"]),
+        "retain_until": retention.display(r),
+        "state": state,
+        "holds": dict(sorted(rec.get("holds", {}).items())),
+        "event_date": format_us(r["event_date"]) if r.get("event_date") else None,
+        "writer_uid": writer.get("uid"),
+        "writer_user": writer.get("user"),
+        "writer_gid": writer.get("gid"),
+        "writer_pid": writer.get("pid"),
+        "writer_program": writer.get("program"),
+        "mode": f"{rec['mode'] & 0o7777:04o}",
+        "uid": rec["uid"],
+        "gid": rec["gid"],
+        "mtime": format_us(rec["mtime"]),
+        "mirror": mirror_of(rec) if rec["state"] == "sealed" else None,
+        "recovered_from": rec.get("recovered_from"),
+        "unit": store.unit["serial"],
+    }
+
+
+def lookup(store, inner):
+    """The record at a path inside the store; NotFound or InvalidValue if it is not one."""
+    rec = store.resolve(inner)
+    if rec["kind"] != "f":
+        raise InvalidValue(f"{inner} is a directory, not a record")
+    if rec.get("state") != "sealed":
+        raise InvalidValue(f"{inner} is not a record yet (it is {rec.get('state')}: it "
+                           f"becomes one when its writer closes it)")
+    return rec
+
+
+@dataclass
+class Selection:
+    """Which records: every given criterion must hold (SPEC ``ls`` options)."""
+    path: str = None             # glob over the path inside the store
+    first: int = 1               # serial range
+    last: int = None
+    since: int = None            # commit time range, us, inclusive
+    until: int = None
+    expiring_before: int = None  # effective retain-until before this (finite ones only)
+    held: bool = False
+
+    def matches_path(self, path):
+        if self.path is None:
+            return True
+        pattern = "/" + self.path.lstrip("/")
+        return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(
+            path, pattern.rstrip("/") + "/*")
+
+    def matches(self, rec):
+        if self.since is not None and rec["committed"] < self.since:
+            return False
+        if self.until is not None and rec["committed"] > self.until:
+            return False
+        if self.held and not rec.get("holds"):
+            return False
+        return self.matches_path(rec.get("path") or "")
+
+
+def parse_serials(text):
+    """'17', '10-20', '10-' or '-20' -> (first, last)."""
+    a, sep, b = text.partition("-")
+    try:
+        first = int(a) if a.strip() else 1
+        last = (int(b) if b.strip() else None) if sep else first
+    except ValueError:
+        raise InvalidValue(f"bad serial range {text!r}: use N, A-B, A- or -B") from None
+    if first < 1 or (last is not None and last < first):
+        raise InvalidValue(f"bad serial range {text!r}: serials start at 1 and A <= B")
+    return first, last
+
+
+def end_of_day(text, us):
+    """A bare date given as an upper bound means the whole of that day."""
+    t = text.strip()
+    return us + 86_400_000_000 - 1 if len(t) == 10 else us
+
+
+def selection_from(args):
+    """A Selection from the ``ls``/``export`` options (InvalidValue names the bad one)."""
+    sel = Selection(path=args.path, held=args.held)
+    if args.serial:
+        sel.first, sel.last = parse_serials(args.serial)
+    if getattr(args, "from_", None):
+        sel.since = parse_date(args.from_)
+    if args.to:
+        sel.until = end_of_day(args.to, parse_date(args.to))
+    if args.expiring_before:
+        sel.expiring_before = parse_date(args.expiring_before)
+    return sel
+
+
+def select(store, sel):
+    """Yield the inode dict of every live record (sealed, not deleted) matching ``sel``, in
+    serial order."""
+    ix = store.ix
+    with ix.read() as txn:
+        if sel.expiring_before is not None:
+            serials = sorted(s for _, s in ix.expiring(txn, sel.expiring_before)
+                             if s >= sel.first and (sel.last is None or s <= sel.last))
+            pairs = ((s, ix.serial_ino(txn, s)) for s in serials)
+        else:
+            pairs = ix.serials(txn, sel.first, sel.last)
+        for serial, ino in pairs:
+            rec = ix.inode(txn, ino)
+            if rec is None or rec.get("state") != "sealed":
+                continue
+            if sel.matches(rec):
+                yield rec
