@@ -615,6 +615,13 @@ def _admin_parsers(sub):
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=A.cmd_export)
 
+    s = sub.add_parser("dispose", help="delete expired, unheld records and reclaim the data "
+                       "no retained record uses, on both units, with a certificate")
+    s.add_argument("store")
+    s.add_argument("--dry-run", action="store_true", help="only say what would go")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=A.cmd_dispose)
+
     s = sub.add_parser("audit", help="the audit trail; --verify checks its hash chain on "
                        "both units")
     s.add_argument("store")

@@ -265,3 +265,46 @@ def test_export_from_the_mirror_alone_without_a_mount(mnt, tmp_path):
     assert "own chain" in r.stdout
     _check_production(out, FILES)
     assert wormfs("audit", mnt.mirror, "--verify").returncode == 0
+
+
+# -- dispose -------------------------------------------------------------------------------------
+
+def _write_with_retention(path, data, seconds):
+    import datetime
+    until = (datetime.datetime.now(datetime.timezone.utc)
+             + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with open(path, "wb") as f:
+        os.setxattr(path, "user.worm.retain_until", until.encode())
+        f.write(data)
+
+
+def test_dispose_through_the_mount_reclaims_only_unshared_data(mnt):
+    import time
+    common = os.urandom(3 << 20)
+    first, second = common + os.urandom(400_000), common + os.urandom(400_000)
+    _write_with_retention(mnt.path("first"), first, 2)
+    with open(mnt.path("second"), "wb") as f:
+        f.write(second)
+    stored = mnt.status()["stored_bytes"]
+    r = wormfs("dispose", mnt.mnt, "--dry-run", "--json")
+    assert json.loads(r.stdout)["records"] == []          # not expired yet
+    time.sleep(2.5)
+    dry = json.loads(wormfs("dispose", mnt.mnt, "--dry-run", "--json").stdout)
+    assert [r["path"] for r in dry["records"]] == ["/first"]
+    assert 350_000 < dry["bytes"] < 3 << 20                # its unique part only
+    before = mnt.last_seq()
+    out = wormfs("dispose", mnt.mnt).stdout
+    assert "disposed of 1 record" in out and "certificate of destruction" in out
+    assert mnt.status()["stored_bytes"] == stored - dry["bytes"]
+    assert not os.path.exists(mnt.path("first"))
+    with open(mnt.path("second"), "rb") as f:
+        assert f.read() == second
+    cert = mnt.events("dispose", since=before + 1)[0]
+    assert cert["records"] == [{k: dry["records"][0][k]
+                                for k in ("serial", "path", "blake3", "size")}]
+    r = wormfs("verify", mnt.mnt, check=False)
+    assert r.returncode == 0, r.stdout
+    assert wormfs("audit", mnt.store, "--verify").returncode == 0
+    for unit in (mnt.store, mnt.mirror):
+        data = b"".join(p.read_bytes() for p in sorted((unit / "segments").iterdir()))
+        assert first[-200_000:-199_900] not in data and second[-200_000:-199_900] in data

@@ -107,7 +107,7 @@ def test_scratch_ttl_seals_where_it_lies(mount_factory):
     deadline = time.monotonic() + 15
     while xattr(p, "state") != "sealed":
         assert time.monotonic() < deadline, "scratch file not sealed after its TTL"
-        assert os.stat(p).st_mode & 0o200  # keeps the kernel's attribute cache warm
+        os.stat(p)  # keeps the kernel's attribute cache warm (it may be sealed meanwhile)
         time.sleep(0.2)
     # No request of the kernel came with this seal: the daemon must drop what it cached.
     assert os.stat(p).st_mode & 0o222 == 0

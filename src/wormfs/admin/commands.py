@@ -378,3 +378,43 @@ def cmd_export(args):
         if summary["event"]:
             print(f"recorded as {summary['event']}")
     return status
+
+
+# -- dispose ------------------------------------------------------------------------------------
+
+def cmd_dispose(args):
+    from ..fs import control
+    from ..progress import human_bytes
+    from ..store import disposal
+    from ..store.hostfs import try_lock
+    place = locate.store(args.store)
+    unit = read_unit(place.unit)
+    if unit["role"] != "primary" and not args.dry_run:
+        raise Refused(f"{place.unit} is a {unit['role']} unit: disposal runs on the primary, "
+                      f"which disposes on both units")
+    lockfd = try_lock(os.path.join(place.unit, "lock")) if unit["role"] == "primary" else None
+    if unit["role"] != "primary":
+        with open_readonly(place.unit) as st:
+            cert = disposal.run(st, None, dry_run=True)
+    elif lockfd is None:   # mounted: the daemon that owns the store does it
+        cert = control.request(place.unit, {"op": "dispose", "dry_run": args.dry_run})
+    else:
+        os.close(lockfd)
+        with Store(place.unit) as st:
+            cert = disposal.run(st, Actor.current(), dry_run=args.dry_run)
+    if args.json:
+        _out(cert)
+        return 0
+    n = len(cert["records"])
+    verb = "would dispose of" if cert["dry_run"] else "disposed of"
+    print(f"{verb} {n} record{'s' if n != 1 else ''}")
+    for r in cert["records"]:
+        print(f"  #{r['serial']:<8} {r['path']}  {human_bytes(r['size'])}  retained until "
+              f"{r['retain_until']}  blake3 {r['blake3']}")
+    what = "would reclaim" if cert["dry_run"] else "reclaimed"
+    print(f"{what} {cert['chunks']} chunks, {human_bytes(cert['bytes'])} (chunks that "
+          f"retained records share stay)")
+    if cert.get("event"):
+        print(f"certificate of destruction: event {cert['event']} of the audit trail; "
+              f"destroyed on {', '.join(cert.get('destroyed_on') or [])}")
+    return 0

@@ -62,8 +62,8 @@ def store(text):
         return Place(source, None, mp)
     if _unit_dir(path):
         return Place(path, None, mountpoint_of(path))
-    raise StoreError(f"{text} is neither a wormfs store directory (no unit.json) nor a wormfs "
-                     f"mount")
+    raise StoreError(f"{text} is not a wormfs unit (no unit.json there) and not inside a "
+                     f"wormfs mount")
 
 
 def record(text, store_dir=None):

@@ -20,6 +20,7 @@ import pyfuse3
 import trio
 
 from ..errors import StoreError, WormError
+from ..store import disposal
 from ..store.hostfs import try_lock
 from ..store.store import Store
 from ..store.unit import read_unit
@@ -216,8 +217,10 @@ def _start_control(store):
             raise StoreError(f"the daemon does not record {req.get('type')!r} events")
         fields = req.get("fields") or {}
         return store.note(req["type"], actor, **fields)
+    def dispose(req, progress, actor):
+        return disposal.run(store, actor, dry_run=bool(req.get("dry_run")))
     try:
-        return ControlServer(store.path, {"check": check, "note": note})
+        return ControlServer(store.path, {"check": check, "note": note, "dispose": dispose})
     except OSError as e:
         log.warning("no control socket (%s): verify and scrub need the store unmounted", e)
         return None

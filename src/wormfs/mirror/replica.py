@@ -33,7 +33,8 @@ from ..errors import IntegrityError, StoreError, WormError
 from ..store import events as E
 from ..store import frames as F
 from ..store.hostfs import try_lock
-from ..store.maintenance import catch_up, close_index, index_error, open_index
+from ..store import disposal
+from ..store.maintenance import catch_up, close_index, event_at, index_error, open_index
 from ..store.replay import Replayer
 from ..store.segments import SegmentLog
 from ..store.unit import log_uuid_bytes, read_unit
@@ -110,6 +111,7 @@ class Replica:
         self.ix = open_index(self.path, src.boot_id())
         self.replay = Replayer(self.ix)
         torn = catch_up(self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"))
+        disposal.finish_last(self.log, self.ix, lambda seq: event_at(self.log, self.ix, seq))
         # The mirror's own clock: never the times in the events it receives, which is what
         # lets it refuse a delete a primary with a wrong clock asks for.
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), src)
@@ -162,14 +164,14 @@ class Replica:
                 raise PositionMismatch(self.end())
             frames = list(parse_frames(data))
             self._note_clock()
-            refused, accepted = None, 0
+            refused, accepted, disposals = None, 0, []
             before = self.log.cur_end
             txn = self.ix.write()
             try:
                 for off, ftype, key, payload, length in frames:
                     if ftype == F.T_CHUNK:
                         self.replay.apply_chunk(txn, key, segno, offset + off, len(payload))
-                    else:
+                    elif ftype == F.T_EVENT:
                         payload = bytes(payload)
                         ev = E.decode(payload)
                         reason = self._judge(txn, ev)
@@ -178,6 +180,8 @@ class Replica:
                             break
                         self.replay.apply_event(txn, ev, E.event_hash(payload), segno,
                                                 offset + off)
+                        if ev["type"] == "dispose":
+                            disposals.append(ev)
                     accepted = off + length
                 if accepted:
                     self.log.append([memoryview(data)[:accepted]], may_roll=False)
@@ -190,6 +194,15 @@ class Replica:
                 if isinstance(e, lmdb.Error):
                     raise index_error(e, self.path) from None
                 raise
+            for ev in disposals:
+                # Destroyed before this batch is acknowledged: once the primary hears back,
+                # the chunks are gone from both units.
+                self.log.sync()
+                try:
+                    disposal.destroy(self.log, ev)
+                except (IntegrityError, OSError) as e:
+                    self.local.append(self.clock.now(), "dispose_failed", event_seq=ev["seq"],
+                                      reason=str(e))
             if refused is not None:
                 self._refuse(*refused)
             return self.end()

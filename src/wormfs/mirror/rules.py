@@ -4,7 +4,8 @@ The primary checked every rule before it appended the event; the mirror checks a
 its own index and its own compliance clock, because a primary can be wrong (a tampered clock,
 a bug, a forged log). What a record's state forbids on the primary, it forbids here:
 deleting a record that is held or not expired by the mirror's clock, shortening a retention,
-renaming, replacing or changing a record, removing a directory that is not empty. Events that
+renaming, replacing or changing a record, removing a directory that is not empty, disposing
+of a record it has not deleted or of a chunk a retained record still refers to. Events that
 only add (create, seal of an open file, hold, a longer retention) pass if they fit the index.
 
 ``check`` returns None when the event may be applied, else the reason it is refused. It only
@@ -127,7 +128,32 @@ def _on_record(ix, txn, ev, now):
     return None
 
 
+def _dispose(ix, txn, ev, now):
+    # Only records this unit itself has deleted (each delete passed its own clock and holds)
+    # and only chunks no other record here refers to: the same dedup check as the primary's,
+    # on this unit's own index.
+    from ..store.disposal import still_unreferenced
+    serials = set(ev["serials"])
+    for serial in serials:
+        ino = ix.serial_ino(txn, serial)
+        rec = ix.inode(txn, ino) if ino is not None else None
+        if rec is None or rec.get("state") != "deleted":
+            return f"record {serial} is not deleted here"
+    wanted = {}
+    for cid_hex, segno, offset, length in ev["chunks"]:
+        cid = bytes.fromhex(cid_hex)
+        loc = ix.chunk(txn, cid)
+        if loc is not None and tuple(loc) != (segno, offset, length):
+            return f"chunk {cid_hex[:16]} is not where the dispose event says"
+        wanted[cid] = length
+    kept = set(wanted) - set(still_unreferenced(ix, txn, wanted, serials))
+    if kept:
+        return f"chunk {min(kept).hex()[:16]} is still part of a retained record here"
+    return None
+
+
 _CHECKS = {
+    "dispose": _dispose,
     "unit_init": _unit_init,
     "mkdir": _new_entry,
     "create": _new_entry,

@@ -318,6 +318,8 @@ def _damaged(u, peer, n, off, length, why, maps, rep, on_repair):
 
 def _note_frame(u, n, off, ftype, key, payload, length, rep):
     """Chain and index checks of one sound frame."""
+    if ftype == F.T_DISPOSED:
+        return  # what dispose left of a chunk: the index no longer knows it
     with u.ix.read() as txn:
         if ftype == F.T_CHUNK:
             loc = u.ix.chunk(txn, key)
@@ -373,8 +375,8 @@ def _check_records(u, rep):
         if rec is None:
             rep.add(u, "record", f"record {serial} has no inode in the index")
             continue
-        if rec.get("state") not in ("sealed", "deleted"):
-            continue
+        if rec.get("state") not in ("sealed", "deleted") or rec.get("disposed"):
+            continue  # a disposed record's data is gone on purpose (its dispose event says)
         rep.records[u.serial] += 1
         total, h = 0, blake3.blake3()
         try:

@@ -13,7 +13,7 @@ A segment is a 48-byte header followed by frames, back to back:
 
     frame = fixed header (24 bytes) | key (type-specific length) | payload
       0   2  magic b"WF"
-      2   1  type: 1 chunk, 2 event
+      2   1  type: 1 chunk, 2 event, 3 disposed chunk
       3   1  flags, zero (reserved: compression)
       4   4  payload length
       8   8  xxh3-64 of the payload (seed 0)
@@ -22,6 +22,10 @@ A segment is a 48-byte header followed by frames, back to back:
 
     chunk frame: key = 32-byte BLAKE3-256 of the payload; payload = the chunk's bytes
     event frame: no key; payload = one event as canonical JSON (events.py)
+    disposed chunk frame: what ``wormfs dispose`` leaves of a chunk frame it destroyed, in
+                 place and at the same length, so that every offset in the log stays
+                 valid: key = the chunk's id, payload = as many zero bytes (a hole in the
+                 file where the host can punch one), checksum = xxh3 of those zeros
 
 The payload checksum of a chunk frame is exactly the chunker's xxh3-64 of the chunk, so it is
 never computed twice. xxh3 catches torn writes and bit rot on every read; BLAKE3 is identity,
@@ -43,7 +47,8 @@ FIXED = struct.Struct("<2sBBIQII")
 FIXED_LEN = FIXED.size  # 24
 T_CHUNK = 1
 T_EVENT = 2
-KEY_LEN = {T_CHUNK: 32, T_EVENT: 0}
+T_DISPOSED = 3
+KEY_LEN = {T_CHUNK: 32, T_EVENT: 0, T_DISPOSED: 32}
 MAX_PAYLOAD = (1 << 32) - 1
 
 _xxh3 = xxhash.xxh3_64_intdigest
@@ -73,6 +78,11 @@ def frame_header(ftype, key, payload_len, payload_xxh3):
     head16 = struct.pack("<2sBBIQ", FRAME_MAGIC, ftype, 0, payload_len, payload_xxh3)
     check = _xxh3(head16 + key) & 0xFFFFFFFF
     return head16 + struct.pack("<II", check, 0) + key
+
+
+def disposed_header(chunk_id, length):
+    """The header of the disposed-chunk frame that replaces a chunk frame of ``length``."""
+    return frame_header(T_DISPOSED, chunk_id, length, _xxh3(bytes(length)))
 
 
 def encode_event(payload):

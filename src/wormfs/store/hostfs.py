@@ -1,6 +1,8 @@
 """What the store needs from the host file system: durable renames, atomic small files and the
 immutable flag (chattr +i) on finished segments."""
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import os
 import struct
@@ -91,3 +93,22 @@ def set_immutable(path, on=True):
 def is_immutable(path):
     flags = _flags(path)
     return flags is not None and bool(flags & FS_IMMUTABLE_FL)
+
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = None
+
+
+def punch_hole(fd, offset, length):
+    """Deallocate a byte range of a file, which then reads as zeros (fallocate
+    PUNCH_HOLE|KEEP_SIZE). False where the host file system cannot; the caller writes zeros
+    instead."""
+    global _libc
+    if length <= 0:
+        return True
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                           length) == 0

@@ -13,12 +13,17 @@ LMDB's byte order is numeric order). docs/FORMAT.md repeats this for readers wit
                settings     current store settings (scratch patterns, scratch TTL)
                stats        {"records", "logical_bytes", "chunks", "stored_bytes"}
                last_time    time of the last event (us): a floor for the compliance clock
+               last_verify  result of the last verify or scrub (time, kind, ok, findings)
+               last_dispose seq of the last dispose event (its frames are destroyed again
+                            at open if a crash interrupted that)
     inodes     u64 ino -> JSON inode (fields in docs/FORMAT.md "Inodes")
     dirents    u64 parent ino | name bytes -> u64 child ino | u64 cookie
     dirlist    u64 parent ino | u64 cookie -> name bytes   (readdir order; cookies only grow:
                the seq of the event that made the entry)
     chunks     32-byte BLAKE3 chunk id -> u64 segno | u64 frame offset | u32 length
+               (removed when disposal destroys the chunk)
     manifests  u64 serial | u64 end offset of a chunk in the record -> 32-byte chunk id | u32 len
+               (removed when the record is disposed)
     serials    u64 serial -> u64 ino
     expiry     u64 effective retain-until (us) | u64 serial -> empty (finite retention only)
     events     u64 seq -> u64 segno | u64 offset of the event's frame

@@ -22,7 +22,7 @@ def apply_frame(replayer, txn, fr):
     """Apply one scanned frame to the index (live catch-up and rebuild alike)."""
     if fr.ftype == F.T_CHUNK:
         replayer.apply_chunk(txn, fr.key, fr.segno, fr.offset, fr.payload_len)
-    else:
+    elif fr.ftype == F.T_EVENT:  # a disposed chunk frame holds nothing to index
         replayer.apply_event(txn, E.decode(fr.payload), E.event_hash(fr.payload), fr.segno,
                              fr.offset)
     replayer.ix.put_meta(txn, "applied", [fr.segno, fr.end])
@@ -47,6 +47,13 @@ def apply_frames(replayer, frames):
         txn.abort()
         raise
     txn.commit()
+
+
+def event_at(log, ix, seq):
+    """Event ``seq`` as the log holds it (None if the index does not know it)."""
+    with ix.read() as txn:
+        pos = ix.event_pos(txn, seq)
+    return None if pos is None else E.decode(next(log.scan(pos)).payload)
 
 
 def event_hash_at(log, ix, seq):
@@ -160,6 +167,8 @@ def verify_log(log, deep=True):
     naming the first bad place."""
     seq, prev, n_chunks = 0, E.GENESIS, 0
     for fr in log.scan(chunk_payloads=deep):
+        if fr.ftype == F.T_DISPOSED:
+            continue
         if fr.ftype == F.T_CHUNK:
             n_chunks += 1
             if deep:

@@ -237,6 +237,35 @@ class Replayer:
         stats["logical_bytes"] -= rec["size"]
         self.ix.put_meta(txn, "stats", stats)
 
+    def _ev_dispose(self, txn, ev):
+        # The records were deleted by earlier events; what goes now is their manifests and
+        # the chunks no retained record refers to (disposal.py chose them). A chunk is only
+        # dropped if the index has it where the event says: replaying a log whose chunk
+        # frames are already destroyed never indexed them, and gives the same index.
+        for serial in ev["serials"]:
+            ino = self.ix.serial_ino(txn, serial)
+            rec = self.ix.inode(txn, ino)
+            rec["disposed"] = ev["time_us"]
+            self.ix.put_inode(txn, rec)
+            cur = txn.cursor(db=self.db["manifests"])
+            prefix = k64(serial)
+            if cur.set_range(k64x2(serial, 0)):
+                while cur.key()[:8] == prefix:
+                    if not cur.delete():
+                        break
+        db, n, freed = self.db["chunks"], 0, 0
+        for cid_hex, segno, offset, length in ev["chunks"]:
+            cid = bytes.fromhex(cid_hex)
+            if self.ix.chunk(txn, cid) == (segno, offset, length):
+                txn.delete(cid, db=db)
+                n += 1
+                freed += length
+        stats = self.ix.meta(txn, "stats")
+        stats["chunks"] -= n
+        stats["stored_bytes"] -= freed
+        self.ix.put_meta(txn, "stats", stats)
+        self.ix.put_meta(txn, "last_dispose", ev["seq"])
+
     def _ev_verify(self, txn, ev):
         self.ix.put_meta(txn, "last_verify", {
             "time": ev["time"], "kind": ev["type"], "ok": ev["ok"], "deep": ev.get("deep"),

@@ -27,6 +27,7 @@ class SealStream:
 
     def __init__(self, params):
         self.pos = 0
+        self.disposals = 0        # the store's count of disposals when this stream began
         self.chunks = []          # [(length, chunk_id)] in file order, all in the log
         self.broken = False
         self._chunker = _chunker.StreamChunker(params)

@@ -9,13 +9,14 @@ returned. A crash can leave a torn frame at the end of the open segment; ``recov
 it, moves the bytes to ``quarantine/`` and cuts the segment there. Damage anywhere else is never
 cut: it is an integrity error for verify/scrub to repair from the mirror.
 """
+import contextlib
 import mmap
 import os
 import threading
 
 from ..errors import IntegrityError, StoreError, StoreFull
 from . import frames as F
-from .hostfs import fsync_dir, set_immutable
+from .hostfs import fsync_dir, punch_hole, set_immutable
 
 
 def seg_name(segno, open_=False):
@@ -185,13 +186,51 @@ class SegmentLog:
 
     def patch(self, segno, offset, data):
         """Overwrite ``data`` at ``offset`` of a segment with the bytes the peer unit holds
-        there. Finished segments are read-only and immutable: both are lifted for the write
-        and set again (the flag where the host supports it), and the write is fsynced
-        before this returns."""
+        there (fsynced before this returns)."""
+        with self._writing(segno, offset + len(data)) as fd:
+            _pwrite_all(fd, data, offset)
+
+    def destroy(self, segno, frames):
+        """Replace chunk frames of one segment, given as [(offset, chunk_id, length)], by
+        disposed-chunk frames of the same length (frames.py): the chunks' bytes become zeros,
+        punched out of the file where the host can. Only disposal calls this, for chunks a
+        dispose event in the log names. Idempotent: all payloads are zeroed and made durable
+        before any header is rewritten, so a frame whose header says "disposed" holds zeros,
+        and a crash in between leaves frames a second call finishes. Returns how many frames
+        it changed."""
+        hl = F.FIXED_LEN + 32
+        todo = []
+        for offset, chunk_id, length in frames:
+            try:
+                ftype, key, plen, _, _ = F.parse_header(self.read(segno, offset, hl))
+            except F.FrameError as e:
+                raise IntegrityError(f"segment {segno} offset {offset}: {e}") from None
+            if key != chunk_id or plen != length or ftype not in (F.T_CHUNK, F.T_DISPOSED):
+                raise IntegrityError(f"segment {segno} offset {offset} does not hold chunk "
+                                     f"{chunk_id.hex()[:16]}")
+            if ftype == F.T_CHUNK:
+                todo.append((offset, chunk_id, length))
+        if not todo:
+            return 0
+        end = max(off + hl + length for off, _, length in todo)
+        with self._writing(segno, end) as fd:
+            for offset, _, length in todo:
+                if not punch_hole(fd, offset + hl, length):
+                    _pwrite_all(fd, bytes(length), offset + hl)
+            os.fdatasync(fd)
+            for offset, chunk_id, length in todo:
+                _pwrite_all(fd, F.disposed_header(chunk_id, length), offset)
+        return len(todo)
+
+    @contextlib.contextmanager
+    def _writing(self, segno, end):
+        """A descriptor to overwrite bytes before ``end`` of a segment, fsynced at the end.
+        Finished segments are read-only and immutable: both are lifted for the write and
+        set again (the flag where the host supports it)."""
         if not self.readonly and segno == self.cur_segno:
-            if offset + len(data) > self.cur_end:
-                raise IntegrityError(f"repair past the end of open segment {segno}")
-            _pwrite_all(self.cur_fd, data, offset)
+            if end > self.cur_end:
+                raise IntegrityError(f"write past the end of open segment {segno}")
+            yield self.cur_fd
             os.fdatasync(self.cur_fd)
             return
         path = os.path.join(self.dir, seg_name(segno))
@@ -200,7 +239,7 @@ class SegmentLog:
         try:
             fd = os.open(path, os.O_WRONLY)
             try:
-                _pwrite_all(fd, data, offset)
+                yield fd
                 os.fsync(fd)
             finally:
                 os.close(fd)

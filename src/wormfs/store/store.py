@@ -33,7 +33,9 @@ from . import events as E
 from . import frames as F
 from .commit import GroupCommit
 from .hostfs import try_lock
-from .maintenance import catch_up, close_index, event_hash_at, index_error, open_index
+from . import disposal
+from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_error,
+                          open_index)
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .segments import SegmentLog
@@ -102,6 +104,7 @@ class Store:
         self.failed = None
         self.recovered_tail = None
         self.mirror = None
+        self.disposals = 0  # dispose runs in this process (disposal.py): seals re-check
         self.params = _chunker.Params(**self.unit["chunking"]) if self.unit.get("chunking") \
             else _chunker.Params()
         self.staging = os.path.join(self.path, "staging")
@@ -144,6 +147,8 @@ class Store:
                                            os.path.join(self.path, "quarantine"))
             self.log.sync()  # what a dead process left in the page cache counts from now
             self.group.durable_pos = self.log.end_position()
+            disposal.finish_last(self.log, self.ix,
+                                 lambda seq: event_at(self.log, self.ix, seq))
         with self.ix.read() as txn:
             self._last_seq = self.ix.meta(txn, "last_seq", 0)
             self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
@@ -637,7 +642,9 @@ class Store:
     def _new_stream(self):
         if sum(1 for of in self._open.values() if of.stream is not None) >= MAX_STREAMS:
             return None
-        return SealStream(self.params)
+        st = SealStream(self.params)
+        st.disposals = self.disposals
+        return st
 
     def _end_stream(self, of):
         if of.stream is not None:
@@ -939,6 +946,7 @@ class Store:
         """A stream fed with the whole staged file: the seal's way when the file was not
         (entirely) written in order."""
         st = SealStream(self.params)
+        st.disposals = self.disposals
         buf = bytearray(max(1, min(SEAL_READ_BLOCK, of.size)))  # small files: small buffer
         mv = memoryview(buf)
         while st.pos < of.size:
@@ -986,6 +994,14 @@ class Store:
         return retention.from_default(self.ix.meta(txn, "unit")["default_retention"], committed)
 
     def _seal(self, of, actor, cause, recovered_from):
+        try:
+            return self._seal_once(of, actor, cause, recovered_from)
+        except _ChunksDisposed:
+            # A disposal took chunks this file had matched while it was written: chunk the
+            # staged file again, now that the index no longer offers them.
+            return self._seal_once(of, actor, cause, recovered_from)
+
+    def _seal_once(self, of, actor, cause, recovered_from):
         ino = of.ino
         with of.lock:
             st = of.stream
@@ -998,6 +1014,9 @@ class Store:
 
         def fn(txn):
             self._append_chunks(txn, tail)
+            if st.disposals != self.disposals and any(
+                    self.ix.chunk(txn, cid) is None for _, cid in chunks):
+                raise _ChunksDisposed()
             rec = self.ix.inode(txn, ino)
             if rec is None or rec.get("state") not in ("open", "scratch"):
                 raise Refused("the file is not open")
@@ -1174,6 +1193,10 @@ class Store:
         for fr in self.log.scan(pos):
             if fr.ftype == F.T_EVENT:
                 yield E.decode(fr.payload)
+
+
+class _ChunksDisposed(Exception):
+    """A seal found chunks it matched earlier reclaimed by a disposal since."""
 
 
 def _unlink_quiet(path):

@@ -1,0 +1,192 @@
+"""Disposal of expired records (SPEC ``wormfs dispose``, R11, R12).
+
+One run, on the primary, in one index transaction under the store's write lock:
+1. every record whose retain-until has passed by the compliance clock and that holds no
+   legal hold is deleted (a ``delete`` event each, cause ``dispose``), like an ``unlink``
+   after expiry;
+2. the chunks of the deleted records (these and any deleted earlier and not yet disposed)
+   that no other record refers to are chosen: a chunk shared with a retained record stays,
+   and so does one that a file being written has streamed or matched (dedup-aware);
+3. one ``dispose`` event, the certificate of destruction, names the records (serial, path,
+   digest, size), the chunks (id, place, length) and the bytes reclaimed. It is durable and
+   on the mirror before anything is destroyed.
+
+Then each unit destroys those chunk frames in place (SegmentLog.destroy): the bytes become
+zeros, punched out of the segment files, and a disposed-chunk frame of the same length keeps
+every offset of the log valid, so the two units stay byte-identical and every event (all of
+them are kept) still chains. The mirror does it on receiving the dispose event, after its own
+rules checked it (mirror/rules.py), and the primary afterwards; a ``disposal_done`` event says
+which units have. A crash in between is finished at the next open (``finish_last``).
+"""
+import logging
+from collections import defaultdict
+
+from .. import retention
+from ..errors import IntegrityError, Refused, StoreError
+from ..timeutil import format_us
+from .index import U64
+
+log = logging.getLogger("wormfs.dispose")
+
+
+class Plan:
+    def __init__(self, expired, deleted, chunks):
+        self.expired = expired    # inode dicts of records to delete now
+        self.deleted = deleted    # inode dicts of records deleted earlier, not disposed
+        self.chunks = chunks      # [(chunk id, segno, offset, length)] to destroy
+
+    @property
+    def records(self):
+        return self.expired + self.deleted
+
+    @property
+    def bytes(self):
+        return sum(c[3] for c in self.chunks)
+
+    def empty(self):
+        return not self.records
+
+
+def plan(ix, txn, now_us, keep=frozenset()):
+    """What a dispose run at ``now_us`` would delete and reclaim. ``keep``: chunk ids that
+    must stay whatever the index says (files being written)."""
+    expired = []
+    for _, serial in ix.expiring(txn, now_us + 1):
+        rec = ix.inode(txn, ix.serial_ino(txn, serial))
+        if rec is not None and rec.get("state") == "sealed" and not rec["holds"] \
+                and retention.expired(rec["retention"], now_us):
+            expired.append(rec)
+    deleted = []
+    for _, ino in ix.serials(txn):
+        rec = ix.inode(txn, ino)
+        if rec is not None and rec.get("state") == "deleted" and not rec.get("disposed"):
+            deleted.append(rec)
+    dead = {r["serial"] for r in expired + deleted}
+    candidates = {}
+    for rec in expired + deleted:
+        for _, length, cid in ix.manifest_from(txn, rec["serial"], 0):
+            if cid not in keep:
+                candidates[cid] = length
+    if candidates:
+        candidates = still_unreferenced(ix, txn, candidates, dead)
+    chunks = []
+    for cid in sorted(candidates):
+        loc = ix.chunk(txn, cid)
+        if loc is not None:
+            chunks.append((cid,) + tuple(loc))
+    return Plan(expired, deleted, chunks)
+
+
+def still_unreferenced(ix, txn, candidates, dead_serials):
+    """The chunk ids of ``candidates`` that no record outside ``dead_serials`` refers to:
+    one pass over every manifest entry (the mirror runs the same check on its own index)."""
+    left = dict(candidates)
+    for key, val in txn.cursor(db=ix.db["manifests"]):
+        if U64.unpack(key[:8])[0] in dead_serials:
+            continue
+        left.pop(bytes(val[:32]), None)
+        if not left:
+            break
+    return left
+
+
+def _streamed(store):
+    """Chunk ids held by files still being written in this process."""
+    keep = set()
+    for of in list(store._open.values()):
+        st = of.stream
+        if st is not None:
+            keep.update(cid for _, cid in list(st.chunks))
+    return keep
+
+
+def certificate(store, p, dry_run, event=None):
+    unit = store.unit
+    return {
+        "dry_run": dry_run,
+        "unit": unit["serial"], "mirror": unit.get("peer_serial"),
+        "time": format_us(store.now()),
+        "records": [{"serial": r["serial"], "path": r.get("path"), "blake3": r["blake3"],
+                     "size": r["size"], "retain_until": retention.display(r["retention"]),
+                     "deleted_now": r in p.expired} for r in p.records],
+        "chunks": len(p.chunks), "bytes": p.bytes,
+        "chunk_ids": [c[0].hex() for c in p.chunks],
+        "event": event,
+    }
+
+
+def run(store, actor, dry_run=False):
+    """Dispose (or with ``dry_run`` only report) what has expired; returns the certificate."""
+    if dry_run:
+        with store.ix.read() as txn:
+            p = plan(store.ix, txn, store.clock.now(), _streamed(store))
+        return certificate(store, p, True)
+    if store.unit.get("role") != "primary":
+        raise Refused(f"{store.path} is a {store.unit.get('role')} unit: disposal runs on the "
+                      f"primary, which disposes on both units")
+    if store.mirror is not None:
+        store.mirror_poll()
+        state, reason, _ = store.mirror_state()
+        if state != "synced":
+            raise StoreError(f"the mirror is {state} ({reason}): disposal changes both units "
+                             f"at once, so it waits until the mirror is back (wormfs status)")
+    held = {}
+
+    def fn(txn):
+        now = store.clock.now()
+        p = held["plan"] = plan(store.ix, txn, now, _streamed(store))
+        if p.empty():
+            return None
+        for rec in p.expired:
+            store._append_event(txn, "delete", actor, ino=rec["ino"], serial=rec["serial"],
+                                path=store.path_of(rec["ino"], txn), blake3=rec["blake3"],
+                                size=rec["size"], cause="dispose")
+        ev = store._append_event(
+            txn, "dispose", actor,
+            serials=[r["serial"] for r in p.records],
+            records=[{"serial": r["serial"], "path": r.get("path"), "blake3": r["blake3"],
+                      "size": r["size"]} for r in p.records],
+            chunks=[[c[0].hex(), c[1], c[2], c[3]] for c in p.chunks],
+            bytes=p.bytes)
+        store.disposals += 1   # seals that matched chunks before now check them again
+        return ev
+    ev = store._mutate(fn, durable=True)
+    p = held["plan"]
+    cert = certificate(store, p, False, ev["seq"] if ev else None)
+    if ev is None:
+        return cert
+    destroyed = destroy(store.log, ev)
+    units = [store.unit["serial"]]
+    if store.mirror is not None and store.mirror.state == "synced":
+        units.append(store.unit.get("peer_serial"))
+    store.note("disposal_done", actor, dispose_seq=ev["seq"], frames=destroyed,
+               bytes=p.bytes, units=units)
+    cert["destroyed_on"] = units
+    return cert
+
+
+def destroy(seglog, ev):
+    """Destroy the chunk frames a dispose event names, on one unit; returns how many frames
+    changed (0 when it was done already)."""
+    by_segment = defaultdict(list)
+    for cid_hex, segno, offset, length in ev["chunks"]:
+        by_segment[segno].append((offset, bytes.fromhex(cid_hex), length))
+    return sum(seglog.destroy(segno, frames) for segno, frames in sorted(by_segment.items()))
+
+
+def finish_last(seglog, ix, read_event):
+    """At open: finish destroying what the last dispose event names, if a crash stopped it.
+    ``read_event(seq)`` -> event dict."""
+    with ix.read() as txn:
+        seq = ix.meta(txn, "last_dispose")
+    if not seq:
+        return 0
+    try:
+        n = destroy(seglog, read_event(seq))
+    except (IntegrityError, OSError) as e:
+        log.error("could not finish the disposal of event %s: %s (verify and scrub report "
+                  "it)", seq, e)
+        return 0
+    if n:
+        log.warning("finished destroying %d chunk frames of dispose event %s", n, seq)
+    return n

@@ -1,0 +1,183 @@
+"""Disposal below the FUSE layer, on a primary and its mirror with injectable clocks: only
+expired, unheld records go; only chunks no retained record refers to are destroyed, on both
+units, in place; every event stays; the index stays what a replay of the log gives."""
+import os
+import random
+
+import pytest
+
+from tests.conftest import clear_immutable, dump_index, make_pair
+from wormfs.errors import Refused
+from wormfs.mirror import verification
+from wormfs.store import disposal
+from wormfs.store.maintenance import rebuild_index
+from wormfs.store.store import Store
+
+from .test_mirror import same_segments
+
+DAY = 86400
+
+
+@pytest.fixture
+def pair(tmp_path, fake_time):
+    p, m = make_pair(str(tmp_path / "p"), str(tmp_path / "m"), time_source=fake_time,
+                     mirror_time_source=fake_time, segment_size=1 << 20)
+    yield p, m
+    clear_immutable(str(tmp_path))
+
+
+def blob(seed, n):
+    return random.Random(seed).randbytes(n)
+
+
+def put(st, name, data, retain=None):
+    ino = st.create(1, name, 0o644, None)["ino"]
+    if retain:
+        st.set_retain_until(ino, retain, None)
+    st.write(ino, 0, data)
+    return st.seal(ino)
+
+
+def chunk_ids(st, rec):
+    with st.ix.read() as txn:
+        return {cid: length for _, length, cid in st.ix.manifest_from(txn, rec["serial"], 0)}
+
+
+def segment_bytes(unit):
+    out = b""
+    for name in sorted(os.listdir(f"{unit}/segments")):
+        with open(f"{unit}/segments/{name}", "rb") as f:
+            out += f.read()
+    return out
+
+
+def test_two_records_share_most_chunks_and_only_the_first_ones_unique_chunks_go(
+        pair, fake_time):
+    p, m = pair
+    common = blob(1, 3 << 20)
+    a_data = common + blob(2, 400_000)
+    b_data = common + blob(3, 400_000)
+    marker_a, marker_b = a_data[-100_000:-99_900], b_data[-100_000:-99_900]
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        a = put(st, b"a.eml", a_data, retain="2026-02-01")
+        b = put(st, b"b.eml", b_data)
+        held = put(st, b"held.eml", blob(4, 50_000), retain="2026-02-01")
+        st.place_hold(held["ino"], "CASE-1", "inquiry", None)
+        unique = {c: n for c, n in chunk_ids(st, a).items() if c not in chunk_ids(st, b)}
+        assert unique and len(unique) < len(chunk_ids(st, a)) / 2   # most are shared
+        before = st.stats()
+
+        early = disposal.run(st, None)                 # nothing has expired yet
+        assert early["records"] == [] and early["event"] is None
+        fake_time.advance(30 * DAY)
+        dry = disposal.run(st, None, dry_run=True)
+        assert [r["serial"] for r in dry["records"]] == [a["serial"]]
+        assert set(dry["chunk_ids"]) == {c.hex() for c in unique}
+        assert st.stats() == before                     # a dry run changes nothing
+
+        cert = disposal.run(st, None)
+        assert [r["serial"] for r in cert["records"]] == [a["serial"]]
+        assert cert["records"][0]["blake3"] == a["blake3"]
+        assert cert["bytes"] == sum(unique.values()) and cert["chunks"] == len(unique)
+        assert cert["destroyed_on"] == ["WU-P", "WU-M"]
+        after = st.stats()
+        assert before["stored_bytes"] - after["stored_bytes"] == sum(unique.values())
+        assert after["records"] == before["records"] - 1
+        assert st.read(b["ino"], 0, len(b_data)) == b_data
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.as_dict()["findings"]
+        types = [e["type"] for e in st.events()]
+        assert types[-4:] == ["delete", "dispose", "disposal_done", "verify"]
+        assert disposal.run(st, None)["event"] is None   # nothing left to do
+    same_segments(p, m)
+    for unit in (p, m):
+        data = segment_bytes(unit)
+        assert marker_a not in data and marker_b in data   # destroyed, not just unindexed
+        # The index is still exactly what the log says.
+        live = dump_index(unit)
+        os.rename(f"{unit}/index", f"{unit}/index.live")
+        os.makedirs(f"{unit}/index")
+        rebuild_index(unit)
+        assert dump_index(unit) == live
+    with Store(m, readonly=True) as ms:
+        assert ms.read(b["ino"], 0, len(b_data)) == b_data
+        assert ms.stats() == after
+
+
+def test_a_file_being_written_keeps_the_chunks_it_matched(pair, fake_time):
+    p, m = pair
+    data = blob(5, 1 << 20)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        old = put(st, b"old", data, retain="2026-02-01")
+        ino = st.create(1, b"copy", 0o644, None)["ino"]
+        st.write(ino, 0, data)                  # streamed: matches old's chunks
+        streamed = {cid.hex() for _, cid in st._open[ino].stream.chunks}
+        assert streamed
+        fake_time.advance(30 * DAY)
+        cert = disposal.run(st, None)
+        assert [r["serial"] for r in cert["records"]] == [old["serial"]]
+        # What the open file has matched stays; the rest (its tail, still in the chunker)
+        # is destroyed and stored again when the file is sealed.
+        assert not streamed & set(cert["chunk_ids"])
+        rec = st.seal(ino)
+        assert st.read(rec["ino"], 0, len(data)) == data
+        assert verification.run(st).ok
+
+
+def test_disposal_waits_for_the_mirror_and_runs_on_the_primary_only(pair, fake_time):
+    p, m = pair
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        put(st, b"x", b"x" * 1000, retain="2026-02-01")
+        fake_time.advance(30 * DAY)
+        os.rename(m, m + ".away")
+        st.mirror_poll()
+        with pytest.raises(Exception, match="mirror is unreachable"):
+            disposal.run(st, None)
+        os.rename(m + ".away", m)
+    with Store(m, readonly=True) as ms, pytest.raises(Refused):
+        disposal.run(ms, None)
+
+
+def test_a_crash_between_the_event_and_the_destruction_is_finished_at_open(pair, fake_time):
+    p, m = pair
+    data = blob(6, 500_000)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        put(st, b"gone", data, retain="2026-02-01")
+        fake_time.advance(30 * DAY)
+        real = disposal.destroy
+        disposal.destroy = lambda log, ev: 0     # the primary dies before destroying
+        try:
+            disposal.run(st, None)
+        finally:
+            disposal.destroy = real
+        assert data[1000:1100] in segment_bytes(p)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        assert data[1000:1100] not in segment_bytes(p)
+        assert verification.run(st, deep=True).ok
+
+
+def test_the_mirror_refuses_a_forged_disposal_of_a_retained_record(pair, fake_time):
+    from wormfs.mirror.replica import MirrorRefused, Replica
+    from wormfs.store import events as E
+    from wormfs.store import frames as F
+
+    from .test_mirror import _log_uuid
+    p, m = pair
+    data = blob(7, 300_000)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        rec = put(st, b"kept.eml", data)
+        chunks = [[c.hex(), *st.ix.chunk(st.ix.read(), c)] for c in chunk_ids(st, rec)]
+        head_seq, head_hash = st._last_seq, st._last_hash
+    rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
+    try:
+        ev = {"seq": head_seq + 1, "prev": head_hash, "time": "2040-01-01T00:00:00.000000Z",
+              "time_us": 2208988800 * 10**6, "type": "dispose", "serials": [rec["serial"]],
+              "records": [], "chunks": chunks, "bytes": len(data)}
+        end = rep.end()
+        with pytest.raises(MirrorRefused) as err:
+            rep.receive(end[0], end[1], F.encode_event(E.encode(ev)))
+        assert "is not deleted here" in err.value.reason
+        assert rep.end() == end
+    finally:
+        rep.close()
+    assert data[5000:5100] in segment_bytes(m)
