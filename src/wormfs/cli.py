@@ -622,6 +622,12 @@ def _admin_parsers(sub):
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=A.cmd_dispose)
 
+    s = sub.add_parser("selftest", help="write a canary record, try every forbidden "
+                       "operation on it, check the refusals, the audit chain and the mirror")
+    s.add_argument("mountpoint")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=A.cmd_selftest)
+
     s = sub.add_parser("audit", help="the audit trail; --verify checks its hash chain on "
                        "both units")
     s.add_argument("store")

@@ -308,3 +308,30 @@ def test_dispose_through_the_mount_reclaims_only_unshared_data(mnt):
     for unit in (mnt.store, mnt.mirror):
         data = b"".join(p.read_bytes() for p in sorted((unit / "segments").iterdir()))
         assert first[-200_000:-199_900] not in data and second[-200_000:-199_900] in data
+
+
+# -- selftest ------------------------------------------------------------------------------------
+
+def test_selftest_passes_on_a_sound_store_and_stores_its_report(mnt):
+    before = mnt.last_seq()
+    r = wormfs("selftest", mnt.mnt, "--json", check=False)
+    assert r.returncode == 0, r.stdout
+    report = json.loads(r.stdout)
+    assert report["ok"] and len(report["checks"]) >= 18
+    with open(mnt.path(report["report"].lstrip("/"))) as f:
+        stored = json.load(f)
+    assert stored["ok"] and stored["checks"] == report["checks"]
+    assert os.getxattr(mnt.path(report["report"].lstrip("/")), "user.worm.state") == b"sealed"
+    refused = mnt.events("refused", since=before + 1)
+    assert len(refused) >= 15 and {e["errno"] for e in refused} == {"EPERM"}
+    # The canary is retained a day, not six years.
+    canary = mnt.path(report["canary"].lstrip("/"))
+    assert info_of(canary)["retain_until"] < "2100"
+
+
+def test_selftest_fails_when_the_mirrors_audit_chain_is_damaged(mnt):
+    write_tree(mnt, {"a": b"a"})    # its seal waits for the mirror: it holds events 1-5
+    _flip_event_byte(mnt.mirror, 3)
+    r = wormfs("selftest", mnt.mnt, check=False)
+    assert r.returncode == 1
+    assert "FAIL the audit chain is intact on both units" in r.stdout and "event 3" in r.stdout

@@ -418,3 +418,18 @@ def cmd_dispose(args):
         print(f"certificate of destruction: event {cert['event']} of the audit trail; "
               f"destroyed on {', '.join(cert.get('destroyed_on') or [])}")
     return 0
+
+
+# -- selftest -----------------------------------------------------------------------------------
+
+def cmd_selftest(args):
+    from . import selftest
+    say = (lambda line: None) if args.json else print
+    report = selftest.run(args.mountpoint, progress=say)
+    if args.json:
+        _out(report)
+    else:
+        n = sum(1 for c in report["checks"] if not c["ok"])
+        print(f"{'PASSED' if report['ok'] else f'FAILED ({n} checks)'}; report stored as "
+              f"record {report['report_serial']} at {report['report']}")
+    return 0 if report["ok"] else EXIT_FINDING

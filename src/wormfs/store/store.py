@@ -1051,16 +1051,18 @@ class Store:
             raise InvalidValue("user.worm.retain_until is set on files; directories take "
                                "user.worm.retention")
         now = self.clock.now()
-        if new["until"] is not None and new["until"] <= now:
-            raise InvalidValue(f"retain-until {value!r} is not in the future (compliance "
-                               f"clock {format_us(now)})")
         if rec.get("state") == "sealed":
+            # Earlier than what the record has is a WORM refusal (EPERM), checked first; a
+            # later date that has passed anyway (an expired record) is a bad value.
             try:
                 after = retention.extend(rec["retention"], new, rec["committed"])
             except Refused as e:
                 self.refuse("set_retain_until", str(e), actor, ino=ino)
         else:
             after = new
+        if new["until"] is not None and new["until"] <= now:
+            raise InvalidValue(f"retain-until {value!r} is not in the future (compliance "
+                               f"clock {format_us(now)})")
         if after == rec.get("retention"):
             return
         self._mutate(lambda txn: self._append_event(
