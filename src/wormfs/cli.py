@@ -10,7 +10,7 @@ import sys
 import uuid
 
 from . import __version__, retention
-from .errors import InvalidValue, StoreError, WormError
+from .errors import InvalidValue, StoreError, WormError, one_line
 from .mirror.status import mirror_report
 from .progress import Progress, human_bytes
 from .mirror.pairing import check_mirror_place
@@ -657,23 +657,23 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except UsageError as e:
-        print(f"wormfs: {e}", file=sys.stderr)
+        print(f"wormfs: {one_line(e)}", file=sys.stderr)
         return 2
     except InvalidValue as e:
-        print(f"wormfs: {e}", file=sys.stderr)
+        print(f"wormfs: {one_line(e)}", file=sys.stderr)
         return 2
     except WormError as e:
-        print(f"wormfs: {e}", file=sys.stderr)
+        print(f"wormfs: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("wormfs: interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        print(f"wormfs: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}",
-              file=sys.stderr)
+        print(one_line(f"wormfs: {e.filename or ''}{': ' if e.filename else ''}"
+                       f"{e.strerror or e}"), file=sys.stderr)
         return 1
     except Exception as e:  # a bug: one line for the user, never a traceback
-        print(f"wormfs: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"wormfs: internal error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -84,3 +84,12 @@ class Unsupported(WormError):
     """Something this file system does not keep (e.g. xattrs outside user.worm.*)."""
 
     errno = _errno.ENOTSUP
+
+
+def one_line(text):
+    """A message as one printable line: control characters a user typed (a newline in a
+    path, say) are shown escaped, so every error stays one line."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

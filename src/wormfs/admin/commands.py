@@ -14,7 +14,7 @@ from contextlib import ExitStack
 
 from .. import retention
 from ..actor import Actor
-from ..errors import InvalidValue, NotFound, Refused, StoreError, WormError
+from ..errors import InvalidValue, NotFound, Refused, StoreError, WormError, one_line
 from ..fs.xattrs import HOLD, PREFIX
 from ..store.store import HOLD_NAME_CHARS, Store
 from ..store.unit import read_unit
@@ -66,7 +66,7 @@ def cmd_info(args):
                 st, mirror_of = stores[place.unit]
                 d = records.describe(st, records.lookup(st, place.inner), mirror_of=mirror_of)
             except (NotFound, InvalidValue, StoreError) as e:
-                print(f"wormfs: {text}: {e}", file=sys.stderr)
+                print(one_line(f"wormfs: {text}: {e}"), file=sys.stderr)
                 status = EXIT_FINDING
                 continue
             out.append(d)
@@ -158,7 +158,7 @@ def _apply(args, change):
                 result["error"], code = str(e), EXIT_FINDING
             if not result["ok"]:
                 status = max(status, code)
-                print(f"wormfs: {text}: {result['error']}", file=sys.stderr)
+                print(one_line(f"wormfs: {text}: {result['error']}"), file=sys.stderr)
             elif not args.json:
                 d = result["record"]
                 holds = ", ".join(d["holds"]) or "none"
@@ -365,8 +365,8 @@ def cmd_export(args):
         status = 0
     except (WormError, OSError) as e:
         summary["event"] = None
-        print(f"wormfs: the export is complete but could not be recorded in the audit trail: "
-              f"{e}", file=sys.stderr)
+        print(one_line(f"wormfs: the export is complete but could not be recorded in the "
+                       f"audit trail: {e}"), file=sys.stderr)
         status = EXIT_FINDING
     if args.json:
         _out(summary)
