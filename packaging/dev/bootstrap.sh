@@ -64,6 +64,11 @@ Try (as root):
   $w status $demo/store                               # units, mirror state and lag, clock
   $w verify $demo/store                               # every record, chunk and event on both units
   $w scrub --repair $demo/store                       # repairs either unit from the other
+  $w info $demo/mnt/blotter.txt                       # every field: serial, digest, writer...
+  $w ls $demo/mnt --path '/apt/*' --expiring-before 2040-01-01   # the searchable index
+  $w audit $demo/mnt --path /blotter.txt              # its history; --verify checks the chain
+  $w export $demo/mnt --out /tmp/production.zip       # for an examiner: sha256sum -c, b3sum -c
+  $w selftest $demo/mnt                               # every forbidden operation refused?
   $w umount $demo/mnt                                 # returns once everything is durable
 EOF
         ;;
