@@ -82,10 +82,18 @@ def test_malformed_values_change_nothing(store):
     for bad in ("soon", "2032-02-30", "event+", "event+0d", "", "\udcff"):
         with pytest.raises(InvalidValue):
             store.set_retain_until(r["ino"], bad, USER)
-    with pytest.raises(InvalidValue):
-        store.set_retain_until(r["ino"], "2020-01-01", USER)  # in the past
     assert store.inode(r["ino"])["retention"] == before
     assert len(list(store.events())) == n
+    # A date in the past is earlier than the record's retain-until: a WORM refusal (SPEC:
+    # "an earlier one ... is EPERM"), audited, not a bad value.
+    with pytest.raises(Refused, match="earlier than the current retain-until"):
+        store.set_retain_until(r["ino"], "2020-01-01", USER)
+    assert store.inode(r["ino"])["retention"] == before
+    assert [e["type"] for e in store.events()][n:] == ["refused"]
+    # On a file that is not a record yet, a past date is a bad value.
+    f = store.create(1, b"open", 0o644, USER)
+    with pytest.raises(InvalidValue, match="not in the future"):
+        store.set_retain_until(f["ino"], "2020-01-01", USER)
 
 
 def test_expiry_hold_and_delete(store, fake_time):
