@@ -33,6 +33,7 @@ import blake3
 
 from .. import __version__
 from ..errors import IntegrityError, InvalidValue, StoreError
+from ..store.hostfs import fsync_dir, syncfs
 from ..timeutil import format_us, from_us
 from . import auditlog, records
 
@@ -62,11 +63,9 @@ class _Dir:
     def add(self, name, chunks, mtime_us=None, mode=0o444):
         path = os.path.join(self.tmp, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
+        with open(path, "wb") as f:   # made durable all at once in finish()
             for piece in chunks:
                 f.write(piece)
-            f.flush()
-            os.fsync(f.fileno())
         if mtime_us is not None:
             os.utime(path, ns=(mtime_us * 1000, mtime_us * 1000))
         os.chmod(path, mode)
@@ -79,9 +78,11 @@ class _Dir:
                 yield os.path.relpath(path, self.tmp), _file_chunks(path)
 
     def finish(self):
+        syncfs(self.tmp)   # every file durable before the production gets its final name
         if os.path.isdir(self.final):
             os.rmdir(self.final)  # empty, checked at the start
         os.rename(self.tmp, self.final)
+        fsync_dir(os.path.dirname(self.final) or ".")
 
     def abort(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -194,25 +195,30 @@ class _Tar(_Archive):
 
 
 class _ChunkReader(io.RawIOBase):
-    """A file object over an iterator of byte strings (tarfile reads what it was told)."""
+    """A file object over an iterator of byte strings (tarfile reads what it was told), in
+    the small reads tarfile makes, without copying the pieces over and over."""
 
     def __init__(self, chunks):
-        self.chunks, self.buf = chunks, b""
+        self.chunks, self.piece, self.off = chunks, b"", 0
 
     def readable(self):
         return True
 
     def read(self, n=-1):
-        while n < 0 or len(self.buf) < n:
-            piece = next(self.chunks, None)
-            if piece is None:
-                break
-            self.buf += piece
-        if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+        out = []
+        while n < 0 or n > 0:
+            if self.off >= len(self.piece):
+                nxt = next(self.chunks, None)
+                if nxt is None:
+                    break
+                self.piece, self.off = memoryview(nxt), 0
+                continue
+            take = len(self.piece) - self.off if n < 0 else min(n, len(self.piece) - self.off)
+            out.append(self.piece[self.off:self.off + take])
+            self.off += take
+            if n > 0:
+                n -= take
+        return b"".join(out)
 
 
 def open_output(out):

@@ -100,15 +100,30 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = None
 
 
+def _c():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return _libc
+
+
+def syncfs(path):
+    """Make everything written to the file system holding ``path`` durable (syncfs(2)):
+    one call instead of an fsync per file for a tree of many files."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _c().syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
 def punch_hole(fd, offset, length):
     """Deallocate a byte range of a file, which then reads as zeros (fallocate
     PUNCH_HOLE|KEEP_SIZE). False where the host file system cannot; the caller writes zeros
     instead."""
-    global _libc
     if length <= 0:
         return True
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    return _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+    return _c().fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
                            length) == 0
