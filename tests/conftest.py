@@ -46,6 +46,21 @@ class FakeTime:
         self.wall += int(downtime_seconds * US)
 
 
+def flip_byte(path, offset, mask=0x40):
+    """Damage one byte of a unit's file in place, as bit rot or a hand with a hex editor
+    would: the immutable flag and read-only mode of a finished segment are lifted for it (the
+    flag is left off, the mode restored)."""
+    set_immutable(str(path), False)
+    mode = os.stat(path).st_mode & 0o7777
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ mask]))
+    os.chmod(path, mode)
+
+
 def clear_immutable(root):
     for dirpath, _, files in os.walk(root):
         for f in files:

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.conftest import clear_immutable
+from tests.conftest import clear_immutable, flip_byte
 from wormfs.admin.auditlog import event
 from wormfs.store.store import Store
 
@@ -148,15 +148,7 @@ def _flip_event_byte(unit, seq):
         _, payload = event(st.log, st.ix, seq)
         path = st.log.path(segno)
     where = off + 24 + len(payload) // 2
-    subprocess.run(["chattr", "-i", path], capture_output=True)
-    mode = os.stat(path).st_mode & 0o777
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.seek(where)
-        b = f.read(1)
-        f.seek(where)
-        f.write(bytes([b[0] ^ 0x20]))
-    os.chmod(path, mode)
+    flip_byte(path, where, 0x20)
     return path, where
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clear_immutable
+from tests.conftest import clear_immutable, flip_byte
 from wormfs.store.store import Store
 
 from .conftest import Mount, tmpfs_volume, wormfs
@@ -185,18 +185,6 @@ def test_resync_builds_a_lost_mirror_again(mount_factory, tmp_path):
             assert f.read() == data
 
 
-def _flip(path, offset):
-    subprocess.run(["chattr", "-i", str(path)], capture_output=True)
-    mode = os.stat(path).st_mode & 0o777
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0x01]))
-    os.chmod(path, mode)
-
-
 def _biggest_segment(unit):
     d = Path(unit) / "segments"
     return max(d.iterdir(), key=lambda p: p.stat().st_size)
@@ -215,7 +203,7 @@ def test_flipped_byte_verify_read_scrub_verify(mount_factory, side):
     blobs = _fill(m)
     m.umount()
     victim = _biggest_segment(m.store if side == "primary" else m.mirror)
-    _flip(victim, victim.stat().st_size // 2)
+    flip_byte(victim, victim.stat().st_size // 2, 0x01)
     m.mount()
     r = wormfs("verify", m.store, check=False)          # through the daemon's socket
     assert r.returncode == 1 and "damaged" in r.stdout and "Traceback" not in r.stderr
@@ -257,7 +245,7 @@ def test_background_scrub_repairs_the_mirror(mount_factory):
     m.umount()
     victim = max((p for p in (m.mirror / "segments").iterdir() if p.suffix == ".seg"),
                  key=lambda p: p.stat().st_size)
-    _flip(victim, victim.stat().st_size // 3)
+    flip_byte(victim, victim.stat().st_size // 3, 0x01)
     m.mount()
 
     def repaired():

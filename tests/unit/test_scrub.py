@@ -1,14 +1,14 @@
 """verify and scrub on a primary and its mirror (below the FUSE layer): damage is found on
 either side, repaired from the sound copy, audited; reads are served from the mirror."""
 import os
-import stat
 
 import pytest
 
 from tests.conftest import clear_immutable, make_pair
+from tests.conftest import flip_byte as flip
 from wormfs.errors import IntegrityError
 from wormfs.mirror import verification
-from wormfs.store.hostfs import is_immutable, set_immutable
+from wormfs.store.hostfs import is_immutable
 from wormfs.store.index import Index
 from wormfs.store.store import Store
 
@@ -37,18 +37,6 @@ def segfiles(unit):
 
 def biggest_finished(unit):
     return max((f for f in segfiles(unit) if f.endswith(".seg")), key=os.path.getsize)
-
-
-def flip(path, offset):
-    set_immutable(path, False)
-    mode = os.stat(path).st_mode
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0x40]))
-    os.chmod(path, stat.S_IMODE(mode))
 
 
 def check(p, fake_time, **kw):
