@@ -2,14 +2,13 @@
 searchable index behind ``wormfs ls`` and ``wormfs export`` (SPEC: path glob, serial range,
 commit-date range, expiring-before, held)."""
 import fnmatch
-import os
 from dataclasses import dataclass
 
 import lmdb
 
 from .. import retention
 from ..errors import InvalidValue
-from ..store.index import Index
+from ..store.maintenance import unit_last_seq
 from ..timeutil import format_us, parse_date
 
 # The columns of index.csv and of ``ls``, in order (every one is a key of ``describe``).
@@ -29,12 +28,7 @@ def mirror_view(store):
     peer = unit.get("peer_path")
     if peer and not unit.get("no_mirror"):
         try:
-            ix = Index(os.path.join(peer, "index"), readonly=True)
-            try:
-                with ix.read() as txn:
-                    held = ix.meta(txn, "last_seq", 0)
-            finally:
-                ix.close()
+            held = unit_last_seq(peer)
         except (lmdb.Error, OSError):
             held = 0
 

@@ -7,7 +7,7 @@ The mirror's own index says how far it got; the primary's mirror.json says what 
 import os
 
 from ..errors import StoreError, WormError
-from ..store.index import Index
+from ..store.maintenance import unit_last_seq
 from ..store.unit import read_unit
 from .localchain import LocalChain
 from .shipper import read_state
@@ -33,18 +33,11 @@ def mirror_report(primary_path, unit, primary_seq):
     if m.get("serial") != unit.get("peer_serial"):
         out.update(state="wrong unit", detail=f"{path} holds unit {m.get('serial')}")
         return out
-    seq = 0
-    if os.path.exists(os.path.join(path, "index", "data.mdb")):
-        try:
-            ix = Index(os.path.join(path, "index"), readonly=True)
-            try:
-                with ix.read() as txn:
-                    seq = ix.meta(txn, "last_seq", 0)
-            finally:
-                ix.close()
-        except Exception as e:  # lmdb errors: the unit is there but cannot be read
-            out.update(state="unreadable", detail=str(e))
-            return out
+    try:
+        seq = unit_last_seq(path)
+    except Exception as e:  # lmdb errors: the unit is there but cannot be read
+        out.update(state="unreadable", detail=str(e))
+        return out
     out["lag_events"] = max(0, primary_seq - seq)
     local = os.path.join(path, "local")
     if os.path.isdir(local):

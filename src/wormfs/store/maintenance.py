@@ -65,6 +65,20 @@ def event_hash_at(log, ix, seq):
     return E.event_hash(next(log.scan(pos)).payload)
 
 
+def unit_last_seq(unit_path):
+    """The last event a unit's index holds, read without opening the unit (no lock, no
+    catch-up): 0 if it has no index yet. lmdb errors if the index cannot be read."""
+    path = os.path.join(unit_path, "index")
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        return 0
+    ix = Index(path, readonly=True)
+    try:
+        with ix.read() as txn:
+            return ix.meta(txn, "last_seq", 0)
+    finally:
+        ix.close()
+
+
 def open_index(path, boot_id, readonly=False):
     """Open a unit's index for reading, or for writing with the crash rule: an index left
     dirty by another boot may hold unsynced pages and is cleared (the log rebuilds it)."""
