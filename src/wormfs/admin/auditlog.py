@@ -111,7 +111,7 @@ def outcome(ev):
 
 # -- formats ------------------------------------------------------------------------------------
 
-def _details(ev):
+def details(ev):
     rest = {k: v for k, v in ev.items() if k not in COMMON and k not in ("path", "serial")}
     if "chunks" in rest and isinstance(rest["chunks"], list):
         rest["chunks"] = f"{len(rest['chunks'])} chunks"
@@ -130,8 +130,8 @@ def text_line(ev):
     serial = f"#{ev['serial']}" if isinstance(ev.get("serial"), int) else ""
     line = (f"{ev['seq']:>7}  {ev['time']}  {ev['type']:<12} {outcome(ev):<14} {_who(ev)}  "
             f"{path} {serial}").rstrip()
-    details = _details(ev)
-    return line + (f"  {details}" if details != "{}" else "")
+    rest = details(ev)
+    return line + (f"  {rest}" if rest != "{}" else "")
 
 
 def csv_header():
@@ -146,7 +146,7 @@ def csv_line(ev):
     csv.writer(buf).writerow([
         ev["seq"], ev["time"], ev["type"], outcome(ev), a.get("user", ""), a.get("uid", ""),
         a.get("gid", ""), a.get("pid", ""), a.get("program", ""), ev.get("path", ""),
-        ev.get("serial", ""), _details(ev)])
+        ev.get("serial", ""), details(ev)])
     return buf.getvalue()
 
 

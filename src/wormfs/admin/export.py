@@ -28,6 +28,7 @@ import shutil
 import tarfile
 import time
 import zipfile
+from urllib.parse import quote
 
 import blake3
 
@@ -60,7 +61,7 @@ class _Dir:
         shutil.rmtree(self.tmp, ignore_errors=True)
         os.makedirs(self.tmp)
 
-    def add(self, name, chunks, mtime_us=None, mode=0o444):
+    def add(self, name, chunks, mtime_us=None, mode=0o444, size=None):
         path = os.path.join(self.tmp, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:   # made durable all at once in finish()
@@ -77,8 +78,10 @@ class _Dir:
                 path = os.path.join(dirpath, f)
                 yield os.path.relpath(path, self.tmp), _file_chunks(path)
 
-    def finish(self):
+    def close_writing(self):
         syncfs(self.tmp)   # every file durable before the production gets its final name
+
+    def finish(self):
         if os.path.isdir(self.final):
             os.rmdir(self.final)  # empty, checked at the start
         os.rename(self.tmp, self.final)
@@ -98,6 +101,8 @@ def _file_chunks(path):
 
 
 class _Archive:
+    """A production in one archive file; ``self.archive`` is the open zipfile or tarfile."""
+
     def __init__(self, final):
         if os.path.exists(final):
             raise InvalidValue(f"{final} exists; exports never overwrite")
@@ -106,10 +111,19 @@ class _Archive:
             raise InvalidValue(f"{parent} is not a directory")
         self.final, self.tmp = final, final + ".partial"
 
+    def close_writing(self):
+        self.archive.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+
     def finish(self):
         os.rename(self.tmp, self.final)
 
     def abort(self):
+        try:
+            self.archive.close()
+        except Exception:  # closing a half-written archive we are about to delete
+            pass
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:
@@ -128,19 +142,14 @@ class _Zip(_Archive):
 
     def __init__(self, final):
         super().__init__(final)
-        self.zf = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self.archive = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
 
-    def add(self, name, chunks, mtime_us=None, mode=0o444):
+    def add(self, name, chunks, mtime_us=None, mode=0o444, size=None):
         info = zipfile.ZipInfo(name, _zip_time(mtime_us))
         info.external_attr = (0o100000 | mode) << 16
-        with self.zf.open(info, "w", force_zip64=True) as f:
+        with self.archive.open(info, "w", force_zip64=True) as f:
             for piece in chunks:
                 f.write(piece)
-
-    def close_writing(self):
-        self.zf.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
 
     def read_back(self):
         with zipfile.ZipFile(self.tmp) as zf:
@@ -148,36 +157,22 @@ class _Zip(_Archive):
                 with zf.open(info) as f:
                     yield info.filename, iter(lambda: f.read(READ_BLOCK), b"")
 
-    def abort(self):
-        try:
-            self.zf.close()
-        except Exception:  # closing a half-written archive we are about to delete
-            pass
-        super().abort()
-
 
 class _Tar(_Archive):
     kind = "tar"
 
     def __init__(self, final):
         super().__init__(final)
-        self.tf = tarfile.open(self.tmp, "w", format=tarfile.PAX_FORMAT)
+        self.archive = tarfile.open(self.tmp, "w", format=tarfile.PAX_FORMAT)
 
     def add(self, name, chunks, mtime_us=None, mode=0o444, size=None):
-        data = None
         if size is None:  # metadata files: small, built in memory
             data = b"".join(chunks)
-            size = len(data)
-            chunks = iter([data])
-        info = tarfile.TarInfo(name)
+            size, chunks = len(data), iter([data])
+        info = tarfile.TarInfo(name)   # a tar header states the size before the bytes
         info.size, info.mode = size, mode
         info.mtime = time.time() if mtime_us is None else mtime_us / 1e6
-        self.tf.addfile(info, _ChunkReader(chunks))
-
-    def close_writing(self):
-        self.tf.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        self.archive.addfile(info, _ChunkReader(chunks))
 
     def read_back(self):
         with tarfile.open(self.tmp) as tf:
@@ -185,13 +180,6 @@ class _Tar(_Archive):
                 if m.isfile():
                     f = tf.extractfile(m)
                     yield m.name, iter(lambda: f.read(READ_BLOCK), b"")
-
-    def abort(self):
-        try:
-            self.tf.close()
-        except Exception:  # closing a half-written archive we are about to delete
-            pass
-        super().abort()
 
 
 class _ChunkReader(io.RawIOBase):
@@ -284,8 +272,7 @@ def run(store, out, sel, progress=None):
     target = open_output(out)
     try:
         summary = _write(store, target, recs, described, prefix, counter, sel, now)
-        if hasattr(target, "close_writing"):
-            target.close_writing()
+        target.close_writing()
         _read_back(target, summary["expected"])
         target.finish()
     except BaseException:
@@ -298,29 +285,29 @@ def run(store, out, sel, progress=None):
 
 def _write(store, target, recs, described, prefix, counter, sel, now):
     expected = {}   # name -> (sha256, blake3)
-    sha_lines, b3_lines = [], []
+
+    def put(name, data):
+        target.add(name, [data])
+        expected[name] = (hashlib.sha256(data).hexdigest(), blake3.blake3(data).hexdigest())
+
     for rec, d in zip(recs, described):
         name = prefix + d["path"].lstrip("/")
         sha, b3 = hashlib.sha256(), blake3.blake3()
-        chunks = _record_chunks(store, rec, (sha, b3), counter)
-        if isinstance(target, _Tar):
-            target.add(name, chunks, rec["mtime"], size=rec["size"])
-        else:
-            target.add(name, chunks, rec["mtime"])
+        target.add(name, _record_chunks(store, rec, (sha, b3), counter), rec["mtime"],
+                   size=rec["size"])
         if b3.hexdigest() != rec["blake3"]:
             raise ExportFailed(f"record {rec['serial']} ({d['path']}) does not match its "
                                f"digest; run 'wormfs verify' and 'wormfs scrub --repair'")
         d["file"], d["sha256"] = name, sha.hexdigest()
         expected[name] = (d["sha256"], rec["blake3"])
 
-    inos = {r["ino"] for r in recs}
-    serials = {r["serial"] for r in recs}
-    history = {r["serial"]: [] for r in recs}
     ino_serial = {r["ino"]: r["serial"] for r in recs}
+    history = {r["serial"]: [] for r in recs}
     audit_lines = []
     for ev, payload in auditlog.iter_events(store.log, store.ix):
         ev_inos, ev_serials = auditlog.subjects(ev)
-        mine = {ino_serial[i] for i in ev_inos & inos} | (ev_serials & serials)
+        mine = {ino_serial[i] for i in ev_inos & ino_serial.keys()}
+        mine |= ev_serials & history.keys()
         if mine:
             audit_lines.append(payload + b"\n")
             for s in mine:
@@ -344,19 +331,14 @@ def _write(store, target, recs, described, prefix, counter, sel, now):
         "README.txt": _readme(about, prefix).encode(),
     }
     for name, data in meta.items():
-        target.add(name, [data])
-        expected[name] = (hashlib.sha256(data).hexdigest(), blake3.blake3(data).hexdigest())
-    for name in sorted(expected):
-        sha, b3 = expected[name]
-        sha_lines.append(sums_line(sha, name))
-        b3_lines.append(sums_line(b3, name))
-    for name, lines in (("SHA256SUMS", sha_lines), ("B3SUMS", b3_lines)):
-        data = "".join(lines).encode("utf-8", "surrogateescape")
-        target.add(name, [data])
-        expected[name] = (hashlib.sha256(data).hexdigest(), blake3.blake3(data).hexdigest())
+        put(name, data)
+    listed = sorted(expected)   # every file so far; the sums files do not list themselves
+    for sums, which in (("SHA256SUMS", 0), ("B3SUMS", 1)):
+        put(sums, "".join(sums_line(expected[n][which], n) for n in listed)
+            .encode("utf-8", "surrogateescape"))
     return {"records": len(recs), "bytes": about["bytes"], "format": target.kind,
             "index_sha256": expected["index.json"][0], "expected": expected,
-            "serials": _ranges(sorted(serials))}
+            "serials": _ranges(sorted(history))}
 
 
 def _ranges(serials):
@@ -419,7 +401,7 @@ def _index_html(about, described, history):
         evs = "".join(
             f"<tr><td>{ev['seq']}</td><td>{e(ev['time'])}</td><td>{e(ev['type'])}</td>"
             f"<td>{e(auditlog.outcome(ev))}</td><td>{e(_who(ev))}</td>"
-            f"<td>{e(auditlog._details(ev))}</td></tr>" for ev in history[d["serial"]])
+            f"<td>{e(auditlog.details(ev))}</td></tr>" for ev in history[d["serial"]])
         sections.append(
             f"<h3 id=\"audit-{d['serial']}\">Record {d['serial']}: {e(d['path'])}</h3>"
             f"<table><tr><th>seq</th><th>time (UTC)</th><th>event</th><th>outcome</th>"
@@ -446,7 +428,6 @@ its whole content (see README.txt to check them).</p>
 
 
 def _href(name):
-    from urllib.parse import quote
     return quote(name.encode("utf-8", "surrogateescape"))
 
 
