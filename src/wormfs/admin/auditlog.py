@@ -12,9 +12,10 @@ import csv
 import io
 import json
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, WormError
 from ..store import events as E
 from ..store import frames as F
+from ..store.unit import read_unit
 
 COMMON = ("seq", "prev", "time", "time_us", "type", "actor")
 CSV_COLUMNS = ("seq", "time", "type", "outcome", "user", "uid", "gid", "pid", "program",
@@ -157,7 +158,7 @@ class ChainCheck:
     unit, the event (seq) and the place."""
 
     def __init__(self):
-        self.units, self.findings = [], []
+        self.units, self.findings, self.notes = [], [], []
 
     def add(self, unit, seq, detail):
         self.findings.append({"unit": unit, "seq": seq, "detail": detail})
@@ -167,7 +168,8 @@ class ChainCheck:
         return not self.findings
 
     def as_dict(self):
-        return {"ok": self.ok, "units": self.units, "findings": self.findings}
+        return {"ok": self.ok, "units": self.units, "findings": self.findings,
+                "notes": self.notes}
 
 
 def _head(ix):
@@ -208,6 +210,30 @@ def _walk(log, ix, serial, end, check, progress=None):
         check.add(serial, n, f"the chain head the index keeps is not the hash of the last "
                   f"event {n}: event {n} was altered")
     return hashes
+
+
+def verify_unit(unit_path, progress=None):
+    """Open a unit and its peer read-only (mounted or not) and verify both chains; a peer
+    that cannot be read is a note, and only the unit given is checked."""
+    from ..store.store import Store   # the store imports nothing from here; keep it so
+    unit = read_unit(unit_path)
+    stores, notes = [Store(unit_path, readonly=True)], []
+    peer = unit.get("peer_path")
+    if peer and not unit.get("no_mirror"):
+        try:
+            stores.append(Store(peer, readonly=True))
+        except (WormError, OSError) as e:
+            notes.append(f"the peer unit {unit.get('peer_serial')} at {peer} cannot be read "
+                         f"({e}): only {unit['serial']} was checked")
+    stores.sort(key=lambda s: s.unit["role"] != "primary")
+    try:
+        check = verify_chains([(s.unit["serial"], s.unit["role"], s.path, s.log, s.ix)
+                               for s in stores], progress)
+    finally:
+        for s in stores:
+            s.close()
+    check.notes = notes
+    return check
 
 
 def verify_chains(units, progress=None):

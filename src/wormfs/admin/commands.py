@@ -268,22 +268,6 @@ def cmd_event(args):
 
 # -- audit --------------------------------------------------------------------------------------
 
-def _peer_units(unit_path):
-    """[(serial, role, path, log, ix) of the primary then the mirror], opened read-only, with
-    notes for a peer that cannot be read."""
-    unit = read_unit(unit_path)
-    stores, notes = [open_readonly(unit_path)], []
-    peer = unit.get("peer_path")
-    if peer and not unit.get("no_mirror"):
-        try:
-            stores.append(open_readonly(peer))
-        except (WormError, OSError) as e:
-            notes.append(f"the peer unit {unit.get('peer_serial')} at {peer} cannot be read "
-                         f"({e}): only {unit['serial']} was checked")
-    stores.sort(key=lambda s: s.unit["role"] != "primary")
-    return stores, notes
-
-
 def cmd_audit(args):
     place = locate.store(args.store)
     if args.verify:
@@ -316,27 +300,21 @@ def _event_matches(st, ev, sel):
 
 
 def _audit_verify(place, args):
-    stores, notes = _peer_units(place.unit)
-    try:
-        units = [(s.unit["serial"], s.unit["role"], s.path, s.log, s.ix) for s in stores]
-        check = auditlog.verify_chains(units)
-    finally:
-        for s in stores:
-            s.close()
-    r = dict(check.as_dict(), notes=notes)
+    check = auditlog.verify_unit(place.unit)
+    r = check.as_dict()
     if args.json:
         _out(r)
     else:
         for u in r["units"]:
             print(f"{u['role']:<8} {u['serial']}  {u['events']} events, {u['verified']} "
                   f"verified  {u['path']}")
-        for n in notes:
+        for n in r["notes"]:
             print(f"  note: {n}")
         for f in r["findings"]:
             print(f"  {f['unit']}: event {f['seq']}: {f['detail']}")
         if check.ok:
             print("OK: the audit trail's hash chain is intact"
-                  + (" and the same on both units" if len(units) == 2 else ""))
+                  + (" and the same on both units" if len(r["units"]) == 2 else ""))
         else:
             print(f"FAILED: {len(r['findings'])} finding"
                   f"{'s' if len(r['findings']) != 1 else ''}")
