@@ -14,7 +14,7 @@ from .errors import InvalidValue, StoreError, WormError, one_line
 from .mirror.status import mirror_report
 from .progress import Progress, human_bytes
 from .mirror.pairing import check_mirror_place
-from .store.hostfs import try_lock, unit_locked
+from .store.hostfs import unit_in_use, unit_locked
 from .store.maintenance import rebuild_index
 from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
 from .store.unit import new_serial, read_unit, write_unit
@@ -230,11 +230,9 @@ def _run_check(path, deep, repair, progress):
             rep = verification.run_readonly(st, os.path.join(path, "local"))
             rep.add(None, "unit", f"only this {unit['role']} unit was checked")
             return rep.as_dict()
-    lockfd = try_lock(os.path.join(path, "lock"))
-    if lockfd is None:  # mounted: the daemon that owns the store does the work
+    if unit_in_use(path):  # mounted: the daemon that owns the store does the work
         return control.request(path, {"op": "check", "deep": deep, "repair": repair},
                                progress)
-    os.close(lockfd)
     with Store(path) as st:
         return verification.run(st, deep=deep, repair=repair, progress=progress).as_dict()
 

@@ -364,20 +364,18 @@ def cmd_dispose(args):
     from ..fs import control
     from ..progress import human_bytes
     from ..store import disposal
-    from ..store.hostfs import try_lock
+    from ..store.hostfs import unit_in_use
     place = locate.store(args.store)
     unit = read_unit(place.unit)
-    if unit["role"] != "primary" and not args.dry_run:
-        raise Refused(f"{place.unit} is a {unit['role']} unit: disposal runs on the primary, "
-                      f"which disposes on both units")
-    lockfd = try_lock(os.path.join(place.unit, "lock")) if unit["role"] == "primary" else None
     if unit["role"] != "primary":
+        if not args.dry_run:
+            raise Refused(f"{place.unit} is a {unit['role']} unit: disposal runs on the "
+                          f"primary, which disposes on both units")
         with open_readonly(place.unit) as st:
             cert = disposal.run(st, None, dry_run=True)
-    elif lockfd is None:   # mounted: the daemon that owns the store does it
+    elif unit_in_use(place.unit):   # mounted: the daemon that owns the store does it
         cert = control.request(place.unit, {"op": "dispose", "dry_run": args.dry_run})
     else:
-        os.close(lockfd)
         with Store(place.unit) as st:
             cert = disposal.run(st, Actor.current(), dry_run=args.dry_run)
     if args.json:

@@ -16,18 +16,9 @@ from ..clock import ComplianceClock
 from ..errors import StoreError
 from ..fs import control
 from ..mirror.localchain import LocalChain
-from ..store.hostfs import try_lock
+from ..store.hostfs import unit_in_use, unit_locked
 from ..store.store import Store
 from ..store.unit import read_unit
-
-
-def _locked(path):
-    """Whether another process holds the unit (a mount, or a primary's replication)."""
-    fd = try_lock(os.path.join(path, "lock"))
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
 
 
 def record(unit_path, etype, fields):
@@ -38,7 +29,7 @@ def record(unit_path, etype, fields):
     if unit["role"] == "primary":
         return _on_primary(unit_path, etype, fields)
     primary = unit.get("peer_path")
-    if primary and os.path.exists(os.path.join(primary, "unit.json")) and _locked(primary):
+    if primary and os.path.exists(os.path.join(primary, "unit.json")) and unit_in_use(primary):
         try:
             return _on_primary(primary, etype, fields)
         except StoreError:
@@ -47,7 +38,7 @@ def record(unit_path, etype, fields):
 
 
 def _on_primary(path, etype, fields):
-    if _locked(path):
+    if unit_in_use(path):
         ev = control.request(path, {"op": "note", "type": etype, "fields": fields})
         return f"event {ev['seq']} of {path}"
     with Store(path) as st:
@@ -56,11 +47,8 @@ def _on_primary(path, etype, fields):
 
 
 def _on_own_chain(path, unit, etype, fields):
-    fd = try_lock(os.path.join(path, "lock"))
-    if fd is None:
-        raise StoreError(f"{path} is in use by another process; the {etype} could not be "
-                         f"recorded")
-    try:
+    with unit_locked(path, f"{path} is in use by another process; the {etype} could not be "
+                           f"recorded"):
         clock = ComplianceClock(os.path.join(path, "clock.json"))
         chain = LocalChain(os.path.join(path, "local"),
                            bytes.fromhex(unit["uuid"].replace("-", "")))
@@ -69,6 +57,4 @@ def _on_own_chain(path, unit, etype, fields):
         finally:
             chain.close()
             clock.persist()
-    finally:
-        os.close(fd)
     return f"event {ev['seq']} of the own chain of {path} (local/)"

@@ -50,6 +50,16 @@ def try_lock(path, create=True):
     return fd
 
 
+def unit_in_use(unit_path):
+    """Whether another process holds a unit (its mount's daemon, or a primary replicating to
+    it): then work that changes it must be asked of that process."""
+    fd = try_lock(os.path.join(unit_path, "lock"))
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
 @contextlib.contextmanager
 def unit_locked(unit_path, busy):
     """Hold a unit's lock for the block (commands that change a unit which must not be in
