@@ -102,13 +102,14 @@ def _streamed(store):
 
 def certificate(store, p, dry_run, event=None):
     unit = store.unit
+    now_deleted = {r["serial"] for r in p.expired}
     return {
         "dry_run": dry_run,
         "unit": unit["serial"], "mirror": unit.get("peer_serial"),
         "time": format_us(store.now()),
         "records": [{"serial": r["serial"], "path": r.get("path"), "blake3": r["blake3"],
                      "size": r["size"], "retain_until": retention.display(r["retention"]),
-                     "deleted_now": r in p.expired} for r in p.records],
+                     "deleted_now": r["serial"] in now_deleted} for r in p.records],
         "chunks": len(p.chunks), "bytes": p.bytes,
         "chunk_ids": [c[0].hex() for c in p.chunks],
         "event": event,
@@ -130,13 +131,11 @@ def run(store, actor, dry_run=False):
         if state != "synced":
             raise StoreError(f"the mirror is {state} ({reason}): disposal changes both units "
                              f"at once, so it waits until the mirror is back (wormfs status)")
-    held = {}
-
     def fn(txn):
         now = store.clock.now()
-        p = held["plan"] = plan(store.ix, txn, now, _streamed(store))
+        p = plan(store.ix, txn, now, _streamed(store))
         if p.empty():
-            return None
+            return p, None
         for rec in p.expired:
             store._append_event(txn, "delete", actor, ino=rec["ino"], serial=rec["serial"],
                                 path=store.path_of(rec["ino"], txn), blake3=rec["blake3"],
@@ -149,9 +148,8 @@ def run(store, actor, dry_run=False):
             chunks=[[c[0].hex(), c[1], c[2], c[3]] for c in p.chunks],
             bytes=p.bytes)
         store.disposals += 1   # seals that matched chunks before now check them again
-        return ev
-    ev = store._mutate(fn, durable=True)
-    p = held["plan"]
+        return p, ev
+    p, ev = store._mutate(fn, durable=True)
     cert = certificate(store, p, False, ev["seq"] if ev else None)
     if ev is None:
         return cert
