@@ -69,6 +69,13 @@ def iter_events(log, ix, start=1, end=None):
             raise IntegrityError(f"event {seq}: {e}") from None
 
 
+def refused_since(log, ix, seq, pid):
+    """The ``refused`` events of process ``pid`` after event ``seq``: how a command that
+    asked through the mount learns why (the kernel passes on only the errno)."""
+    return [ev for ev, _ in iter_events(log, ix, seq + 1)
+            if ev["type"] == "refused" and (ev.get("actor") or {}).get("pid") == pid]
+
+
 def first_seq_at(log, ix, t_us):
     """The first seq whose time is at or after ``t_us`` (event times never go back: the
     compliance clock is monotonic), by bisection."""

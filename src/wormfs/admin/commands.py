@@ -115,21 +115,6 @@ class Change:
         self.name, self.via_mount, self.via_store = name, via_mount, via_store
 
 
-def _refusal_reason(unit, pid, since_seq):
-    """The reason the daemon recorded for our refused request (the kernel only passes on
-    EPERM), from the newest ``refused`` event of this process."""
-    try:
-        with open_readonly(unit) as st:
-            last = auditlog.last_seq(st.ix)
-            for seq in range(last, max(since_seq, last - 50), -1):
-                ev, _ = auditlog.event(st.log, st.ix, seq)
-                if ev["type"] == "refused" and (ev.get("actor") or {}).get("pid") == pid:
-                    return ev.get("reason")
-    except (WormError, OSError, TypeError):
-        pass
-    return None
-
-
 def _apply(args, change):
     status, results = 0, []
     actor = Actor.current()
@@ -171,23 +156,26 @@ def _apply(args, change):
 
 def _through_mount(place, change, result):
     path = place.in_mount()
-    with open_readonly(place.unit) as st:
+    with open_readonly(place.unit) as st:   # sees what the daemon commits meanwhile
         before = auditlog.last_seq(st.ix)
-    try:
-        change.via_mount(path)
-    except OSError as e:
-        if e.errno == errno.EPERM:
-            reason = _refusal_reason(place.unit, os.getpid(), before)
-            raise Refused(reason or "the store refused the change") from None
-        if e.errno == errno.EINVAL:
-            reason = _refusal_reason(place.unit, os.getpid(), before)
-            raise InvalidValue(reason or "the store rejected the value") from None
-        if e.errno == errno.ENODATA:
-            raise NotFound(f"{change.name}: no such hold on this record") from None
-        if e.errno == errno.ENOENT:
-            raise NotFound("no such file") from None
-        raise StoreError(os.strerror(e.errno)) from None
-    with open_readonly(place.unit) as st:
+        try:
+            change.via_mount(path)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EINVAL):
+                # The kernel passes on only the errno; the daemon recorded why.
+                try:
+                    mine = auditlog.refused_since(st.log, st.ix, before, os.getpid())
+                except WormError:   # a damaged trail: the errno alone still answers
+                    mine = []
+                reason = mine[-1].get("reason") if mine else None
+                if e.errno == errno.EPERM:
+                    raise Refused(reason or "the store refused the change") from None
+                raise InvalidValue(reason or "the store rejected the value") from None
+            if e.errno == errno.ENODATA:
+                raise NotFound(f"{change.name}: no such hold on this record") from None
+            if e.errno == errno.ENOENT:
+                raise NotFound("no such file") from None
+            raise StoreError(os.strerror(e.errno)) from None
         result["record"] = records.describe(st, records.lookup(st, place.inner),
                                             mirror_of=records.mirror_view(st))
 

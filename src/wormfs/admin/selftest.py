@@ -47,13 +47,6 @@ def _attempts(canary, scratch, folder):
     ]
 
 
-def _refused_since(st, seq, pid):
-    """The refused events of process ``pid`` after event ``seq`` (``st``: the unit opened
-    read-only beside the daemon, which sees each event once the daemon committed it)."""
-    return [ev for ev, _ in auditlog.iter_events(st.log, st.ix, seq + 1)
-            if ev["type"] == "refused" and (ev.get("actor") or {}).get("pid") == pid]
-
-
 def run(mountpoint, progress=print):
     place = locate.store(mountpoint)
     if place.mountpoint is None:
@@ -88,6 +81,7 @@ def run(mountpoint, progress=print):
         f.write(b"not the canary\n")
 
     pid = os.getpid()
+    # A read-only view beside the daemon sees each event once the daemon committed it.
     with Store(place.unit, readonly=True) as st:
         for name, attempt in _attempts(canary, scratch, folder):
             before = auditlog.last_seq(st.ix)
@@ -96,7 +90,7 @@ def run(mountpoint, progress=print):
                 got = "succeeded"
             except OSError as e:
                 got = errno.errorcode.get(e.errno, str(e.errno))
-            audited = bool(_refused_since(st, before, pid))
+            audited = bool(auditlog.refused_since(st.log, st.ix, before, pid))
             check(f"{name} is refused with EPERM and audited", got == "EPERM" and audited,
                   f"got {got}{', not audited' if not audited else ''}")
     with open(canary, "rb") as f:
