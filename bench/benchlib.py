@@ -26,6 +26,22 @@ def seal_small(st, blobs, tag):
         st.seal(f["ino"], ACTOR)
 
 
+def raw_write(dirs, name, data):
+    """The baseline: the same bytes written in 1 MiB blocks and fsynced, once per directory
+    (one directory: the raw disk; two: what a second copy costs)."""
+    for d in dirs:
+        with open(os.path.join(d, name), "wb") as f:
+            for off in range(0, len(data), BLOCK):
+                f.write(data[off:off + BLOCK])
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def raw_small(dirs, blobs, tag):
+    for i, b in enumerate(blobs):
+        raw_write(dirs, f"s{tag}-{i}", b)
+
+
 def timed(fn, *a):
     t = time.perf_counter()
     fn(*a)

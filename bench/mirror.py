@@ -14,7 +14,7 @@ import statistics
 import tempfile
 import uuid
 
-from benchlib import BLOCK, remove_tree, seal_big, seal_small, timed
+from benchlib import raw_small, raw_write, remove_tree, seal_big, seal_small, timed
 from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, Store, create_store
 from wormfs.store.unit import write_unit
 SETTINGS = {"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": "24h",
@@ -33,19 +33,6 @@ def new_store(root, mirror_root=None):
                  init={"default_retention": "1d", "admin_gid": None}, **peer)
     return Store(path)
 
-
-def raw_write(dirs, name, data):
-    for d in dirs:
-        with open(os.path.join(d, name), "wb") as f:
-            for off in range(0, len(data), BLOCK):
-                f.write(data[off:off + BLOCK])
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def raw_small(dirs, blobs, tag):
-    for i, b in enumerate(blobs):
-        raw_write(dirs, f"s{tag}-{i}", b)
 
 
 def main():

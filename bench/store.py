@@ -13,7 +13,7 @@ import shutil
 import statistics
 import tempfile
 
-from benchlib import BLOCK, remove_tree, seal_big, seal_small, timed
+from benchlib import raw_small, raw_write, remove_tree, seal_big, seal_small, timed
 from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, Store, create_store
 
 
@@ -25,21 +25,6 @@ def new_store(root):
                  init={"default_retention": "1d", "admin_gid": None})
     return Store(path)
 
-
-def raw_big(root, data, name):
-    with open(os.path.join(root, name.decode()), "wb") as f:
-        for off in range(0, len(data), BLOCK):
-            f.write(data[off:off + BLOCK])
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def raw_small(root, blobs, tag):
-    for i, b in enumerate(blobs):
-        with open(os.path.join(root, "s%s-%d" % (tag.decode(), i)), "wb") as f:
-            f.write(b)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def main():
@@ -58,11 +43,11 @@ def main():
         for r in range(args.rounds):
             data = os.urandom(args.mib << 20)
             w = timed(seal_big, st, data, b"big%d" % r)
-            b = timed(raw_big, raw_dir, os.urandom(args.mib << 20), b"big%d" % r)
+            b = timed(raw_write, [raw_dir], f"big{r}", os.urandom(args.mib << 20))
             big.append((len(data) / w / 1e6, len(data) / b / 1e6))
             blobs = [os.urandom(4096) for _ in range(args.files)]
             w = timed(seal_small, st, blobs, b"%d" % r)
-            b = timed(raw_small, raw_dir, blobs, b"%d" % r)
+            b = timed(raw_small, [raw_dir], blobs, r)
             small.append((args.files / w, args.files / b))
         for label, rows, unit in (("big file, unique data", big, "MB/s"),
                                   ("4 KiB files, sequential", small, "files/s")):
