@@ -14,6 +14,7 @@ from .errors import InvalidValue, StoreError, WormError, one_line
 from .mirror.status import mirror_report
 from .progress import Progress, human_bytes
 from .mirror.pairing import check_mirror_place
+from .mirror.s3bucket import is_s3, parse_url
 from .store.hostfs import unit_in_use, unit_locked
 from .store.maintenance import rebuild_index
 from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
@@ -62,8 +63,12 @@ def cmd_mkfs(args):
     if not args.mirror and not args.no_mirror:
         raise UsageError("a store needs a duplicate: give --mirror DIR (--no-mirror is for "
                          "development and is reported NOT COMPLIANT)")
-    if args.mirror and args.mirror.startswith("s3://"):
-        raise UsageError("S3 Object Lock mirrors are not supported by this version yet")
+    s3_url = args.mirror if is_s3(args.mirror) else None
+    if s3_url:
+        try:
+            parse_url(s3_url)
+        except StoreError as e:
+            raise UsageError(str(e)) from None
     admin_gid = None
     if args.admin_group:
         try:
@@ -71,10 +76,10 @@ def cmd_mkfs(args):
         except KeyError:
             raise UsageError(f"no group named {args.admin_group!r}") from None
     store = os.path.abspath(args.store)
-    mirror = os.path.abspath(args.mirror) if args.mirror else None
+    mirror = s3_url or (os.path.abspath(args.mirror) if args.mirror else None)
     _check_empty(store, "store directory")
     same_device = False
-    if mirror:
+    if mirror and not s3_url:
         try:
             same_device = check_mirror_place(store, mirror, args.allow_same_device)
         except StoreError as e:
@@ -100,16 +105,25 @@ def cmd_mkfs(args):
             "no_mirror": bool(args.no_mirror)}
     log_uuid = str(uuid.uuid4())
     segment_size = _parse_size(args.segment_size)
-    if mirror:
-        # The mirror starts empty; from the primary's first event on it holds the same log,
-        # frame for frame (the primary ships it as soon as it is created below).
-        write_unit(mirror, role="mirror", mode=args.mode, label=args.label,
-                   peer_serial=primary_serial, peer_path=store, same_device=same_device,
-                   serial=mirror_serial, log_uuid=log_uuid, segment_size=segment_size)
+    mirror_fields = dict(role="mirror", mode=args.mode, label=args.label,
+                         peer_serial=primary_serial, peer_path=store, same_device=same_device,
+                         serial=mirror_serial, log_uuid=log_uuid, segment_size=segment_size)
+    notes = []
+    # The mirror starts empty; from the primary's first event on it holds the same log,
+    # frame for frame (the primary ships it as soon as it is created below).
+    if s3_url:
+        from .mirror.s3target import create_unit
+        notes = create_unit(s3_url, args.s3_endpoint, dict(
+            mirror_fields, chunking=None, no_mirror=False))
+    elif mirror:
+        write_unit(mirror, **mirror_fields)
     create_store(store, role="primary", mode=args.mode, label=args.label,
                  peer_serial=mirror_serial, peer_path=mirror, same_device=same_device,
                  no_mirror=bool(args.no_mirror), serial=primary_serial, settings=settings,
-                 init=init, log_uuid=log_uuid, segment_size=segment_size)
+                 init=init, log_uuid=log_uuid, segment_size=segment_size,
+                 peer_endpoint=args.s3_endpoint if s3_url else None)
+    for n in notes:
+        print(f"note: {n}")
     print(f"created store {store}")
     print(f"  primary unit  {primary_serial}  {store}")
     if mirror:
@@ -452,7 +466,10 @@ def build_parser():
 
     s = sub.add_parser("mkfs", help="create a store: a primary unit and its mirror unit")
     s.add_argument("store")
-    s.add_argument("--mirror", metavar="DIR")
+    s.add_argument("--mirror", metavar="DIR|s3://BUCKET/PREFIX")
+    s.add_argument("--s3-endpoint", metavar="URL",
+                   help="the S3 endpoint of an s3:// mirror (else AWS_ENDPOINT_URL or the "
+                        "AWS configuration); kept in the store's unit.json")
     s.add_argument("--no-mirror", action="store_true",
                    help="development only: the store reports NOT COMPLIANT")
     s.add_argument("--default-retention", default="6y", metavar="PERIOD")

@@ -10,6 +10,7 @@ from ..errors import StoreError, WormError
 from ..store.maintenance import unit_last_seq
 from ..store.unit import read_unit
 from .localchain import LocalChain
+from .s3bucket import is_s3
 from .shipper import read_state
 
 
@@ -24,6 +25,8 @@ def mirror_report(primary_path, unit, primary_seq):
     out = {"serial": unit.get("peer_serial"), "path": path, "lag_events": None,
            "behind_since": saved.get("behind_since"), "detail": saved.get("reason"),
            "refused": None}
+    if is_s3(path):
+        return _s3_report(primary_path, primary_seq, saved, out)
     try:
         m = read_unit(path)
     except StoreError as e:
@@ -52,6 +55,34 @@ def mirror_report(primary_path, unit, primary_seq):
             pass
     if out["lag_events"] == 0:
         out.update(state="synced", detail="the mirror holds every event", behind_since=None)
+    elif saved.get("state") in ("refused", "diverged", "unreachable"):
+        out["state"] = saved["state"]
+    else:
+        out["state"] = "lagging"
+        out["detail"] = out["detail"] or f"{out['lag_events']} events to ship"
+    return out
+
+
+def _s3_report(primary_path, primary_seq, saved, out):
+    """An S3 unit as the primary's shipping cache knows it: how far the bucket holds the log
+    (verified objects only), without asking the bucket."""
+    from .s3state import S3State
+    from .s3target import STATE_FILE, cache_path
+    statefile = os.path.join(cache_path(primary_path), STATE_FILE)
+    held = saved.get("acked_seq", 0)
+    if os.path.exists(statefile):
+        try:
+            st = S3State(statefile, readonly=True)
+            try:
+                held = (st.get("head") or [0])[0]
+            finally:
+                st.close()
+        except Exception as e:  # sqlite3 errors: report, never fail the status
+            out["detail"] = f"cannot read {statefile}: {e}"
+    out["lag_events"] = max(0, primary_seq - held)
+    if out["lag_events"] == 0:
+        out.update(state="synced", detail="the bucket holds every event, locked",
+                   behind_since=None)
     elif saved.get("state") in ("refused", "diverged", "unreachable"):
         out["state"] = saved["state"]
     else:

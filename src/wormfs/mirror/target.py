@@ -20,16 +20,21 @@ number, byte offset) in the shared log; data is always whole frames.
     close()
 
 ``open_target`` gives the implementation for where the primary's unit.json says the peer is:
-today a directory on this host (replica.Replica). A failure to open is a StoreError or an
-OSError, which the shipper reports as "unreachable" and retries.
+a directory on this host (replica.Replica) or an S3 Object Lock bucket (s3target.S3Target,
+peer_path ``s3://BUCKET/PREFIX``). A failure to open is a StoreError or an OSError, which the
+shipper reports as "unreachable" and retries.
 """
 from .replica import Replica
+from .s3bucket import is_s3
 
 
-def open_target(unit, time_source=None):
+def open_target(unit, primary_path, time_source=None):
     """Open the peer named by a primary's unit.json for replication."""
     path = unit.get("peer_path")
     if not path:
         raise ValueError("the unit has no mirror")
+    if is_s3(path):
+        from .s3target import open_s3_target
+        return open_s3_target(unit, primary_path, time_source)
     return Replica(path, serial=unit["peer_serial"], log_uuid=unit.get("log_uuid", unit["uuid"]),
                    time_source=time_source)

@@ -165,7 +165,7 @@ class Store:
 
     def _attach_mirror(self, time_source):
         self.mirror = Replicator(
-            self.log, self.group, lambda: open_target(self.unit, time_source),
+            self.log, self.group, lambda: open_target(self.unit, self.path, time_source),
             self.path, self.clock.now,
             lambda seq: event_hash_at(self.log, self.ix, seq))
         # Connect only: a backlog is shipped by mirror_poll (the mount's keeper, or the

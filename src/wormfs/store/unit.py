@@ -37,7 +37,7 @@ def new_serial():
 
 def write_unit(path, *, role, mode, peer_serial=None, peer_path=None, label="",
                segment_size=DEFAULT_SEGMENT_SIZE, chunking=None, same_device=False,
-               no_mirror=False, serial=None, log_uuid=None):
+               no_mirror=False, serial=None, log_uuid=None, peer_endpoint=None):
     """Create an empty unit directory (which must be empty or absent).
 
     ``log_uuid`` names the log the unit holds: a primary's own uuid, which its mirror shares,
@@ -45,8 +45,25 @@ def write_unit(path, *, role, mode, peer_serial=None, peer_path=None, label="",
     os.makedirs(path, exist_ok=True)
     if os.listdir(path):
         raise StoreError(f"{path} is not empty")
+    unit = new_unit(role=role, mode=mode, peer_serial=peer_serial, peer_path=peer_path,
+                    label=label, segment_size=segment_size, chunking=chunking,
+                    same_device=same_device, no_mirror=no_mirror, serial=serial,
+                    log_uuid=log_uuid)
+    if peer_endpoint:
+        unit["peer_endpoint"] = peer_endpoint
+    for d in SUBDIRS:
+        os.makedirs(os.path.join(path, d))
+    atomic_write(os.path.join(path, "FORMAT.md"), format_doc())
+    atomic_write(os.path.join(path, "unit.json"), json.dumps(unit, indent=2).encode() + b"\n")
+    fsync_dir(path)
+    return unit
+
+
+def new_unit(*, role, mode, peer_serial, peer_path, label, segment_size, chunking,
+             same_device, no_mirror, serial, log_uuid):
+    """The unit.json of a new unit (as a dict)."""
     own = str(uuid.uuid4())
-    unit = {
+    return {
         "kind": UNIT_KIND,
         "format": FORMAT_VERSION,
         "serial": serial or new_serial(),
@@ -63,12 +80,6 @@ def write_unit(path, *, role, mode, peer_serial=None, peer_path=None, label="",
         "chunking": chunking,
         "created_by": f"wormfs {__version__}",
     }
-    for d in SUBDIRS:
-        os.makedirs(os.path.join(path, d))
-    atomic_write(os.path.join(path, "FORMAT.md"), format_doc())
-    atomic_write(os.path.join(path, "unit.json"), json.dumps(unit, indent=2).encode() + b"\n")
-    fsync_dir(path)
-    return unit
 
 
 def read_unit(path):

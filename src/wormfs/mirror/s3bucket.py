@@ -1,0 +1,271 @@
+"""One S3 Object Lock bucket prefix, as wormfs uses it: the only module that speaks S3.
+
+Every object wormfs writes is one PUT (never multipart: Ceph 16.2 ignores lock headers on
+CreateMultipartUpload, research/scaleout.md) carrying Content-MD5, COMPLIANCE mode, a
+retain-until and the BLAKE3 of its bytes (metadata ``b3``). Nothing counts as stored until
+it has been read back: ``put`` HEADs the version it wrote and checks its length, checksum,
+mode and retain-until; ``extend`` and ``legal_hold`` read the lock back the same way.
+
+Where the bucket is: ``s3://BUCKET/PREFIX``; the endpoint comes from the unit (``--s3-endpoint``
+at mkfs) or the usual AWS configuration (AWS_ENDPOINT_URL, ~/.aws/config), and so do the
+credentials and the region. Requests are bounded (timeouts, a few retries): an unreachable
+bucket is an error within seconds, never a hang, so the primary goes on and marks its
+records 'pending'.
+"""
+import base64
+import datetime
+import hashlib
+
+import blake3
+
+from ..errors import IntegrityError, StoreError
+
+SCHEME = "s3://"
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 30
+ATTEMPTS = 2
+
+
+class Unreachable(StoreError):
+    """The bucket could not be reached or refused to work (network, credentials, 5xx)."""
+
+
+def is_s3(text):
+    return isinstance(text, str) and text.startswith(SCHEME)
+
+
+def parse_url(text):
+    """'s3://BUCKET/PREFIX' -> (bucket, prefix without slashes at either end)."""
+    if not is_s3(text):
+        raise StoreError(f"{text!r} is not an s3:// address")
+    bucket, _, prefix = text[len(SCHEME):].partition("/")
+    prefix = prefix.strip("/")
+    if not bucket or not all(c.isalnum() or c in "-." for c in bucket) or bucket != bucket.lower():
+        raise StoreError(f"{text!r}: bad bucket name (lower-case letters, digits, '-' and '.')")
+    if not prefix:
+        raise StoreError(f"{text!r}: give a prefix (s3://BUCKET/PREFIX): a unit keeps its "
+                         f"objects under one")
+    if any(p in ("", ".", "..") for p in prefix.split("/")):
+        raise StoreError(f"{text!r}: bad prefix")
+    return bucket, prefix
+
+
+def to_datetime(us):
+    return datetime.datetime.fromtimestamp(us / 1e6, tz=datetime.timezone.utc)
+
+
+def to_us(dt):
+    return int(dt.timestamp() * 1_000_000)
+
+
+def _client(endpoint):
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise StoreError("the S3 client (boto3) is not installed: pip install boto3") from None
+    cfg = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+                 retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+                 request_checksum_calculation="when_required",
+                 response_checksum_validation="when_required")
+    return boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=cfg)
+
+
+class Bucket:
+    def __init__(self, url, endpoint=None):
+        self.url = url
+        self.name, self.prefix = parse_url(url)
+        self.endpoint = endpoint
+        self.s3 = _client(endpoint)
+
+    def key(self, rel):
+        return f"{self.prefix}/{rel}"
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _call(self, what, fn, **kw):
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return fn(Bucket=self.name, **kw)
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            code = err.get("Code", "?")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion"):
+                raise FileNotFoundError(f"{self.url}: {what}: no such object") from None
+            if code == "NoSuchBucket":
+                raise StoreError(f"{self.url}: the bucket {self.name} does not exist") from None
+            if code in ("AccessDenied", "Forbidden", "403", "InvalidAccessKeyId",
+                        "SignatureDoesNotMatch"):
+                raise PermissionError(f"{self.url}: {what}: refused by the store ({code}: "
+                                      f"{err.get('Message') or 'access denied'})") from None
+            raise Unreachable(f"{self.url}: {what}: {code}"
+                              f"{' (HTTP ' + str(status) + ')' if status else ''}: "
+                              f"{err.get('Message') or ''}".rstrip(": ")) from None
+        except BotoCoreError as e:
+            raise Unreachable(f"{self.url}: {what}: {e}") from None
+
+    # -- the bucket -----------------------------------------------------------------------
+
+    def check_lockable(self, create=False):
+        """The bucket must have Object Lock (and so versioning) on. With ``create`` a missing
+        bucket is created with Object Lock and a one-day COMPLIANCE default retention, the
+        net under any object a client might send without lock headers. Returns a list of
+        notes for the operator."""
+        notes = []
+        try:
+            cfg = self._call("object lock configuration",
+                             self.s3.get_object_lock_configuration)
+        except StoreError as e:
+            if not create or "does not exist" not in str(e):
+                if "does not exist" in str(e):
+                    raise
+                raise StoreError(f"{self.url}: the bucket has no Object Lock ({e}); create "
+                                 f"it with Object Lock enabled (docs/OPERATIONS.md)") from None
+            self._call("create bucket", self.s3.create_bucket,
+                       ObjectLockEnabledForBucket=True)
+            self._call("default retention", self.s3.put_object_lock_configuration,
+                       ObjectLockConfiguration={
+                           "ObjectLockEnabled": "Enabled",
+                           "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
+            notes.append(f"created bucket {self.name} with Object Lock and a one-day "
+                         f"COMPLIANCE default retention")
+            return notes
+        lock = cfg.get("ObjectLockConfiguration", {})
+        if lock.get("ObjectLockEnabled") != "Enabled":
+            raise StoreError(f"{self.url}: Object Lock is not enabled on bucket {self.name}; "
+                             f"a WORM duplicate needs it (docs/OPERATIONS.md)")
+        rule = lock.get("Rule", {}).get("DefaultRetention")
+        if not rule:
+            notes.append(f"bucket {self.name} has no default retention; wormfs locks every "
+                         f"object itself, but a COMPLIANCE default retention is a safety net "
+                         f"(docs/OPERATIONS.md)")
+        elif rule.get("Mode") != "COMPLIANCE":
+            notes.append(f"bucket {self.name}'s default retention is {rule.get('Mode')}, "
+                         f"not COMPLIANCE")
+        ver = self._call("versioning", self.s3.get_bucket_versioning)
+        if ver.get("Status") != "Enabled":
+            raise StoreError(f"{self.url}: versioning is not enabled on bucket {self.name}")
+        return notes
+
+    def is_empty(self):
+        r = self._call("list", self.s3.list_object_versions, Prefix=self.prefix + "/",
+                       MaxKeys=1)
+        return not r.get("Versions") and not r.get("DeleteMarkers")
+
+    def list(self, rel_prefix=""):
+        """Yield (relative key, size) of the current version of every object under the
+        unit's prefix (+ ``rel_prefix``), in key order."""
+        token = None
+        while True:
+            kw = {"Prefix": self.key(rel_prefix)}
+            if token:
+                kw["ContinuationToken"] = token
+            r = self._call("list", self.s3.list_objects_v2, **kw)
+            for o in r.get("Contents", []):
+                yield o["Key"][len(self.prefix) + 1:], o["Size"]
+            if not r.get("IsTruncated"):
+                return
+            token = r["NextContinuationToken"]
+
+    # -- objects --------------------------------------------------------------------------
+
+    def put(self, rel, data, retain_until_us, legal_hold=False, meta=None):
+        """Store ``data`` as a new version of ``rel``, locked in COMPLIANCE mode until
+        ``retain_until_us`` (whole seconds, rounded up), and read it back. Returns
+        (version id, retain-until us as stored)."""
+        data = bytes(data)
+        b3 = blake3.blake3(data).hexdigest()
+        until = _whole_second(retain_until_us)
+        md5 = hashlib.md5(data)
+        kw = dict(Key=self.key(rel), Body=data,
+                  ContentMD5=base64.b64encode(md5.digest()).decode(),
+                  ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=to_datetime(until),
+                  Metadata={"b3": b3, **(meta or {})})
+        if legal_hold:
+            kw["ObjectLockLegalHoldStatus"] = "ON"
+        r = self._call(f"put {rel}", self.s3.put_object, **kw)
+        version = r.get("VersionId")
+        if not version:
+            raise StoreError(f"{self.url}: the store gave no version id for {rel}: is "
+                             f"versioning on?")
+        h = self.head(rel, version)
+        problems = []
+        if h["size"] != len(data):
+            problems.append(f"{h['size']} bytes stored, {len(data)} sent")
+        if h["b3"] != b3:
+            problems.append("its BLAKE3 metadata differs")
+        if h["etag"] and h["etag"] != md5.hexdigest():
+            problems.append("its ETag is not the MD5 of what was sent")
+        problems += lock_problems(h, until, legal_hold)
+        if problems:
+            raise IntegrityError(f"{self.url}: {rel} version {version} read back wrong: "
+                                 f"{'; '.join(problems)}")
+        return version, h["retain_until"]
+
+    def head(self, rel, version=None):
+        kw = {"Key": self.key(rel)}
+        if version:
+            kw["VersionId"] = version
+        h = self._call(f"head {rel}", self.s3.head_object, **kw)
+        until = h.get("ObjectLockRetainUntilDate")
+        return {"size": h.get("ContentLength"), "version": h.get("VersionId"),
+                "etag": (h.get("ETag") or "").strip('"') if "-" not in (h.get("ETag") or "")
+                else None,
+                "b3": h.get("Metadata", {}).get("b3"), "meta": h.get("Metadata", {}),
+                "mode": h.get("ObjectLockMode"),
+                "retain_until": to_us(until) if until else None,
+                "legal_hold": h.get("ObjectLockLegalHoldStatus") == "ON"}
+
+    def get(self, rel, version=None, start=None, length=None):
+        kw = {"Key": self.key(rel)}
+        if version:
+            kw["VersionId"] = version
+        if start is not None:
+            kw["Range"] = f"bytes={start}-{start + length - 1}"
+        r = self._call(f"get {rel}", self.s3.get_object, **kw)
+        from botocore.exceptions import BotoCoreError
+        try:
+            return r["Body"].read()
+        except (BotoCoreError, OSError) as e:
+            raise Unreachable(f"{self.url}: get {rel}: {e}") from None
+
+    def extend(self, rel, version, retain_until_us):
+        """Lengthen a version's COMPLIANCE lock (the store refuses to shorten one) and read
+        it back. Returns the retain-until as stored."""
+        until = _whole_second(retain_until_us)
+        self._call(f"extend {rel}", self.s3.put_object_retention, Key=self.key(rel),
+                   VersionId=version, Retention={"Mode": "COMPLIANCE",
+                                                 "RetainUntilDate": to_datetime(until)})
+        h = self.head(rel, version)
+        problems = lock_problems(h, until, None)
+        if problems:
+            raise IntegrityError(f"{self.url}: {rel} version {version}: the lengthened lock "
+                                 f"read back wrong: {'; '.join(problems)}")
+        return h["retain_until"]
+
+    def legal_hold(self, rel, version, on):
+        self._call(f"legal hold {rel}", self.s3.put_object_legal_hold, Key=self.key(rel),
+                   VersionId=version, LegalHold={"Status": "ON" if on else "OFF"})
+        h = self.head(rel, version)
+        if h["legal_hold"] != bool(on):
+            raise IntegrityError(f"{self.url}: {rel} version {version}: the legal hold reads "
+                                 f"back {'ON' if h['legal_hold'] else 'OFF'}")
+
+
+def lock_problems(h, until_us, legal_hold):
+    """What is wrong with a HEAD's lock, against the retain-until and (unless None) the legal
+    hold it must have."""
+    out = []
+    if h["mode"] != "COMPLIANCE":
+        out.append(f"lock mode {h['mode'] or 'none'}, not COMPLIANCE")
+    if h["retain_until"] is None or h["retain_until"] < until_us:
+        out.append(f"retained until {h['retain_until']}, not {until_us}")
+    if legal_hold is not None and bool(legal_hold) != h["legal_hold"]:
+        out.append(f"legal hold {'ON' if h['legal_hold'] else 'OFF'}")
+    return out
+
+
+def _whole_second(us):
+    """S3 keeps retain-until dates in whole seconds: round up, never down."""
+    return -(-us // 1_000_000) * 1_000_000

@@ -1,0 +1,161 @@
+"""What the primary knows about the objects it wrote to its S3 unit (a SQLite file beside the
+shipping cache, ``s3state.db``). It can be rebuilt from the bucket (a listing and a HEAD per
+object), so it is a cache like the index, never the truth.
+
+    objects   rel TEXT PRIMARY KEY   key under the unit's prefix: 'seg/S' or 'tail/S/O'
+              segno, offset, length  the log bytes it holds (a whole segment: offset 0)
+              version TEXT           the version wormfs wrote and verified
+              b3 TEXT                BLAKE3 of its bytes
+              retain_until INTEGER   its COMPLIANCE retain-until (us), as read back
+              legal_hold INTEGER     1 while a legal hold is on it
+              superseded INTEGER     1 for a tail object once its segment's object is stored
+    holds     rel, ino               records that keep a legal hold on the object
+    meta      k TEXT PRIMARY KEY, v TEXT (JSON)
+              end        [segno, offset] just past the last frame the bucket holds (verified)
+              head       [seq, hash] the last event the bucket holds
+              floor_us   every live object is locked at least until this (see s3target.py)
+"""
+import json
+import sqlite3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    rel TEXT PRIMARY KEY, segno INTEGER NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, version TEXT NOT NULL, b3 TEXT NOT NULL,
+    retain_until INTEGER NOT NULL, legal_hold INTEGER NOT NULL DEFAULT 0,
+    superseded INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS objects_place ON objects (segno, offset);
+CREATE TABLE IF NOT EXISTS holds (rel TEXT NOT NULL, ino INTEGER NOT NULL,
+    PRIMARY KEY (rel, ino));
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+
+
+def seg_rel(segno):
+    return f"seg/{segno:010d}"
+
+
+def tail_rel(segno, offset):
+    return f"tail/{segno:010d}/{offset:012d}"
+
+
+class Obj:
+    __slots__ = ("rel", "segno", "offset", "length", "version", "b3", "retain_until",
+                 "legal_hold", "superseded")
+
+    def __init__(self, row):
+        for name, v in zip(self.__slots__, row):
+            setattr(self, name, v)
+
+    @property
+    def end(self):
+        return self.offset + self.length
+
+
+_COLS = ", ".join(Obj.__slots__)
+
+
+class S3State:
+    def __init__(self, path, readonly=False):
+        uri = f"file:{path}{'?mode=ro' if readonly else ''}"
+        self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10,
+                                  check_same_thread=False)
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    # -- meta -----------------------------------------------------------------------------
+
+    def get(self, k, default=None):
+        row = self.db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def put(self, k, v):
+        self.db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (k, json.dumps(v)))
+
+    # -- objects --------------------------------------------------------------------------
+
+    def add(self, rel, segno, offset, length, version, b3, retain_until, legal_hold):
+        self.db.execute(f"INSERT OR REPLACE INTO objects ({_COLS}) VALUES (?,?,?,?,?,?,?,?,0)",
+                        (rel, segno, offset, length, version, b3, retain_until,
+                         int(legal_hold)))
+
+    def obj(self, rel):
+        row = self.db.execute(f"SELECT {_COLS} FROM objects WHERE rel=?", (rel,)).fetchone()
+        return None if row is None else Obj(row)
+
+    def carrier(self, segno, offset):
+        """The live object holding log position (segno, offset): the segment's object once
+        it is stored, before that the tail object covering the offset."""
+        seg = self.obj(seg_rel(segno))
+        if seg is not None:
+            return seg
+        row = self.db.execute(
+            f"SELECT {_COLS} FROM objects WHERE segno=? AND offset<=? AND rel LIKE 'tail/%' "
+            f"ORDER BY offset DESC LIMIT 1", (segno, offset)).fetchone()
+        if row is None:
+            return None
+        o = Obj(row)
+        return o if offset < o.end else None
+
+    def live(self):
+        """Every object that must keep its data: segment objects and the tails not yet
+        superseded by one."""
+        return [Obj(r) for r in self.db.execute(
+            f"SELECT {_COLS} FROM objects WHERE superseded=0 ORDER BY segno, offset")]
+
+    def all(self):
+        return [Obj(r) for r in self.db.execute(
+            f"SELECT {_COLS} FROM objects ORDER BY segno, offset, rel")]
+
+    def tails(self, segno):
+        return [Obj(r) for r in self.db.execute(
+            f"SELECT {_COLS} FROM objects WHERE segno=? AND rel LIKE 'tail/%' ORDER BY offset",
+            (segno,))]
+
+    def set_lock(self, rel, retain_until=None, legal_hold=None):
+        if retain_until is not None:
+            self.db.execute("UPDATE objects SET retain_until=? WHERE rel=?",
+                            (retain_until, rel))
+        if legal_hold is not None:
+            self.db.execute("UPDATE objects SET legal_hold=? WHERE rel=?",
+                            (int(legal_hold), rel))
+
+    def supersede(self, segno):
+        self.db.execute("UPDATE objects SET superseded=1 WHERE segno=? AND rel LIKE 'tail/%'",
+                        (segno,))
+
+    # -- legal holds ----------------------------------------------------------------------
+
+    def holders(self, rel):
+        return {r[0] for r in self.db.execute("SELECT ino FROM holds WHERE rel=?", (rel,))}
+
+    def set_holder(self, rel, ino, on):
+        if on:
+            self.db.execute("INSERT OR IGNORE INTO holds (rel, ino) VALUES (?, ?)", (rel, ino))
+        else:
+            self.db.execute("DELETE FROM holds WHERE rel=? AND ino=?", (rel, ino))
+
+    def move_holders(self, from_rels, to_rel):
+        for rel in from_rels:
+            for ino in self.holders(rel):
+                self.set_holder(to_rel, ino, True)
+
+    def transaction(self):
+        return _Txn(self.db)
+
+
+class _Txn:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, et, e, tb):
+        self.db.execute("COMMIT" if et is None else "ROLLBACK")

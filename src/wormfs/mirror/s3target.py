@@ -1,0 +1,367 @@
+"""A mirror unit kept in an S3 Object Lock bucket: the "unit I replicate to" of target.py,
+for a duplicate on AWS S3, Ceph RGW or MinIO (docs/FORMAT.md §11, docs/OPERATIONS.md).
+
+What the bucket holds, under the unit's prefix:
+    unit.json        the unit's description (as a local unit's unit.json)
+    tail/S/O         the frames the primary shipped in one batch: segment S from offset O
+    seg/S            segment S as a whole, once the primary finished it (the same bytes as
+                     the segment file, header included)
+Every object is one PUT, locked in COMPLIANCE mode and read back (s3bucket.py) before the
+primary hears that it is stored, so a record counts as duplicated only once its frames are
+locked objects. The tail objects make that happen before close() returns; the segment object
+then holds the same frames compacted, and the tails of a finished segment are no longer
+needed once their locks end.
+
+How long each object is locked. The event chain runs through every object (each event names
+the hash of the one before), so verifying any record's history needs every object before it.
+So every live object is locked at least until the unit's horizon: the latest retain-until of
+any record it holds, and never less than a year ahead (``MIN_LOCK``). Locks move in steps of
+``LOCK_STEP`` so that the horizon's daily growth does not mean a request per object per day:
+when it passes the floor, the floor moves one step beyond it and the live objects are
+lengthened a few per batch (``SWEEP_PER_BATCH``). A record whose retention is longer than the
+floor (a retain-until set far ahead, an extension) lengthens the objects holding its chunks
+and its seal at once, before its batch counts as stored; a record that is held, retained
+indefinitely or waiting for its event date puts a legal hold on those objects, released when
+no such record needs them any more.
+
+The judgement a local mirror makes (rules.py) is made here too: the frames first go into a
+local mirror unit beside the primary (the shipping cache, replica.py), which checks every
+frame, continues the chain and refuses what its own index and clock forbid. The cache also
+keeps the state of the bucket's objects (s3state.py) and is the source of the segment
+objects. It is a cache: ``s3copy.fetch`` rebuilds one from the bucket.
+"""
+import logging
+import os
+
+import blake3
+
+from .. import retention
+from ..errors import IntegrityError, StoreError
+from ..store import events as E
+from ..store import frames as F
+from ..store.unit import read_unit
+from ..timeutil import US, parse_duration
+from . import s3bucket
+from .replica import MirrorRefused, PositionMismatch, Replica, parse_frames
+from .s3state import S3State, seg_rel, tail_rel
+
+log = logging.getLogger("wormfs.mirror.s3")
+
+DAY_US = 86400 * US
+MIN_LOCK = "1y"
+LOCK_STEP_US = 30 * DAY_US
+SWEEP_PER_BATCH = 32
+RECORD_EVENTS = ("seal", "retention", "event_date", "hold", "release")
+STATE_FILE = "s3state.db"
+
+
+def cache_path(primary_path):
+    """Where a primary keeps the shipping cache of its S3 unit."""
+    return os.path.join(primary_path, "s3-mirror-cache")
+
+
+def step_up(us):
+    """The next lock step at or after ``us``."""
+    return -(-us // LOCK_STEP_US) * LOCK_STEP_US
+
+
+class S3Target:
+    def __init__(self, url, endpoint, cache, *, serial, log_uuid, time_source=None):
+        self.url = url
+        self.bucket = s3bucket.Bucket(url, endpoint)
+        if not os.path.exists(os.path.join(cache, "unit.json")):
+            from .s3copy import fetch   # rebuilt from the bucket (first use, or lost)
+            fetch(self.bucket, cache)
+        self.replica = Replica(cache, serial=serial, log_uuid=log_uuid,
+                               time_source=time_source)
+        try:
+            self.state = S3State(os.path.join(cache, STATE_FILE))
+            self._check_unit()
+        except BaseException:
+            self.replica.close()
+            raise
+
+    def _check_unit(self):
+        """The bucket must hold this unit (a HEAD: also what tells an unreachable bucket)."""
+        h = self.bucket.head("unit.json")
+        if not h["mode"]:
+            raise StoreError(f"{self.url}/unit.json is not locked")
+
+    # -- what verification and repair use, as for a local mirror ---------------------------
+
+    @property
+    def serial(self):
+        return self.replica.serial
+
+    @property
+    def path(self):
+        return self.replica.path
+
+    @property
+    def log(self):
+        return self.replica.log
+
+    @property
+    def ix(self):
+        return self.replica.ix
+
+    @property
+    def local(self):
+        return self.replica.local
+
+    def note(self, etype, **fields):
+        return self.replica.note(etype, **fields)
+
+    # -- the interface (target.py) ---------------------------------------------------------
+
+    def end(self):
+        return tuple(self.state.get("end", [1, F.SEG_HEADER_LEN]))
+
+    def head(self):
+        seq, h = self.state.get("head", [0, None])
+        return seq, h if seq else E.GENESIS
+
+    def alive(self):
+        return True  # an S3 store that went away shows on the next request
+
+    def receive(self, segno, offset, data):
+        if (segno, offset) != self.end():
+            raise PositionMismatch(self.end())
+        data = memoryview(data)
+        refused = None
+        cend = self.replica.end()
+        if cend > (segno, offset):
+            # The cache took these frames before the bucket did (an upload failed): they were
+            # checked then; they must be the same bytes now.
+            have = (cend[1] if cend[0] == segno else self.replica.log.size(segno)) - offset
+            n = min(have, len(data))
+            if bytes(self.replica.read(segno, offset, n)) != bytes(data[:n]):
+                raise IntegrityError(f"the shipping cache of {self.url} holds other bytes "
+                                     f"at segment {segno} offset {offset}")
+            if n < len(data):
+                refused = self._into_cache(segno, offset + n, data[n:])
+        else:
+            refused = self._into_cache(segno, offset, data)
+        cend = self.replica.end()
+        kept = len(data) if cend[0] > segno else min(len(data), cend[1] - offset)
+        if kept:
+            self._store_tail(segno, offset, data[:kept])
+        if refused is not None:
+            raise refused
+        return self.end()
+
+    def _into_cache(self, segno, offset, data):
+        try:
+            self.replica.receive(segno, offset, data)
+        except MirrorRefused as e:
+            return e
+        return None
+
+    def finish(self, segno, size):
+        if self.end() != (segno, size):
+            raise PositionMismatch(self.end())
+        if self.replica.end() == (segno, size):
+            self.replica.finish(segno, size)
+        data = self.replica.read(segno, 0, size)
+        if len(data) != size:
+            raise IntegrityError(f"the shipping cache holds {len(data)} bytes of segment "
+                                 f"{segno}, not {size}")
+        tails = self.state.tails(segno)
+        until = max([self._floor()] + [t.retain_until for t in tails])
+        holders = set()
+        for t in tails:
+            holders |= self.state.holders(t.rel)
+        rel = seg_rel(segno)
+        version, stored_until = self.bucket.put(rel, data, until, legal_hold=bool(holders))
+        with self.state.transaction():
+            self.state.add(rel, segno, 0, size, version, blake3.blake3(data).hexdigest(),
+                           stored_until, bool(holders))
+            self.state.move_holders([t.rel for t in tails], rel)
+            self.state.supersede(segno)
+            self.state.put("end", [segno + 1, F.SEG_HEADER_LEN])
+        # The tails' legal holds pass to the segment object: theirs can go.
+        for t in tails:
+            if t.legal_hold:
+                self.bucket.legal_hold(t.rel, t.version, False)
+                self.state.set_lock(t.rel, legal_hold=False)
+
+    def sync(self):
+        self.replica.sync()  # every object was read back before receive returned
+
+    def read(self, segno, offset, length):
+        """Log bytes from the bucket (to repair the primary): the segment's object, or the
+        tail objects while the segment is open."""
+        seg = self.state.obj(seg_rel(segno))
+        if seg is not None:
+            return self.bucket.get(seg.rel, seg.version, offset, length)
+        out, pos, end = bytearray(), offset, offset + length
+        while pos < end:
+            t = self.state.carrier(segno, pos)
+            if t is None:
+                raise IntegrityError(f"{self.url} holds no object with segment {segno} "
+                                     f"offset {pos}")
+            n = min(end, t.end) - pos
+            out += self.bucket.get(t.rel, t.version, pos - t.offset, n)
+            pos += n
+        return bytes(out)
+
+    def segments(self):
+        return self.replica.segments()
+
+    def fetch_chunk(self, chunk_id):
+        with self.ix.read() as txn:
+            loc = self.ix.chunk(txn, chunk_id)
+        if loc is None:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is not on {self.url}")
+        segno, offset, length = loc
+        raw = self.read(segno, offset, F.FIXED_LEN + 32 + length)
+        ftype, key, payload, _ = F.read_frame(memoryview(raw), 0, len(raw))
+        if ftype != F.T_CHUNK or key != chunk_id or blake3.blake3(payload).digest() != chunk_id:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} on {self.url} does not match")
+        return bytes(payload), loc
+
+    def close(self):
+        try:
+            self.state.close()
+        finally:
+            self.replica.close()
+
+    # -- storing and locking ---------------------------------------------------------------
+
+    def _store_tail(self, segno, offset, data):
+        rel = tail_rel(segno, offset)
+        floor = self._floor()
+        version, until = self.bucket.put(rel, data, floor)
+        records, head = set(), None
+        for _, ftype, _, payload, _ in parse_frames(data, check_ids=False):
+            if ftype == F.T_EVENT:
+                payload = bytes(payload)
+                ev = E.decode(payload)
+                head = [ev["seq"], E.event_hash(payload)]
+                if ev.get("type") in RECORD_EVENTS and "ino" in ev:
+                    records.add(ev["ino"])
+        with self.state.transaction():
+            self.state.add(rel, segno, offset, len(data), version,
+                           blake3.blake3(data).hexdigest(), until, False)
+        for ino in sorted(records):
+            self._lock_record(ino)
+        with self.state.transaction():
+            self.state.put("end", [segno, offset + len(data)])
+            if head is not None:
+                self.state.put("head", head)
+        self._sweep()
+
+    def _floor(self):
+        """The retain-until every live object must have now (see the module's doc)."""
+        floor = self.state.get("floor_us", 0)
+        need = max(self._horizon(), parse_duration(MIN_LOCK).after(self.replica.clock.now()))
+        if need > floor:
+            floor = step_up(need + LOCK_STEP_US)
+            self.state.put("floor_us", floor)
+        return floor
+
+    def _horizon(self):
+        """The latest finite retain-until of the records this unit holds (the expiry table's
+        last key)."""
+        with self.ix.read() as txn:
+            cur = txn.cursor(db=self.ix.db["expiry"])
+            if cur.last():
+                return int.from_bytes(cur.key()[:8], "big")
+        return 0
+
+    def _sweep(self):
+        """Lengthen a few live objects that are locked short of the floor."""
+        floor = self.state.get("floor_us", 0)
+        done = 0
+        for o in self.state.live():
+            if done >= SWEEP_PER_BATCH:
+                break
+            if o.retain_until < floor:
+                self._extend(o, floor)
+                done += 1
+
+    def _extend(self, o, until):
+        stored = self.bucket.extend(o.rel, o.version, until)
+        self.state.set_lock(o.rel, retain_until=stored)
+
+    def _lock_record(self, ino):
+        """Make the objects holding a record's chunks and its seal keep them as long as the
+        record must be kept."""
+        with self.ix.read() as txn:
+            rec = self.ix.inode(txn, ino)
+            if rec is None or rec.get("state") != "sealed" or rec.get("serial") is None:
+                return
+            places = set()
+            for _, _, cid in self.ix.manifest_from(txn, rec["serial"], -1):
+                loc = self.ix.chunk(txn, cid)
+                if loc is not None:
+                    places.add((loc[0], loc[1]))
+            pos = self.ix.event_pos(txn, rec.get("seal_seq") or 0)
+            if pos is not None:
+                places.add(tuple(pos))
+        kind, until = retention.effective(rec["retention"])
+        hold = bool(rec.get("holds")) or kind != "until"
+        carriers = {}
+        for segno, off in places:
+            o = self.state.carrier(segno, off)
+            if o is None:
+                raise IntegrityError(f"{self.url}: no object holds segment {segno} offset "
+                                     f"{off} of record {rec['serial']}")
+            carriers[o.rel] = o
+        for o in carriers.values():
+            if kind == "until" and until and o.retain_until < until:
+                self._extend(o, step_up(until))
+            holders = self.state.holders(o.rel)
+            if hold != (ino in holders):
+                self.state.set_holder(o.rel, ino, hold)
+                want = bool(self.state.holders(o.rel))
+                if want != bool(o.legal_hold):
+                    self.bucket.legal_hold(o.rel, o.version, want)
+                    self.state.set_lock(o.rel, legal_hold=want)
+
+
+def open_s3_target(unit, primary_path, time_source=None):
+    return S3Target(unit["peer_path"], unit.get("peer_endpoint"), cache_path(primary_path),
+                    serial=unit["peer_serial"], log_uuid=unit.get("log_uuid", unit["uuid"]),
+                    time_source=time_source)
+
+
+def create_unit(url, endpoint, unit_fields):
+    """mkfs: a new S3 unit. The bucket must have Object Lock (it is created with it if it
+    does not exist) and nothing under the prefix; the unit's unit.json is stored locked. The
+    primary builds its shipping cache from the bucket when it first opens. Returns notes for
+    the operator."""
+    import json
+    from ..store.unit import new_unit
+    bucket = s3bucket.Bucket(url, endpoint)
+    notes = bucket.check_lockable(create=True)
+    if not bucket.is_empty():
+        raise StoreError(f"{url} already holds objects: a new unit needs an empty prefix "
+                         f"(what is there may be evidence; use another prefix)")
+    unit = new_unit(**unit_fields)
+    unit.update(s3=url, s3_endpoint=endpoint)
+    body = json.dumps(unit, indent=2).encode() + b"\n"
+    bucket.put("unit.json", body, parse_duration(MIN_LOCK).after(_now_us()))
+    return notes
+
+
+def _now_us():
+    import time
+    return int(time.time() * US)
+
+
+def read_bucket_unit(bucket):
+    import json
+    try:
+        unit = json.loads(bucket.get("unit.json"))
+    except FileNotFoundError:
+        raise StoreError(f"{bucket.url} holds no wormfs unit (no unit.json)") from None
+    except ValueError as e:
+        raise StoreError(f"{bucket.url}/unit.json cannot be read: {e}") from None
+    if unit.get("kind") != "wormfs-unit":
+        raise StoreError(f"{bucket.url}/unit.json does not describe a wormfs unit")
+    return unit
+
+
+__all__ = ["S3Target", "open_s3_target", "create_unit", "cache_path", "read_bucket_unit",
+           "read_unit"]
