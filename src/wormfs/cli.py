@@ -113,6 +113,8 @@ def cmd_mkfs(args):
     # frame for frame (the primary ships it as soon as it is created below).
     if s3_url:
         from .mirror.s3target import create_unit
+        # Kept in unit.json, so that a later mount reaches the same store.
+        args.s3_endpoint = args.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
         notes = create_unit(s3_url, args.s3_endpoint, dict(
             mirror_fields, chunking=None, no_mirror=False))
     elif mirror:
@@ -231,17 +233,19 @@ def cmd_status(args):
 
 # -- verify and scrub ----------------------------------------------------------------------
 
-def _run_check(path, deep, repair, progress):
+def _run_check(path, deep, repair, progress, s3_url=None):
     from .fs import control
     from .mirror import verification
     unit = read_unit(path)
     if unit["role"] != "primary":
         if repair:
-            raise UsageError(f"{path} is a {unit['role']} unit: scrub --repair runs on the "
-                             f"primary, which repairs both units (a mirror alone can be "
-                             f"verified)")
+            raise UsageError(f"{s3_url or path} is a {unit['role']} unit: scrub --repair runs "
+                             f"on the primary, which repairs both units (a mirror alone can "
+                             f"be verified)")
         with Store(path, readonly=True) as st:
             rep = verification.run_readonly(st, os.path.join(path, "local"))
+            if s3_url:
+                _check_bucket_alone(s3_url, path, st, rep, deep)
             rep.add(None, "unit", f"only this {unit['role']} unit was checked")
             return rep.as_dict()
     if unit_in_use(path):  # mounted: the daemon that owns the store does the work
@@ -249,6 +253,19 @@ def _run_check(path, deep, repair, progress):
                                progress)
     with Store(path) as st:
         return verification.run(st, deep=deep, repair=repair, progress=progress).as_dict()
+
+
+def _check_bucket_alone(url, copy, st, rep, deep):
+    """verify s3://…: the bucket's objects and locks, against the unit read back from it."""
+    from .mirror.s3bucket import Bucket
+    from .mirror.s3copy import check_bucket
+    from .mirror.s3state import S3State
+    from .mirror.s3target import STATE_FILE
+    state = S3State(os.path.join(copy, STATE_FILE), readonly=True)
+    try:
+        check_bucket(Bucket(url), state, st.ix, rep, rep.units[0], deep=deep)
+    finally:
+        state.close()
 
 
 def _print_check(r, what):
@@ -273,7 +290,7 @@ def cmd_verify(args, repair=False):
     progress = Progress(what) if not args.json else None
     try:
         r = _run_check(_unit_of(args.store), getattr(args, "deep", False), repair,
-                       progress)
+                       progress, s3_url=args.store if is_s3(args.store) else None)
     finally:
         if progress:
             progress.done()
@@ -371,7 +388,10 @@ def cmd_mirror_resync(args):
 
 def cmd_mirror_promote(args):
     from .mirror.pairing import new_mirror, promote
-    path = os.path.abspath(args.store)
+    if is_s3(args.store):
+        path = _promote_copy_of_bucket(args)
+    else:
+        path = os.path.abspath(args.store)
     old_primary, retired = promote(path, force=args.force)
     new = None
     if args.mirror:
@@ -388,6 +408,33 @@ def cmd_mirror_promote(args):
     print(f"new mirror {new} at {os.path.abspath(args.mirror)}: whole log copied")
     _print_check(r, "scrub")
     return 0 if r["ok"] else 1
+
+
+def _promote_copy_of_bucket(args):
+    """An S3 unit is promoted by reading it into a local directory (--to), which then
+    continues the log as the primary; the bucket keeps what it holds, locked."""
+    from .mirror.s3bucket import Bucket
+    from .mirror.s3copy import fetch
+    from .mirror.s3target import STATE_FILE
+    from .store.unit import rewrite_unit
+    if not args.to:
+        raise UsageError("an S3 unit is promoted into a local directory: give --to DIR (an "
+                         "empty directory on the disk the new primary will use)")
+    path = os.path.abspath(args.to)
+    _check_empty(path, "--to directory")
+    progress = Progress(f"fetch {args.store}")
+    try:
+        fetch(Bucket(args.store), path, progress).close()
+    finally:
+        progress.done()
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(os.path.join(path, STATE_FILE + suffix)):
+            os.unlink(os.path.join(path, STATE_FILE + suffix))
+    unit = read_unit(path)
+    unit["promoted_from_s3"] = unit.pop("s3", args.store)
+    unit.pop("s3_endpoint", None)
+    rewrite_unit(path, unit)
+    return path
 
 
 # -- rebuild-index and clock ---------------------------------------------------------------
@@ -435,6 +482,10 @@ def cmd_clock(args):
 
 def cmd_mount(args):
     from .fs.daemon import MountError, mount
+    if is_s3(args.store):
+        # The bucket read into its local copy, mounted read-only (it is a mirror unit).
+        from .mirror.s3copy import fetch_for_reading
+        args.store = fetch_for_reading(args.store)
     try:
         return mount(args.store, args.mountpoint, foreground=args.foreground,
                      options=args.o, log_file=args.log, debug=args.debug)
@@ -462,6 +513,9 @@ def build_parser():
     p = _Parser(prog="wormfs", description="Content-addressed WORM file system for "
                 "broker-dealer records (SEC 17a-4(f)).")
     p.add_argument("--version", action="version", version=f"wormfs {__version__}")
+    p.add_argument("--s3-endpoint", dest="s3_endpoint_any", metavar="URL",
+                   help="S3 endpoint for s3:// units (else AWS_ENDPOINT_URL or the AWS "
+                        "configuration)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     s = sub.add_parser("mkfs", help="create a store: a primary unit and its mirror unit")
@@ -545,6 +599,9 @@ def build_parser():
     t = msub.add_parser("promote", help="make a mirror the primary when the primary is lost")
     t.add_argument("store", metavar="MIRROR")
     t.add_argument("--mirror", metavar="DIR", help="an empty directory for its new mirror")
+    t.add_argument("--to", metavar="DIR",
+                   help="for an s3:// mirror: the empty local directory the new primary is "
+                        "read into")
     t.add_argument("--allow-same-device", action="store_true")
     t.add_argument("--force", action="store_true",
                    help="the old primary still exists: retire it (it never takes a write "
@@ -670,6 +727,12 @@ def main(argv=None):
     try:
         argv = _as_mount_helper(sys.argv[1:] if argv is None else list(argv))
         args = build_parser().parse_args(argv)
+        endpoint = getattr(args, "s3_endpoint", None) or args.s3_endpoint_any
+        if endpoint:
+            # For every S3 client of this command and of a daemon it starts (botocore reads
+            # it); mkfs also keeps it in the store's unit.json for later mounts.
+            os.environ["AWS_ENDPOINT_URL"] = endpoint
+            args.s3_endpoint = endpoint
         return args.fn(args)
     except UsageError as e:
         print(f"wormfs: {one_line(e)}", file=sys.stderr)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..errors import StoreError
 from ..fs import mounts
+from ..mirror.s3bucket import is_s3
 
 FSTYPE = "fuse.wormfs"
 
@@ -47,14 +48,13 @@ def _unit_dir(path):
     return os.path.isfile(os.path.join(path, "unit.json"))
 
 
-def _check_not_s3(text):
-    if text.startswith("s3://"):
-        raise StoreError("S3 Object Lock units are not supported by this version yet")
-
-
 def store(text):
-    """A store directory or a mount point of it (or any path inside the mount)."""
-    _check_not_s3(text)
+    """A store directory or a mount point of it (or any path inside the mount), or an S3
+    unit (s3://BUCKET/PREFIX), which is read into its local copy first (mirror/s3copy.py)."""
+    if is_s3(text):
+        from ..mirror.s3copy import fetch_for_reading
+        unit = fetch_for_reading(text)
+        return Place(unit, None, mountpoint_of(unit))
     path = os.path.abspath(text)
     hit = _mount_containing(path)
     if hit is not None:
@@ -69,7 +69,6 @@ def store(text):
 def record(text, store_dir=None):
     """A file inside a mount (``/srv/records/a/b``), or, with ``store_dir``, a path inside
     that store (``/a/b``), mounted or not."""
-    _check_not_s3(text)
     if store_dir is not None:
         base = store(store_dir)
         inner = "/" + text.strip("/")

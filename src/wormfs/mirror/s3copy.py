@@ -96,7 +96,7 @@ def fetch(bucket, dest, progress=None):
             _write_file(path, data)
         done += o.length
         if progress:
-            progress.update(done, total)
+            progress(done, total)
     last = segs[-1] if segs else 0
     opened = [s for s in tails if s > last]
     for name in os.listdir(segdir):
@@ -112,7 +112,7 @@ def fetch(bucket, dest, progress=None):
             buf += _checked_get(bucket, o)
             done += o.length
             if progress:
-                progress.update(done, total)
+                progress(done, total)
         _write_file(os.path.join(segdir, seg_name(segno, open_=True)), buf)
         end = [segno, len(buf)]
     else:
@@ -141,10 +141,16 @@ def fetch(bucket, dest, progress=None):
 def fetch_for_reading(url, endpoint=None, progress=None):
     """The local copy of an S3 unit for a read-only command, brought up to date unless a
     mount is using it. Returns its directory."""
+    from ..progress import Progress
     dest = read_cache_dir(url)
     if os.path.exists(os.path.join(dest, "unit.json")) and unit_in_use(dest):
         return dest   # mounted from this copy: it is what the mount serves
-    state = fetch(s3bucket.Bucket(url, endpoint), dest, progress)
+    bar = progress or Progress(f"fetch {url}")
+    try:
+        state = fetch(s3bucket.Bucket(url, endpoint), dest, bar)
+    finally:
+        if progress is None:
+            bar.done()
     state.close()
     return dest
 

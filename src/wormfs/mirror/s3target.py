@@ -69,23 +69,23 @@ class S3Target:
     def __init__(self, url, endpoint, cache, *, serial, log_uuid, time_source=None):
         self.url = url
         self.bucket = s3bucket.Bucket(url, endpoint)
+        self._check_unit()   # first: an unreachable bucket costs one request per retry
         if not os.path.exists(os.path.join(cache, "unit.json")):
             from .s3copy import fetch   # rebuilt from the bucket (first use, or lost)
-            fetch(self.bucket, cache)
+            fetch(self.bucket, cache).close()
         self.replica = Replica(cache, serial=serial, log_uuid=log_uuid,
                                time_source=time_source)
         try:
             self.state = S3State(os.path.join(cache, STATE_FILE))
-            self._check_unit()
         except BaseException:
             self.replica.close()
             raise
 
     def _check_unit(self):
-        """The bucket must hold this unit (a HEAD: also what tells an unreachable bucket)."""
+        """The bucket must hold this unit, locked."""
         h = self.bucket.head("unit.json")
-        if not h["mode"]:
-            raise StoreError(f"{self.url}/unit.json is not locked")
+        if h["mode"] != "COMPLIANCE":
+            raise StoreError(f"{self.url}/unit.json is not locked in COMPLIANCE mode")
 
     # -- what verification and repair use, as for a local mirror ---------------------------
 
@@ -219,6 +219,33 @@ class S3Target:
         if ftype != F.T_CHUNK or key != chunk_id or blake3.blake3(payload).digest() != chunk_id:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} on {self.url} does not match")
         return bytes(payload), loc
+
+    def repair_frames(self, places, logs):
+        """Put the bucket's frame at each (segno, offset) over the same place of ``logs``,
+        once it checks (header, payload, chunk id). Returns [(segno, offset, length)]."""
+        fixed = []
+        for segno, off in places:
+            try:
+                head = self.read(segno, off, F.HEADER_PEEK)
+                _, _, plen, _, hl = F.parse_header(head)
+                raw = self.read(segno, off, hl + plen)
+                ftype, key, payload, length = F.read_frame(memoryview(raw), 0, len(raw))
+                if ftype == F.T_CHUNK and blake3.blake3(payload).digest() != key:
+                    raise IntegrityError("the bucket's chunk does not match its id")
+            except (F.FrameError, IntegrityError, OSError, StoreError) as e:
+                log.warning("no sound copy of segment %s offset %s on %s: %s", segno, off,
+                            self.url, e)
+                continue
+            for lg in logs:
+                lg.patch(segno, off, raw)
+            fixed.append((segno, off, length))
+        return fixed
+
+    def check_bucket(self, rep, unit, *, deep=False, repair=False, on_repair=None):
+        """The bucket's part of verify and scrub (s3copy.check_bucket)."""
+        from .s3copy import check_bucket
+        check_bucket(self.bucket, self.state, self.ix, rep, unit, deep=deep,
+                     log=self.log, repair=repair, on_repair=on_repair)
 
     def close(self):
         try:

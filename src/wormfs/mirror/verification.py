@@ -44,13 +44,47 @@ def run(store, *, deep=False, repair=False, progress=None, cause="command"):
         if target is not None and f["unit"] == target.serial:
             target.note("repair", cause=kind, **fields)
 
+    bucket_rep = None
+    if target is not None and hasattr(target, "check_bucket"):
+        # The bucket first: a frame of the shipping cache that differs from the bucket's is
+        # put back from it, so the walk below repairs the primary from the bucket's bytes.
+        bucket_rep = Report(units, deep, repair)
+        target.check_bucket(bucket_rep, units[1], deep=deep, repair=repair,
+                            on_repair=on_repair)
     rep = check_units(units, deep=deep, repair=repair, progress=progress, on_repair=on_repair)
+    if bucket_rep is not None and repair:
+        rep = _repair_from_bucket(rep, units, target, deep, progress, on_repair)
+    if bucket_rep is not None:
+        rep.findings[:0] = bucket_rep.findings
+        rep.bytes += bucket_rep.bytes
     if store.mirror is not None and target is None:
         state, reason, _ = store.mirror_state()
         rep.add(None, "mirror", f"the mirror {store.unit.get('peer_serial')} could not be "
                 f"checked: {state}: {reason}")
     _record(store.note, kind, rep, cause)
     return rep
+
+
+def _repair_from_bucket(rep, units, target, deep, progress, on_repair):
+    """Frames damaged on both local units (the primary and the shipping cache) are put back
+    from the bucket's objects, checked frame by frame; then the units are walked again."""
+    places = sorted({(f["segment"], f["offset"]) for f in rep.unrepaired
+                     if f["kind"] == "damaged" and f.get("segment") is not None})
+    if not places:
+        return rep
+    fixed = target.repair_frames(places, [u.log for u in units if u.writable])
+    if not fixed:
+        return rep
+    units = [Unit(u.serial, u.role, u.path, u.log, u.ix, writable=u.writable, local=u.local)
+             for u in units]   # a walk keeps its state in the Units: start afresh
+    again = check_units(units, deep=deep, repair=True, progress=progress, on_repair=on_repair)
+    for segno, off, length in fixed:
+        for u in units:
+            f = again.add(u, "damaged", f"segment {segno} offset {off}: damaged here and on "
+                          f"the other local unit", segno, off, repaired=True)
+            f.update(length=length, source=target.url)
+            on_repair(f)
+    return again
 
 
 def run_readonly(store, local_path=None):
