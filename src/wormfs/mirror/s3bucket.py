@@ -117,11 +117,11 @@ class Bucket:
             cfg = self._call("object lock configuration",
                              self.s3.get_object_lock_configuration)
         except StoreError as e:
-            if not create or "does not exist" not in str(e):
-                if "does not exist" in str(e):
-                    raise
-                raise StoreError(f"{self.url}: the bucket has no Object Lock ({e}); create "
+            if "ObjectLockConfigurationNotFound" in str(e):
+                raise StoreError(f"{self.url}: bucket {self.name} has no Object Lock; create "
                                  f"it with Object Lock enabled (docs/OPERATIONS.md)") from None
+            if not create or "does not exist" not in str(e):
+                raise
             self._call("create bucket", self.s3.create_bucket,
                        ObjectLockEnabledForBucket=True)
             self._call("default retention", self.s3.put_object_lock_configuration,

@@ -52,6 +52,8 @@ def inventory(bucket, state):
                 parts[2].isdigit():
             segno, off = int(parts[1]), int(parts[2])
             tails.setdefault(segno, []).append(off)
+        elif rel == "unit.json":
+            segno, off = 0, 0   # no log position: kept locked with the rest (the sweep)
         else:
             continue
         h = bucket.head(rel)
@@ -258,7 +260,7 @@ def _deep_object(bucket, o, rep, unit, log, repair, on_repair):
         rep.add(unit, "s3", f"{bucket.url}/{o.rel} does not match its BLAKE3: the "
                 f"bucket's copy is damaged", segment=o.segno, offset=o.offset)
         return
-    if log is None:
+    if log is None or o.segno == 0:
         return
     # The local copy must hold the same frames: put back any that differ.
     base = o.offset
