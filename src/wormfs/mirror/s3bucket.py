@@ -15,6 +15,7 @@ records 'pending'.
 import base64
 import datetime
 import hashlib
+import io
 
 import blake3
 
@@ -173,12 +174,31 @@ class Bucket:
     def put(self, rel, data, retain_until_us, legal_hold=False, meta=None):
         """Store ``data`` as a new version of ``rel``, locked in COMPLIANCE mode until
         ``retain_until_us`` (whole seconds, rounded up), and read it back. Returns
-        (version id, retain-until us as stored)."""
+        (version id, retain-until us as stored, BLAKE3 hex)."""
         data = bytes(data)
-        b3 = blake3.blake3(data).hexdigest()
+        return self._put(rel, data, len(data), hashlib.md5(data), blake3.blake3(data),
+                         retain_until_us, legal_hold, meta)
+
+    def put_file(self, rel, path, size, retain_until_us, legal_hold=False):
+        """``put`` of the first ``size`` bytes of a file, streamed (a segment can be GiBs)."""
+        md5, b3 = hashlib.md5(), blake3.blake3()
+        with open(path, "rb") as f:
+            left = size
+            while left:
+                piece = f.read(min(left, 8 << 20))
+                if not piece:
+                    raise IntegrityError(f"{path} is shorter than {size} bytes")
+                md5.update(piece)
+                b3.update(piece)
+                left -= len(piece)
+            f.seek(0)
+            return self._put(rel, _Bounded(f, size), size, md5, b3, retain_until_us,
+                             legal_hold, None)
+
+    def _put(self, rel, body, size, md5, b3, retain_until_us, legal_hold, meta):
+        b3 = b3.hexdigest()
         until = _whole_second(retain_until_us)
-        md5 = hashlib.md5(data)
-        kw = dict(Key=self.key(rel), Body=data,
+        kw = dict(Key=self.key(rel), Body=body, ContentLength=size,
                   ContentMD5=base64.b64encode(md5.digest()).decode(),
                   ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=to_datetime(until),
                   Metadata={"b3": b3, **(meta or {})})
@@ -191,8 +211,8 @@ class Bucket:
                              f"versioning on?")
         h = self.head(rel, version)
         problems = []
-        if h["size"] != len(data):
-            problems.append(f"{h['size']} bytes stored, {len(data)} sent")
+        if h["size"] != size:
+            problems.append(f"{h['size']} bytes stored, {size} sent")
         if h["b3"] != b3:
             problems.append("its BLAKE3 metadata differs")
         if h["etag"] and h["etag"] != md5.hexdigest():
@@ -201,7 +221,7 @@ class Bucket:
         if problems:
             raise IntegrityError(f"{self.url}: {rel} version {version} read back wrong: "
                                  f"{'; '.join(problems)}")
-        return version, h["retain_until"]
+        return version, h["retain_until"], b3
 
     def head(self, rel, version=None):
         kw = {"Key": self.key(rel)}
@@ -251,6 +271,33 @@ class Bucket:
         if h["legal_hold"] != bool(on):
             raise IntegrityError(f"{self.url}: {rel} version {version}: the legal hold reads "
                                  f"back {'ON' if h['legal_hold'] else 'OFF'}")
+
+
+class _Bounded(io.RawIOBase):
+    """A file seen only up to ``size`` bytes (what was hashed is what is sent), seekable so
+    that the client can rewind it for a retry."""
+
+    def __init__(self, f, size):
+        super().__init__()
+        self.f, self.size = f, size
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self.f.tell()
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        if whence == io.SEEK_END:
+            offset, whence = self.size + offset, io.SEEK_SET
+        return self.f.seek(min(offset, self.size), whence)
+
+    def readinto(self, buf):
+        n = max(0, min(len(buf), self.size - self.f.tell()))
+        return self.f.readinto(memoryview(buf)[:n]) if n else 0
 
 
 def lock_problems(h, until_us, legal_hold):

@@ -108,9 +108,11 @@ class S3State:
         return [Obj(r) for r in self.db.execute(
             f"SELECT {_COLS} FROM objects WHERE superseded=0 ORDER BY segno, offset")]
 
-    def all(self):
+    def locked_short(self, until, limit):
+        """Up to ``limit`` live objects locked short of ``until``."""
         return [Obj(r) for r in self.db.execute(
-            f"SELECT {_COLS} FROM objects ORDER BY segno, offset, rel")]
+            f"SELECT {_COLS} FROM objects WHERE superseded=0 AND retain_until<? "
+            f"ORDER BY segno, offset LIMIT ?", (until, limit))]
 
     def tails(self, segno):
         return [Obj(r) for r in self.db.execute(

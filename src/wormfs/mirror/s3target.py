@@ -162,20 +162,20 @@ class S3Target:
             raise PositionMismatch(self.end())
         if self.replica.end() == (segno, size):
             self.replica.finish(segno, size)
-        data = self.replica.read(segno, 0, size)
-        if len(data) != size:
-            raise IntegrityError(f"the shipping cache holds {len(data)} bytes of segment "
-                                 f"{segno}, not {size}")
+        seg_path = self.replica.log.path(segno)
+        if os.path.getsize(seg_path) != size:
+            raise IntegrityError(f"the shipping cache holds {os.path.getsize(seg_path)} bytes "
+                                 f"of segment {segno}, not {size}")
         tails = self.state.tails(segno)
         until = max([self._floor()] + [t.retain_until for t in tails])
         holders = set()
         for t in tails:
             holders |= self.state.holders(t.rel)
         rel = seg_rel(segno)
-        version, stored_until = self.bucket.put(rel, data, until, legal_hold=bool(holders))
+        version, stored_until, b3 = self.bucket.put_file(rel, seg_path, size, until,
+                                                         legal_hold=bool(holders))
         with self.state.transaction():
-            self.state.add(rel, segno, 0, size, version, blake3.blake3(data).hexdigest(),
-                           stored_until, bool(holders))
+            self.state.add(rel, segno, 0, size, version, b3, stored_until, bool(holders))
             self.state.move_holders([t.rel for t in tails], rel)
             self.state.supersede(segno)
             self.state.put("end", [segno + 1, F.SEG_HEADER_LEN])
@@ -258,7 +258,7 @@ class S3Target:
     def _store_tail(self, segno, offset, data):
         rel = tail_rel(segno, offset)
         floor = self._floor()
-        version, until = self.bucket.put(rel, data, floor)
+        version, until, b3 = self.bucket.put(rel, data, floor)
         records, head = set(), None
         for _, ftype, _, payload, _ in parse_frames(data, check_ids=False):
             if ftype == F.T_EVENT:
@@ -268,8 +268,7 @@ class S3Target:
                 if ev.get("type") in RECORD_EVENTS and "ino" in ev:
                     records.add(ev["ino"])
         with self.state.transaction():
-            self.state.add(rel, segno, offset, len(data), version,
-                           blake3.blake3(data).hexdigest(), until, False)
+            self.state.add(rel, segno, offset, len(data), version, b3, until, False)
         for ino in sorted(records):
             self._lock_record(ino)
         with self.state.transaction():
@@ -299,13 +298,8 @@ class S3Target:
     def _sweep(self):
         """Lengthen a few live objects that are locked short of the floor."""
         floor = self.state.get("floor_us", 0)
-        done = 0
-        for o in self.state.live():
-            if done >= SWEEP_PER_BATCH:
-                break
-            if o.retain_until < floor:
-                self._extend(o, floor)
-                done += 1
+        for o in self.state.locked_short(floor, SWEEP_PER_BATCH):
+            self._extend(o, floor)
 
     def _extend(self, o, until):
         stored = self.bucket.extend(o.rel, o.version, until)
