@@ -259,8 +259,7 @@ def _check_bucket_alone(url, copy, st, rep, deep):
     """verify s3://…: the bucket's objects and locks, against the unit read back from it."""
     from .mirror.s3bucket import Bucket
     from .mirror.s3copy import check_bucket
-    from .mirror.s3state import S3State
-    from .mirror.s3target import STATE_FILE
+    from .mirror.s3state import STATE_FILE, S3State
     state = S3State(os.path.join(copy, STATE_FILE), readonly=True)
     try:
         check_bucket(Bucket(url), state, st.ix, rep, rep.units[0], deep=deep)
@@ -415,7 +414,7 @@ def _promote_copy_of_bucket(args):
     continues the log as the primary; the bucket keeps what it holds, locked."""
     from .mirror.s3bucket import Bucket
     from .mirror.s3copy import fetch
-    from .mirror.s3target import STATE_FILE
+    from .mirror.s3state import STATE_FILE, S3State
     from .store.unit import rewrite_unit
     if not args.to:
         raise UsageError("an S3 unit is promoted into a local directory: give --to DIR (an "
@@ -427,9 +426,7 @@ def _promote_copy_of_bucket(args):
         fetch(Bucket(args.store), path, progress).close()
     finally:
         progress.done()
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(os.path.join(path, STATE_FILE + suffix)):
-            os.unlink(os.path.join(path, STATE_FILE + suffix))
+    S3State.remove(os.path.join(path, STATE_FILE))   # the bucket's, not the new primary's
     unit = read_unit(path)
     unit["promoted_from_s3"] = unit.pop("s3", args.store)
     unit.pop("s3_endpoint", None)

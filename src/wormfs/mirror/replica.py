@@ -214,24 +214,6 @@ class Replica:
         """Raw bytes of this unit's log (for repairing the peer)."""
         return self.log.read(segno, offset, length)
 
-    def segments(self):
-        """[(segno, size, finished)] of the segments present."""
-        nums, open_no = self.log.segment_numbers()
-        return [(n, self.log.size(n), n != open_no) for n in nums]
-
-    def fetch_chunk(self, chunk_id):
-        """A chunk's bytes from this unit, checked against its checksum and id."""
-        with self.ix.read() as txn:
-            loc = self.ix.chunk(txn, chunk_id)
-        if loc is None:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is not on mirror {self.serial}")
-        segno, offset, length = loc
-        data = self.log.read_chunk(segno, offset, chunk_id, length)
-        if blake3.blake3(data).digest() != chunk_id:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} on mirror {self.serial} does "
-                                 f"not match its id")
-        return bytes(data), loc
-
     def note(self, etype, **fields):
         """An event of this unit's own chain (a repair of its segments, say)."""
         with self._lock:

@@ -28,7 +28,12 @@ ATTEMPTS = 2
 
 
 class Unreachable(StoreError):
-    """The bucket could not be reached or refused to work (network, credentials, 5xx)."""
+    """The bucket could not be reached or refused to work (network, credentials, 5xx).
+    ``code`` is the S3 error code when the store answered with one."""
+
+    def __init__(self, msg, code=None):
+        super().__init__(msg)
+        self.code = code
 
 
 def is_s3(text):
@@ -95,14 +100,15 @@ class Bucket:
             if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion"):
                 raise FileNotFoundError(f"{self.url}: {what}: no such object") from None
             if code == "NoSuchBucket":
-                raise StoreError(f"{self.url}: the bucket {self.name} does not exist") from None
+                raise Unreachable(f"{self.url}: the bucket {self.name} does not exist",
+                                  code) from None
             if code in ("AccessDenied", "Forbidden", "403", "InvalidAccessKeyId",
                         "SignatureDoesNotMatch"):
                 raise PermissionError(f"{self.url}: {what}: refused by the store ({code}: "
                                       f"{err.get('Message') or 'access denied'})") from None
             raise Unreachable(f"{self.url}: {what}: {code}"
                               f"{' (HTTP ' + str(status) + ')' if status else ''}: "
-                              f"{err.get('Message') or ''}".rstrip(": ")) from None
+                              f"{err.get('Message') or ''}".rstrip(": "), code) from None
         except BotoCoreError as e:
             raise Unreachable(f"{self.url}: {what}: {e}") from None
 
@@ -117,11 +123,11 @@ class Bucket:
         try:
             cfg = self._call("object lock configuration",
                              self.s3.get_object_lock_configuration)
-        except StoreError as e:
-            if "ObjectLockConfigurationNotFound" in str(e):
+        except Unreachable as e:
+            if e.code == "ObjectLockConfigurationNotFoundError":
                 raise StoreError(f"{self.url}: bucket {self.name} has no Object Lock; create "
                                  f"it with Object Lock enabled (docs/OPERATIONS.md)") from None
-            if not create or "does not exist" not in str(e):
+            if not create or e.code != "NoSuchBucket":
                 raise
             self._call("create bucket", self.s3.create_bucket,
                        ObjectLockEnabledForBucket=True)

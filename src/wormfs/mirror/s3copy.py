@@ -22,11 +22,12 @@ from .. import retention
 from ..errors import IntegrityError, StoreError
 from ..store import frames as F
 from ..store.hostfs import atomic_write, fsync_dir, unit_in_use
+from ..store.index import Index
 from ..store.maintenance import rebuild_index
 from ..store.segments import seg_name
 from ..store.unit import SUBDIRS, format_doc, log_uuid_bytes
 from . import s3bucket
-from .s3state import S3State
+from .s3state import STATE_FILE, S3State
 
 DEFAULT_CACHE = "~/.cache/wormfs/s3"
 
@@ -67,7 +68,6 @@ def inventory(bucket, state):
 def fetch(bucket, dest, progress=None):
     """Lay the bucket's unit out as a local mirror unit in ``dest`` (created if absent) and
     build its index. Returns the S3State of the bucket's objects (kept in dest)."""
-    from .s3target import STATE_FILE, read_bucket_unit
     unit = read_bucket_unit(bucket)
     segdir = os.path.join(dest, "segments")
     if os.path.exists(os.path.join(dest, "unit.json")):
@@ -82,9 +82,7 @@ def fetch(bucket, dest, progress=None):
         atomic_write(os.path.join(dest, "unit.json"),
                      json.dumps(unit, indent=2).encode() + b"\n")
     statefile = os.path.join(dest, STATE_FILE)
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(statefile + suffix):
-            os.unlink(statefile + suffix)
+    S3State.remove(statefile)   # rebuilt from the bucket below
     state = S3State(statefile)
     segs, tails = inventory(bucket, state)
     uuid_bytes = log_uuid_bytes(unit)
@@ -95,7 +93,7 @@ def fetch(bucket, dest, progress=None):
         o = state.obj(f"seg/{segno:010d}")
         if not (os.path.exists(path) and os.path.getsize(path) == o.length):
             data = _checked_get(bucket, o)
-            _write_file(path, data)
+            atomic_write(path, data)
         done += o.length
         if progress:
             progress(done, total)
@@ -115,24 +113,21 @@ def fetch(bucket, dest, progress=None):
             done += o.length
             if progress:
                 progress(done, total)
-        _write_file(os.path.join(segdir, seg_name(segno, open_=True)), buf)
+        atomic_write(os.path.join(segdir, seg_name(segno, open_=True)), buf)
         end = [segno, len(buf)]
     else:
         end = [last + 1, F.SEG_HEADER_LEN]
     index = os.path.join(dest, "index")
     shutil.rmtree(index, ignore_errors=True)
     os.makedirs(index)
-    seq, _ = rebuild_index(dest)
-    from ..store.maintenance import event_hash_at
-    from ..store.index import Index
-    from ..store.segments import SegmentLog
-    log = SegmentLog(segdir, uuid_bytes, unit["segment_size"], readonly=True)
+    rebuild_index(dest)
     ix = Index(index, readonly=True)
     try:
-        head = [seq, event_hash_at(log, ix, seq)] if seq else [0, None]
+        with ix.read() as txn:
+            seq = ix.meta(txn, "last_seq", 0)
+            head = [seq, ix.meta(txn, "last_hash")] if seq else [0, None]
     finally:
         ix.close()
-        log.close()
     with state.transaction():
         state.put("end", end)
         state.put("head", head)
@@ -157,6 +152,18 @@ def fetch_for_reading(url, endpoint=None, progress=None):
     return dest
 
 
+def read_bucket_unit(bucket):
+    try:
+        unit = json.loads(bucket.get("unit.json"))
+    except FileNotFoundError:
+        raise StoreError(f"{bucket.url} holds no wormfs unit (no unit.json)") from None
+    except ValueError as e:
+        raise StoreError(f"{bucket.url}/unit.json cannot be read: {e}") from None
+    if unit.get("kind") != "wormfs-unit":
+        raise StoreError(f"{bucket.url}/unit.json does not describe a wormfs unit")
+    return unit
+
+
 def _checked_get(bucket, o):
     data = bucket.get(o.rel, o.version)
     if len(data) != o.length or blake3.blake3(data).hexdigest() != o.b3:
@@ -165,41 +172,39 @@ def _checked_get(bucket, o):
     return data
 
 
-def _write_file(path, data):
-    tmp = path + ".fetch"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 # -- the bucket's part of verify and scrub ------------------------------------------------
+
+def record_needs(ix, txn, rec):
+    """What a sealed record asks of the objects holding it: (the log places of its chunks
+    and its seal event, the retain-until they must reach (0: none), whether they need a legal
+    hold: held, retained indefinitely or waiting for its event date)."""
+    kind, until = retention.effective(rec["retention"])
+    places = set()
+    for _, _, cid in ix.manifest_from(txn, rec["serial"], -1):
+        loc = ix.chunk(txn, cid)
+        if loc is not None:
+            places.add((loc[0], loc[1]))
+    pos = ix.event_pos(txn, rec.get("seal_seq") or 0)
+    if pos is not None:
+        places.add(tuple(pos))
+    return places, until or 0, bool(rec.get("holds")) or kind != "until"
+
 
 def required_locks(ix, state):
     """{rel: (retain-until needed, legal hold needed)} for the objects holding each sealed
     record's chunks and seal, from the unit's index."""
     need = {}
     with ix.read() as txn:
-        for serial, ino in ix.serials(txn):
+        for _, ino in ix.serials(txn):
             rec = ix.inode(txn, ino)
             if rec is None or rec.get("state") != "sealed":
                 continue
-            kind, until = retention.effective(rec["retention"])
-            hold = bool(rec.get("holds")) or kind != "until"
-            places = set()
-            for _, _, cid in ix.manifest_from(txn, serial, -1):
-                loc = ix.chunk(txn, cid)
-                if loc is not None:
-                    places.add((loc[0], loc[1]))
-            pos = ix.event_pos(txn, rec.get("seal_seq") or 0)
-            if pos is not None:
-                places.add(tuple(pos))
+            places, until, hold = record_needs(ix, txn, rec)
             for segno, off in places:
                 o = state.carrier(segno, off)
                 key = o.rel if o is not None else f"segment {segno} offset {off}"
                 u, h = need.get(key, (0, False))
-                need[key] = (max(u, until or 0), h or hold)
+                need[key] = (max(u, until), h or hold)
     return need
 
 
@@ -207,9 +212,7 @@ def check_bucket(bucket, state, ix, rep, unit, *, deep=False, log=None, repair=F
                  on_repair=None):
     """Findings about the bucket go into ``rep`` (scrub.Report) under ``unit``."""
     live = {o.rel: o for o in state.live()}
-    listed = {}
-    for rel, size in bucket.list():
-        listed[rel] = size
+    listed = dict(bucket.list())
     if "unit.json" not in listed:
         rep.add(unit, "s3", f"{bucket.url}/unit.json is missing")
     for o in live.values():
@@ -223,7 +226,8 @@ def check_bucket(bucket, state, ix, rep, unit, *, deep=False, log=None, repair=F
             rep.add(unit, "s3", f"{bucket.url}/{o.rel}: version {o.version} is gone",
                     segment=o.segno, offset=o.offset)
             continue
-        problems = s3bucket.lock_problems(h, 1, None)
+        # Here any retain-until will do: required_locks below says how long each must be.
+        problems = s3bucket.lock_problems(h, 0, None)
         if h["size"] != o.length:
             problems.append(f"{h['size']} bytes, not {o.length}")
         if problems:

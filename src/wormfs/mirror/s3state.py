@@ -16,7 +16,10 @@ object), so it is a cache like the index, never the truth.
               floor_us   every live object is locked at least until this (see s3target.py)
 """
 import json
+import os
 import sqlite3
+
+STATE_FILE = "s3state.db"   # beside the unit copy it describes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -67,6 +70,13 @@ class S3State:
 
     def close(self):
         self.db.close()
+
+    @staticmethod
+    def remove(path):
+        """Delete a state file with its SQLite journal files."""
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.unlink(path + suffix)
 
     # -- meta -----------------------------------------------------------------------------
 

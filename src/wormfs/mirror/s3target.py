@@ -30,20 +30,22 @@ frame, continues the chain and refuses what its own index and clock forbid. The 
 keeps the state of the bucket's objects (s3state.py) and is the source of the segment
 objects. It is a cache: ``s3copy.fetch`` rebuilds one from the bucket.
 """
+import json
 import logging
 import os
+import time
 
 import blake3
 
-from .. import retention
 from ..errors import IntegrityError, StoreError
 from ..store import events as E
 from ..store import frames as F
-from ..store.unit import read_unit
+from ..store.unit import new_unit
 from ..timeutil import US, parse_duration
 from . import s3bucket
 from .replica import MirrorRefused, PositionMismatch, Replica, parse_frames
-from .s3state import S3State, seg_rel, tail_rel
+from .s3copy import check_bucket, fetch, record_needs
+from .s3state import STATE_FILE, S3State, seg_rel, tail_rel
 
 log = logging.getLogger("wormfs.mirror.s3")
 
@@ -52,7 +54,6 @@ MIN_LOCK = "1y"
 LOCK_STEP_US = 30 * DAY_US
 SWEEP_PER_BATCH = 32
 RECORD_EVENTS = ("seal", "retention", "event_date", "hold", "release")
-STATE_FILE = "s3state.db"
 
 
 def cache_path(primary_path):
@@ -71,8 +72,7 @@ class S3Target:
         self.bucket = s3bucket.Bucket(url, endpoint)
         self._check_unit()   # first: an unreachable bucket costs one request per retry
         if not os.path.exists(os.path.join(cache, "unit.json")):
-            from .s3copy import fetch   # rebuilt from the bucket (first use, or lost)
-            fetch(self.bucket, cache).close()
+            fetch(self.bucket, cache).close()   # rebuilt from the bucket (first use, or lost)
         self.replica = Replica(cache, serial=serial, log_uuid=log_uuid,
                                time_source=time_source)
         try:
@@ -205,21 +205,6 @@ class S3Target:
             pos += n
         return bytes(out)
 
-    def segments(self):
-        return self.replica.segments()
-
-    def fetch_chunk(self, chunk_id):
-        with self.ix.read() as txn:
-            loc = self.ix.chunk(txn, chunk_id)
-        if loc is None:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is not on {self.url}")
-        segno, offset, length = loc
-        raw = self.read(segno, offset, F.FIXED_LEN + 32 + length)
-        ftype, key, payload, _ = F.read_frame(memoryview(raw), 0, len(raw))
-        if ftype != F.T_CHUNK or key != chunk_id or blake3.blake3(payload).digest() != chunk_id:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} on {self.url} does not match")
-        return bytes(payload), loc
-
     def repair_frames(self, places, logs):
         """Put the bucket's frame at each (segno, offset) over the same place of ``logs``,
         once it checks (header, payload, chunk id). Returns [(segno, offset, length)]."""
@@ -243,7 +228,6 @@ class S3Target:
 
     def check_bucket(self, rep, unit, *, deep=False, repair=False, on_repair=None):
         """The bucket's part of verify and scrub (s3copy.check_bucket)."""
-        from .s3copy import check_bucket
         check_bucket(self.bucket, self.state, self.ix, rep, unit, deep=deep,
                      log=self.log, repair=repair, on_repair=on_repair)
 
@@ -312,16 +296,7 @@ class S3Target:
             rec = self.ix.inode(txn, ino)
             if rec is None or rec.get("state") != "sealed" or rec.get("serial") is None:
                 return
-            places = set()
-            for _, _, cid in self.ix.manifest_from(txn, rec["serial"], -1):
-                loc = self.ix.chunk(txn, cid)
-                if loc is not None:
-                    places.add((loc[0], loc[1]))
-            pos = self.ix.event_pos(txn, rec.get("seal_seq") or 0)
-            if pos is not None:
-                places.add(tuple(pos))
-        kind, until = retention.effective(rec["retention"])
-        hold = bool(rec.get("holds")) or kind != "until"
+            places, until, hold = record_needs(self.ix, txn, rec)
         carriers = {}
         for segno, off in places:
             o = self.state.carrier(segno, off)
@@ -330,7 +305,7 @@ class S3Target:
                                      f"{off} of record {rec['serial']}")
             carriers[o.rel] = o
         for o in carriers.values():
-            if kind == "until" and until and o.retain_until < until:
+            if until and o.retain_until < until:
                 self._extend(o, step_up(until))
             holders = self.state.holders(o.rel)
             if hold != (ino in holders):
@@ -352,8 +327,6 @@ def create_unit(url, endpoint, unit_fields):
     does not exist) and nothing under the prefix; the unit's unit.json is stored locked. The
     primary builds its shipping cache from the bucket when it first opens. Returns notes for
     the operator."""
-    import json
-    from ..store.unit import new_unit
     bucket = s3bucket.Bucket(url, endpoint)
     notes = bucket.check_lockable(create=True)
     if not bucket.is_empty():
@@ -367,22 +340,7 @@ def create_unit(url, endpoint, unit_fields):
 
 
 def _now_us():
-    import time
     return int(time.time() * US)
 
 
-def read_bucket_unit(bucket):
-    import json
-    try:
-        unit = json.loads(bucket.get("unit.json"))
-    except FileNotFoundError:
-        raise StoreError(f"{bucket.url} holds no wormfs unit (no unit.json)") from None
-    except ValueError as e:
-        raise StoreError(f"{bucket.url}/unit.json cannot be read: {e}") from None
-    if unit.get("kind") != "wormfs-unit":
-        raise StoreError(f"{bucket.url}/unit.json does not describe a wormfs unit")
-    return unit
-
-
-__all__ = ["S3Target", "open_s3_target", "create_unit", "cache_path", "read_bucket_unit",
-           "read_unit"]
+__all__ = ["S3Target", "open_s3_target", "create_unit", "cache_path"]

@@ -53,21 +53,14 @@ def mirror_report(primary_path, unit, primary_seq):
             chain.close()
         except WormError:
             pass
-    if out["lag_events"] == 0:
-        out.update(state="synced", detail="the mirror holds every event", behind_since=None)
-    elif saved.get("state") in ("refused", "diverged", "unreachable"):
-        out["state"] = saved["state"]
-    else:
-        out["state"] = "lagging"
-        out["detail"] = out["detail"] or f"{out['lag_events']} events to ship"
-    return out
+    return _lag_state(out, saved, "the mirror holds every event")
 
 
 def _s3_report(primary_path, primary_seq, saved, out):
     """An S3 unit as the primary's shipping cache knows it: how far the bucket holds the log
     (verified objects only), without asking the bucket."""
-    from .s3state import S3State
-    from .s3target import STATE_FILE, cache_path
+    from .s3state import STATE_FILE, S3State
+    from .s3target import cache_path
     statefile = os.path.join(cache_path(primary_path), STATE_FILE)
     held = saved.get("acked_seq", 0)
     if os.path.exists(statefile):
@@ -80,9 +73,14 @@ def _s3_report(primary_path, primary_seq, saved, out):
         except Exception as e:  # sqlite3 errors: report, never fail the status
             out["detail"] = f"cannot read {statefile}: {e}"
     out["lag_events"] = max(0, primary_seq - held)
+    return _lag_state(out, saved, "the bucket holds every event, locked")
+
+
+def _lag_state(out, saved, synced_detail):
+    """The state from the lag: synced at none, else what the primary process last saw
+    (refused, diverged, unreachable), else lagging."""
     if out["lag_events"] == 0:
-        out.update(state="synced", detail="the bucket holds every event, locked",
-                   behind_since=None)
+        out.update(state="synced", detail=synced_detail, behind_since=None)
     elif saved.get("state") in ("refused", "diverged", "unreachable"):
         out["state"] = saved["state"]
     else:

@@ -14,8 +14,6 @@ number, byte offset) in the shared log; data is always whole frames.
     finish(segno, size)      the primary finished a segment at this size: finish it too
     sync()                   make everything received durable
     read(segno, off, n)      raw bytes of the unit's log (to repair the peer)
-    segments()               [(segno, size, finished)]
-    fetch_chunk(id)          (bytes, (segno, offset, length)) of a chunk, checked by id
     note(type, **fields)     an event in the unit's own chain (local/)
     close()
 
