@@ -15,7 +15,7 @@ from .mirror.status import mirror_report
 from .progress import Progress, human_bytes
 from .mirror.pairing import check_mirror_place
 from .mirror.s3bucket import is_s3, parse_url
-from .store.hostfs import unit_in_use, unit_locked
+from .store.hostfs import loose_paths, unit_in_use, unit_locked
 from .store.maintenance import rebuild_index
 from .store.store import DEFAULT_SCRATCH_PATTERNS, DEFAULT_SCRATCH_TTL, Store, create_store
 from .store.unit import new_serial, read_unit, write_unit
@@ -147,6 +147,7 @@ def status_report(path):
         last_verify = st.last_verification()
         comp = st.clock.now()
         wall = st.clock.wall_us()
+        reserved = st.reserved_problem()
     mirror = mirror_report(path, unit, seq) if unit["role"] == "primary" else None
     reasons = []
     degraded = mirror is not None and mirror["state"] not in ("synced", "none")
@@ -162,6 +163,13 @@ def status_report(path):
         reasons.append(f"mirror {mirror['state']}{lag}{since}: {mirror.get('detail')}")
     if unit.get("same_device"):
         reasons.append("mirror is on the same device as the primary: not separately duplicated")
+    for unit_dir in [path] + ([unit["peer_path"]] if unit.get("peer_path") and not
+                              is_s3(unit["peer_path"]) else []):
+        loose = loose_paths(unit_dir, limit=1)
+        if loose:
+            reasons.append(f"others may read the unit's files: {loose[0]} (mode "
+                           f"{os.stat(loose[0]).st_mode & 0o777:03o}); units must be "
+                           f"readable by root alone (0700 directories, 0600 files)")
     if last_verify is None:
         reasons.append("never verified (wormfs verify has not run)")
     elif not last_verify["ok"]:
@@ -180,6 +188,7 @@ def status_report(path):
         "clock": {"compliance": format_us(comp), "system": format_us(wall),
                   "difference_seconds": round((wall - comp) / US, 3)},
         "compliant": not reasons, "reasons": reasons,
+        "notes": [reserved] if reserved else [],
     }
 
 
@@ -224,6 +233,8 @@ def cmd_status(args):
         c = r["clock"]
         print(f"clock      compliance {c['compliance']}, system {c['system']} "
               f"(difference {c['difference_seconds']:+.0f}s)")
+        for n in r["notes"]:
+            print(f"note       {n}")
         if r["compliant"]:
             print("COMPLIANT")
         else:
@@ -234,7 +245,7 @@ def cmd_status(args):
 # -- verify and scrub ----------------------------------------------------------------------
 
 def _run_check(path, deep, repair, progress, s3_url=None):
-    from .fs import control
+    from .fs import control, requests
     from .mirror import verification
     unit = read_unit(path)
     if unit["role"] != "primary":
@@ -249,7 +260,7 @@ def _run_check(path, deep, repair, progress, s3_url=None):
             rep.add(None, "unit", f"only this {unit['role']} unit was checked")
             return rep.as_dict()
     if unit_in_use(path):  # mounted: the daemon that owns the store does the work
-        return control.request(path, {"op": "check", "deep": deep, "repair": repair},
+        return control.request(path, requests.Check(deep=deep, repair=repair),
                                progress)
     with Store(path) as st:
         return verification.run(st, deep=deep, repair=repair, progress=progress).as_dict()
@@ -676,6 +687,14 @@ def _admin_parsers(sub):
     s.add_argument("--date", required=True, metavar="DATE")
     s.set_defaults(fn=A.cmd_event)
 
+    s = sub.add_parser("delete", help="enterprise mode: a records admin's audited early "
+                       "delete of unexpired, unheld records")
+    _record_paths(s)
+    s.add_argument("--privileged", action="store_true", help="required: this deletes "
+                   "records before their retain-until")
+    s.add_argument("--reason", metavar="TEXT", help="why (goes into the audit trail)")
+    s.set_defaults(fn=A.cmd_delete)
+
     s = sub.add_parser("export", help="a production for a regulator: records, index, audit "
                        "trail, checksums (a directory, .zip or .tar)")
     s.add_argument("store", help="a store, a mount point of it, or a mirror unit alone")
@@ -710,7 +729,7 @@ def _admin_parsers(sub):
 
 COMMANDS = ("mkfs", "status", "verify", "scrub", "rebuild-index", "clock", "mount", "umount",
             "mirror", "info", "ls", "retain", "hold", "release", "event", "audit", "export",
-            "dispose", "selftest")
+            "dispose", "selftest", "delete")
 
 
 def _as_mount_helper(argv):
@@ -721,6 +740,9 @@ def _as_mount_helper(argv):
 
 
 def main(argv=None):
+    # Everything wormfs creates in a unit is root's alone (SPEC): the records' bytes are
+    # reachable only through the mount's permission checks.
+    os.umask(0o077)
     try:
         argv = _as_mount_helper(sys.argv[1:] if argv is None else list(argv))
         args = build_parser().parse_args(argv)

@@ -72,9 +72,12 @@ class ComplianceClock:
             c = max(c, floor_us)
         elif state.get("boot_id") == boot_id:
             # Same boot: CLOCK_BOOTTIME tells exactly how much real time passed.
+            # The floor (the last event's time) already counts the time between the last
+            # save and that event: elapsed time is added to the saved value only, never to
+            # the floor, or each crash would move the clock ahead by up to the save interval.
             elapsed = max(0, boot - int(state["boot_us"]))
-            c = max(int(state["compliance_us"]), floor_us)
-            c += elapsed + min(max(0, wall - (c + elapsed)), int(elapsed * CATCHUP_RATE))
+            c = max(int(state["compliance_us"]) + elapsed, floor_us)
+            c += min(max(0, wall - c), int(elapsed * CATCHUP_RATE))
         else:
             # New boot: the time spent down is unknown; resume where we stopped and catch up.
             c = max(int(state["compliance_us"]), floor_us)

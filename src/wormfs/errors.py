@@ -56,6 +56,10 @@ class StoreFull(WormError):
     errno = _errno.ENOSPC
 
 
+class FileTooBig(WormError):
+    errno = _errno.EFBIG
+
+
 class IntegrityError(WormError):
     """Stored bytes do not match their checksum or id. Never answered with wrong bytes."""
 

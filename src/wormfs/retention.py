@@ -25,7 +25,7 @@ def empty():
 def parse_value(text):
     """Parse a value written to user.worm.retain_until (or a directory default with
     ``parse_default``)."""
-    s = text.strip() if isinstance(text, str) else ""
+    s = text if isinstance(text, str) else ""
     r = empty()
     if s == INDEFINITE:
         r["indefinite"] = True
@@ -45,7 +45,7 @@ def parse_value(text):
 def parse_default(text):
     """Validate a default retention (store or directory): a period, 'indefinite' or
     'event+PERIOD'. Returns the canonical text."""
-    s = text.strip() if isinstance(text, str) else ""
+    s = text if isinstance(text, str) else ""
     if s == INDEFINITE:
         return s
     if s.startswith(EVENT_PREFIX):
@@ -68,6 +68,42 @@ def from_default(default_text, committed_us):
     else:
         r["until"] = parse_duration(default_text).after(committed_us)
     return r
+
+
+def combine(a, b, base_us):
+    """A retention that keeps a record at least as long as both ``a`` and ``b`` (neither has
+    an event date yet): how a record's floor and its owner's wish meet at the seal."""
+    if a["indefinite"] or b["indefinite"]:
+        return dict(empty(), indefinite=True)
+    out = empty()
+    out["until"] = max(a["until"] or 0, b["until"] or 0) or None
+    periods = [p for p in (a["event_period"], b["event_period"]) if p is not None]
+    if periods:
+        out["event_period"] = max(periods, key=lambda p: _after_base(p, base_us))
+    return out
+
+
+def below(floor, wish, base_us):
+    """Why ``wish`` would keep a file less long than ``floor`` (neither has an event date),
+    or None: a date earlier than the floor's, a shorter event period, or anything but
+    'indefinite' where the floor is indefinite (SPEC "retention floor")."""
+    if wish["indefinite"]:
+        return None
+    if floor["indefinite"]:
+        return "the file is retained indefinitely"
+    if wish["event_period"] is not None:
+        end = _after_base(wish["event_period"], base_us)
+        if floor["event_period"] is not None and \
+                end < _after_base(floor["event_period"], base_us):
+            return f"event+{wish['event_period']} is shorter than event+{floor['event_period']}"
+        if floor["until"] is not None and end < floor["until"]:
+            return (f"event+{wish['event_period']} is shorter than the retention floor "
+                    f"{format_us(floor['until'])}")
+        return None
+    if floor["until"] is not None and wish["until"] < floor["until"]:
+        return (f"{format_us(wish['until'])} is earlier than the current retain-until "
+                f"{format_us(floor['until'])}")
+    return None
 
 
 def effective(r):

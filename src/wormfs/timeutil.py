@@ -16,10 +16,10 @@ US = 1_000_000
 DURATION_FORMS = "18m (months), 3y, 30d, 12h, 90s or ISO 8601 P6Y, P18M, PT90S"
 DATE_FORMS = "ISO 8601 UTC, e.g. 2032-01-31 or 2032-01-31T17:00:00Z"
 
-_SHORT = re.compile(r"^(\d{1,6})([ymdhs])$")
+_SHORT = re.compile(r"^(\d{1,6})([ymdhs])$", re.ASCII)
 _ISO = re.compile(
     r"^P(?!$)(?:(\d{1,6})Y)?(?:(\d{1,6})M)?(?:(\d{1,6})W)?(?:(\d{1,6})D)?"
-    r"(?:T(?=\d)(?:(\d{1,9})H)?(?:(\d{1,9})M)?(?:(\d{1,12})S)?)?$"
+    r"(?:T(?=\d)(?:(\d{1,9})H)?(?:(\d{1,9})M)?(?:(\d{1,12})S)?)?$", re.ASCII
 )
 MAX_US = 253402300799 * US  # 9999-12-31T23:59:59Z: beyond it datetime cannot represent
 
@@ -56,8 +56,9 @@ class Duration:
 
 def parse_duration(text):
     """Parse a retention period; raise InvalidValue naming the value and the accepted forms."""
-    s = text.strip() if isinstance(text, str) else ""
-    m = _SHORT.match(s)
+    # Exact: a value with spaces or a NUL around it is not a duration (SPEC).
+    s = text if isinstance(text, str) else ""
+    m = _SHORT.fullmatch(s)
     if m:
         n, unit = int(m.group(1)), m.group(2)
         dur = {
@@ -68,7 +69,7 @@ def parse_duration(text):
             "s": Duration(seconds=n, text=s),
         }[unit]
     else:
-        m = _ISO.match(s.upper())
+        m = _ISO.fullmatch(s.upper())
         if not m:
             raise InvalidValue(f"bad duration {text!r}: use {DURATION_FORMS}")
         y, mo, w, d, h, mi, sec = (int(g) if g else 0 for g in m.groups())
@@ -81,11 +82,11 @@ def parse_duration(text):
 
 def parse_date(text):
     """Parse an ISO 8601 date or date-time (UTC unless an offset is given) into us."""
-    s = text.strip() if isinstance(text, str) else ""
+    s = text if isinstance(text, str) else ""
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s, re.ASCII):
             d = _dt.datetime.strptime(s, "%Y-%m-%d").replace(tzinfo=_dt.timezone.utc)
-        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?", s):
+        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?", s, re.ASCII):
             d = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
             if d.tzinfo is None:
                 d = d.replace(tzinfo=_dt.timezone.utc)

@@ -262,11 +262,12 @@ def test_export_from_the_mirror_alone_without_a_mount(mnt, tmp_path):
 # -- dispose -------------------------------------------------------------------------------------
 
 def _write_with_retention(path, data, seconds):
-    import datetime
-    until = (datetime.datetime.now(datetime.timezone.utc)
-             + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A record retained ``seconds``: its directory's floor is set that short (root is a
+    records admin); a file's own retain-until could only lengthen the store's 6y."""
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    os.setxattr(d, "user.worm.retention", f"{seconds}s".encode())
     with open(path, "wb") as f:
-        os.setxattr(path, "user.worm.retain_until", until.encode())
         f.write(data)
 
 
@@ -274,7 +275,7 @@ def test_dispose_through_the_mount_reclaims_only_unshared_data(mnt):
     import time
     common = os.urandom(3 << 20)
     first, second = common + os.urandom(400_000), common + os.urandom(400_000)
-    _write_with_retention(mnt.path("first"), first, 2)
+    _write_with_retention(mnt.path("short", "first"), first, 2)
     with open(mnt.path("second"), "wb") as f:
         f.write(second)
     stored = mnt.status()["stored_bytes"]
@@ -282,13 +283,13 @@ def test_dispose_through_the_mount_reclaims_only_unshared_data(mnt):
     assert json.loads(r.stdout)["records"] == []          # not expired yet
     time.sleep(2.5)
     dry = json.loads(wormfs("dispose", mnt.mnt, "--dry-run", "--json").stdout)
-    assert [r["path"] for r in dry["records"]] == ["/first"]
+    assert [r["path"] for r in dry["records"]] == ["/short/first"]
     assert 350_000 < dry["bytes"] < 3 << 20                # its unique part only
     before = mnt.last_seq()
     out = wormfs("dispose", mnt.mnt).stdout
     assert "disposed of 1 record" in out and "certificate of destruction" in out
     assert mnt.status()["stored_bytes"] == stored - dry["bytes"]
-    assert not os.path.exists(mnt.path("first"))
+    assert not os.path.exists(mnt.path("short", "first"))
     with open(mnt.path("second"), "rb") as f:
         assert f.read() == second
     cert = mnt.events("dispose", since=before + 1)[0]

@@ -135,7 +135,7 @@ def test_editor_style_saves(mnt):
     with pytest.raises(PermissionError):
         os.rename(tmp, doc)
     assert open(doc).read() == "version 1\n"
-    assert sorted(os.listdir(mnt.mnt)) == ["memo.txt", "memo.txt.tmp", "memo2.txt"]
+    assert sorted(os.listdir(mnt.mnt)) == [".wormfs", "memo.txt", "memo.txt.tmp", "memo2.txt"]
 
 
 def test_open_file_rules(mnt):
@@ -168,7 +168,7 @@ def test_unlink_while_open_keeps_data_for_the_writer(mnt):
         os.unlink(p)
         f.seek(0)
         assert f.read() == "data"
-    assert os.listdir(mnt.mnt) == []
+    assert os.listdir(mnt.mnt) == [".wormfs"]
     assert mnt.events("seal") == []
 
 

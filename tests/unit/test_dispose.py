@@ -20,8 +20,11 @@ DAY = 86400
 
 @pytest.fixture
 def pair(tmp_path, fake_time):
+    # A one-day floor, so that records can be given short retentions to expire; put()
+    # gives the others six years, as the usual default would.
     p, m = make_pair(str(tmp_path / "p"), str(tmp_path / "m"), time_source=fake_time,
-                     mirror_time_source=fake_time, segment_size=1 << 20)
+                     mirror_time_source=fake_time, segment_size=1 << 20,
+                     default_retention="1d")
     yield p, m
     clear_immutable(str(tmp_path))
 
@@ -30,7 +33,7 @@ def blob(seed, n):
     return random.Random(seed).randbytes(n)
 
 
-def put(st, name, data, retain=None):
+def put(st, name, data, retain="2032-01-15"):
     ino = st.create(1, name, 0o644, None)["ino"]
     if retain:
         st.set_retain_until(ino, retain, None)

@@ -90,9 +90,10 @@ def test_malformed_values_change_nothing(store):
         store.set_retain_until(r["ino"], "2020-01-01", USER)
     assert store.inode(r["ino"])["retention"] == before
     assert [e["type"] for e in store.events()][n:] == ["refused"]
-    # On a file that is not a record yet, a past date is a bad value.
+    # On a file that is not a record yet, a past date is below its retention floor: EPERM
+    # too (SPEC "retention floor").
     f = store.create(1, b"open", 0o644, USER)
-    with pytest.raises(InvalidValue, match="not in the future"):
+    with pytest.raises(Refused, match="earlier than"):
         store.set_retain_until(f["ino"], "2020-01-01", USER)
 
 
@@ -118,12 +119,14 @@ def test_expiry_hold_and_delete(store, fake_time):
 
 
 def test_event_based_pending_until_event_date(store, fake_time):
-    f = store.create(1, b"acct", 0o644, USER)
+    d = store.mkdir(1, b"accounts", 0o777, ROOT)["ino"]
+    store.set_dir_retention(d, "1d", ROOT)  # a floor short enough for event+1y
+    f = store.create(d, b"acct", 0o644, USER)
     store.set_retain_until(f["ino"], "event+1y", USER)
     r = store.seal(f["ino"], USER)
     fake_time.advance(3 * YEAR)
     with pytest.raises(Refused, match="event"):
-        store.unlink(1, b"acct", USER)  # pending: never expires before the event
+        store.unlink(d, b"acct", USER)  # pending: never expires before the event
     with pytest.raises(Refused):
         store.set_retain_until(r["ino"], "2030-01-01", USER)  # date would replace a pending event
     with pytest.raises(Refused):
@@ -132,7 +135,7 @@ def test_event_based_pending_until_event_date(store, fake_time):
     assert retention.display(store.inode(r["ino"])["retention"]) == "2028-01-01T00:00:00Z"
     with pytest.raises(Refused, match="already set"):
         store.set_event_date(r["ino"], "2027-06-01", ROOT)
-    store.unlink(1, b"acct", USER)  # 2029 > 2028: expired
+    store.unlink(d, b"acct", USER)  # 2029 > 2028: expired
 
 
 def test_forward_clock_jump_of_ten_years_expires_nothing(store, fake_time):

@@ -215,6 +215,40 @@ def cmd_retain(args):
     return _apply(args, Change("retain", via_mount, via_store))
 
 
+def cmd_delete(args):
+    """wormfs delete PATH... --privileged --reason TEXT (enterprise mode only). Through the
+    daemon when the store is mounted, so its rules and audit apply."""
+    from ..fs import control, requests
+    if not args.privileged:
+        raise InvalidValue("wormfs delete removes unexpired records early and needs "
+                           "--privileged (enterprise mode only); an expired record is "
+                           "removed with rm")
+    if not args.reason or not args.reason.strip():
+        raise InvalidValue("give --reason TEXT: it goes into the audit trail")
+
+    status = 0
+    actor = Actor.current()
+    for text in args.paths:
+        try:
+            place = locate.record(text, args.store)
+            if place.mountpoint is not None:
+                control.request(place.unit, requests.Delete(path=place.inner,
+                                                            reason=args.reason))
+            else:
+                with Store(place.unit) as st:
+                    st.privileged_delete(records.lookup(st, place.inner)["ino"], args.reason,
+                                         actor)
+            if not args.json:
+                print(f"{text}: deleted (privileged, reason recorded)")
+        except InvalidValue as e:
+            status = max(status, EXIT_USAGE)
+            print(one_line(f"wormfs: {text}: {e}"), file=sys.stderr)
+        except WormError as e:
+            status = max(status, EXIT_FINDING)
+            print(one_line(f"wormfs: {text}: refused: {e}"), file=sys.stderr)
+    return status
+
+
 def _check_hold_name(name):
     if not name or len(name) > 64 or not set(name) <= HOLD_NAME_CHARS:
         raise InvalidValue(f"bad hold name {name!r}: 1 to 64 of A-Z a-z 0-9 . _ -")
@@ -349,7 +383,7 @@ def cmd_export(args):
 # -- dispose ------------------------------------------------------------------------------------
 
 def cmd_dispose(args):
-    from ..fs import control
+    from ..fs import control, requests
     from ..progress import human_bytes
     from ..store import disposal
     from ..store.hostfs import unit_in_use
@@ -362,7 +396,7 @@ def cmd_dispose(args):
         with open_readonly(place.unit) as st:
             cert = disposal.run(st, None, dry_run=True)
     elif unit_in_use(place.unit):   # mounted: the daemon that owns the store does it
-        cert = control.request(place.unit, {"op": "dispose", "dry_run": args.dry_run})
+        cert = control.request(place.unit, requests.Dispose(dry_run=bool(args.dry_run)))
     else:
         with Store(place.unit) as st:
             cert = disposal.run(st, Actor.current(), dry_run=args.dry_run)

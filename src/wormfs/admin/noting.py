@@ -14,7 +14,7 @@ import os
 from ..actor import Actor
 from ..clock import ComplianceClock
 from ..errors import StoreError
-from ..fs import control
+from ..fs import control, requests
 from ..mirror.localchain import LocalChain
 from ..store.hostfs import unit_in_use, unit_locked
 from ..store.store import Store
@@ -39,7 +39,9 @@ def record(unit_path, etype, fields):
 
 def _on_primary(path, etype, fields):
     if unit_in_use(path):
-        ev = control.request(path, {"op": "note", "type": etype, "fields": fields})
+        if etype != "export":
+            raise StoreError(f"a mounted store's daemon records only exports, not {etype}")
+        ev = control.request(path, requests.ExportNote(**fields))
         return f"event {ev['seq']} of {path}"
     with Store(path) as st:
         ev = st.note(etype, Actor.current(), **fields)

@@ -2,8 +2,8 @@
 
 Conventions: a record's mode has no write bits; its atime shows its retain-until (as on
 SnapLock), since the atime convention sets retention and reading never changes it;
-directories report st_nlink 1 ("unknown"), which find and fts handle without the leaf
-optimisation that a wrong count would break.
+directories count their links as POSIX does (2 + subdirectories); a file unlinked while
+open has none.
 """
 import stat
 
@@ -14,7 +14,7 @@ from .. import retention
 # How long the kernel may trust what we tell it. Records change only through wormfs calls
 # (retention shown as atime), so a short timeout is enough. Open files: the writeback cache
 # makes the kernel the authority on their size and mtime anyway, and every seal invalidates
-# the cached attributes (operations.forget_attrs), so a second saves the two GETATTRs that a
+# the cached attributes and pages (operations.forget_data), so a second saves the two GETATTRs that a
 # small file's open and write would otherwise cost.
 ENTRY_TIMEOUT = 60
 ATTR_TIMEOUT_RECORD = 2
@@ -23,11 +23,18 @@ ATTR_TIMEOUT_DIR = 1
 BLKSIZE = 128 * 1024
 
 
-def entry(rec):
+def private(dir_rec):
+    """Whether some user may not search ``dir_rec``: then the kernel must not answer a path
+    walk through it from its caches (without default_permissions it checks no search
+    permission itself), so its entries are looked up, and checked, every time."""
+    return dir_rec["mode"] & 0o111 != 0o111
+
+
+def entry(rec, uncached=False):
     e = pyfuse3.EntryAttributes()
     e.st_ino = rec["ino"]
     e.generation = 0
-    e.entry_timeout = ENTRY_TIMEOUT
+    e.entry_timeout = 0 if uncached else ENTRY_TIMEOUT
     size = rec.get("size", 0)
     atime = rec["atime"]
     if rec["kind"] == "d":
@@ -43,7 +50,12 @@ def entry(rec):
                 atime = until
         else:
             e.attr_timeout = ATTR_TIMEOUT_OPEN
-    e.st_nlink = 1
+    if rec["kind"] == "d":
+        e.st_nlink = 2 + rec.get("subdirs", 0)
+    else:
+        e.st_nlink = 0 if rec.get("orphan") else 1
+    if uncached:
+        e.attr_timeout = 0
     e.st_uid = rec["uid"]
     e.st_gid = rec["gid"]
     e.st_rdev = 0

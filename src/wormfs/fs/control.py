@@ -3,10 +3,13 @@ store, asked for by the ``wormfs`` command while the store is mounted (verify an
 repairs and results are events in the store's chain).
 
 ``UNIT/control.sock``: a unix stream socket, mode 0600, so only root (the owner of the mount)
-can use it. One request per connection, as one JSON line: ``{"op": "check", "deep": bool,
-"repair": bool}``, ``{"op": "note", "type": "export", ...}`` or ``{"op": "dispose",
-"dry_run": bool}``. The caller is known from the socket's peer credentials. Answers are JSON lines: ``{"progress": [done, total]}`` any number of
-times, then ``{"result": report}`` or ``{"error": "one line"}``.
+can use it. One request per connection, as one JSON line, checked field by field (requests.py):
+``{"op": "check", "deep": bool, "repair": bool}``, ``{"op": "note", "type": "export",
+"fields": {...}}``, ``{"op": "dispose", "dry_run": bool}`` or ``{"op": "delete", "path":
+str, "reason": str}``. The caller is known from the socket's peer credentials, and the
+store's own rules decide what that caller may do. Answers are JSON lines: ``{"progress":
+[done, total]}`` any number of times, then ``{"result": report}`` or ``{"error": "one
+line"}``.
 
 The server is a plain thread, not part of the trio loop: a request may run for hours and only
 calls the store's thread-safe methods, like the FUSE worker threads do.
@@ -20,11 +23,13 @@ import threading
 import time
 
 from ..actor import Actor
-from ..errors import StoreError, WormError
+from ..errors import InvalidValue, StoreError, WormError, one_line
+from . import requests
 
 log = logging.getLogger("wormfs.control")
 SOCKET_NAME = "control.sock"
 PROGRESS_EVERY = 0.5  # seconds between progress lines
+MAX_REQUEST = 64 << 20  # one request line (an export note lists every serial it holds)
 
 
 def socket_path(unit_path):
@@ -65,10 +70,18 @@ class ControlServer:
     def _one(self, conn):
         f = conn.makefile("rwb")
         try:
-            req = json.loads(f.readline() or b"{}")
-            handler = self.handlers.get(req.get("op"))
+            line = f.readline(MAX_REQUEST + 1)
+            if len(line) > MAX_REQUEST:
+                raise InvalidValue(f"request longer than {MAX_REQUEST} bytes")
+            try:
+                req = requests.parse(json.loads(line or b"{}"))
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
+                if isinstance(e, InvalidValue):
+                    raise
+                raise InvalidValue("a request must be one line of JSON") from None
+            handler = self.handlers.get(type(req))
             if handler is None:
-                raise StoreError(f"unknown request {req.get('op')!r}")
+                raise StoreError(f"the daemon does not serve {type(req).__name__} requests")
             actor = _peer(conn)
             last = [0.0]
 
@@ -79,7 +92,8 @@ class ControlServer:
                     _send(f, {"progress": [done, total]})
             _send(f, {"result": handler(req, progress, actor)})
         except WormError as e:
-            _send(f, {"error": str(e)})
+            log.info("control request refused: %s", e)
+            _send(f, {"error": one_line(e)})
         except (BrokenPipeError, ConnectionResetError):
             pass  # the command went away; the work it asked for is done or recorded
         finally:
@@ -112,7 +126,9 @@ def _send(f, obj):
 
 
 def request(unit_path, req, progress=None):
-    """Ask the daemon that has the store mounted; its result, or StoreError."""
+    """Ask the daemon that has the store mounted (``req``: a typed request of requests.py);
+    its result, or StoreError."""
+    req = requests.encode(req)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(socket_path(unit_path))

@@ -27,9 +27,9 @@ from ..store.unit import read_unit
 from ..timeutil import US, parse_duration
 from ..mirror import verification
 from ..mirror.background import BackgroundScrub
-from . import mounts
+from . import mounts, requests
 from .control import ControlServer
-from .operations import WormOperations, forget_attrs
+from .operations import WormOperations
 
 log = logging.getLogger("wormfs")
 
@@ -41,7 +41,6 @@ RECOVERED_AT_UNMOUNT = "the file system was unmounted while the file was open fo
 HOUSEKEEPING_MAX = 60.0  # seconds between clock ticks / scratch sweeps, at most
 HOUSEKEEPING_MIN = 0.5
 MIRROR_POLL = 2.0  # seconds between checks of the mirror (reconnect, ship what is pending)
-NOTED_BY_COMMANDS = ("export",)  # events a command may ask the daemon to record
 READAHEAD_KIB = 4096  # records are mostly read front to back (export, review, copy-out)
 
 
@@ -209,18 +208,27 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
 
 def _start_control(store):
     def check(req, progress, actor):
-        return verification.run(store, deep=bool(req.get("deep")),
-                                repair=bool(req.get("repair")), progress=progress).as_dict()
+        return verification.run(store, deep=req.deep, repair=req.repair,
+                                progress=progress).as_dict()
 
     def note(req, progress, actor):
-        if req.get("type") not in NOTED_BY_COMMANDS:
-            raise StoreError(f"the daemon does not record {req.get('type')!r} events")
-        fields = req.get("fields") or {}
-        return store.note(req["type"], actor, **fields)
+        return store.note("export", actor, **req.fields())
+
     def dispose(req, progress, actor):
-        return disposal.run(store, actor, dry_run=bool(req.get("dry_run")))
+        return disposal.run(store, actor, dry_run=req.dry_run)
+
+    def delete(req, progress, actor):
+        rec = store.privileged_delete(store.resolve(req.path)["ino"], req.reason, actor)
+        try:  # the kernel still has the name cached: it must not show it any more
+            pyfuse3.invalidate_entry(rec["parent"], os.fsencode(rec["name"]),
+                                     deleted=rec["ino"])
+        except OSError:
+            pass
+        return {"serial": rec["serial"], "path": req.path}
     try:
-        return ControlServer(store.path, {"check": check, "note": note, "dispose": dispose})
+        return ControlServer(store.path, {requests.Check: check, requests.ExportNote: note,
+                                          requests.Dispose: dispose,
+                                          requests.Delete: delete})
     except OSError as e:
         log.warning("no control socket (%s): verify and scrub need the store unmounted", e)
         return None
@@ -233,6 +241,9 @@ def _shutdown(store):
                 log.warning("file open at unmount recovered as record %s at %s",
                             rec["serial"], rec["path"])
             store.note("unmount")
+    except (WormError, OSError) as e:  # a full disk, a failed mirror: said in one line
+        log.error("could not finish open files at unmount (they are recovered at the next "
+                  "mount): %s", e)
     except Exception:
         log.exception("could not finish open files at unmount (they are recovered at the "
                       "next mount)")
@@ -267,8 +278,9 @@ def _scratch_ttl_us(store):
 
 async def _housekeeping(ops, store):
     """Write clock anomalies to the audit trail promptly, and seal scratch files nobody has
-    touched for the scratch TTL (SPEC: nothing written stays mutable for ever)."""
-    busy = lambda ino: ops.open_count.get(ino, 0) > 0  # noqa: E731
+    changed for the scratch TTL (SPEC: nothing written stays mutable for ever). Readers and
+    idle descriptors do not hold the TTL off; a writer that comes back after it finds the
+    file sealed (EPERM)."""
     while True:
         try:
             ttl = _scratch_ttl_us(store)
@@ -278,10 +290,9 @@ async def _housekeeping(ops, store):
         await trio.sleep(min(HOUSEKEEPING_MAX, max(HOUSEKEEPING_MIN, ttl / US / 4)))
         try:
             await ops._run(store.tick)
-            for ino in await ops._run(store.stale_scratch, ttl, busy):
-                if not busy(ino):
-                    rec = await ops._run(store.seal, ino, None, "scratch_ttl")
-                    forget_attrs(ino)  # attribute-only: never blocks, fine on this thread
+            for ino in await ops._run(store.stale_scratch, ttl):
+                rec = await ops.seal_scratch(ino)
+                if rec is not None:
                     log.info("scratch file untouched for the scratch TTL sealed as record %s "
                              "at %s", rec["serial"], rec["path"])
         except Exception:

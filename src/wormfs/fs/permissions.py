@@ -48,12 +48,61 @@ def check_owner(actor, rec, what):
         raise NotPermitted(f"only the owner may {what}")
 
 
+def _root(actor):
+    return actor is None or actor.uid == 0
+
+
+def _in_group(actor, gid):
+    return actor.gid == gid or gid in actor.groups
+
+
 def check_chown(actor, rec, uid, gid):
-    if actor is None or actor.uid == 0:
+    """Linux's chown_ok/chgrp_ok: root may do anything; the owner may give the file to one
+    of their groups (or leave owner and group as they are); anyone else nothing, not even a
+    change to the same values."""
+    if _root(actor):
         return
-    if uid is not None and uid != rec["uid"]:
+    if uid is not None and (uid != rec["uid"] or actor.uid != rec["uid"]):
         raise NotPermitted("only root may change a file's owner")
-    if gid is not None and gid != rec["gid"]:
+    if gid is not None:
         check_owner(actor, rec, "change the group")
-        if gid != actor.gid and gid not in actor.groups:
+        if gid != rec["gid"] and not _in_group(actor, gid):
             raise NotPermitted("the owner may only choose one of their own groups")
+
+
+def check_setattr(actor, rec, mode, uid, gid):
+    """chmod and chown on a file that is not a record; returns (mode, uid, gid) as they are
+    to be applied, with the set-id bits POSIX clears: chmod by an owner outside the file's
+    group drops set-group-ID; a chown of a regular file drops set-user-ID, and set-group-ID
+    when the group may execute."""
+    if mode is not None:
+        check_owner(actor, rec, "change the mode")
+        group = gid if gid is not None else rec["gid"]
+        if not _root(actor) and not _in_group(actor, group):
+            mode &= ~stat.S_ISGID
+    check_chown(actor, rec, uid, gid)
+    if rec["kind"] == "f" and (uid is not None or gid is not None):
+        cur = mode if mode is not None else rec["mode"]
+        kill = stat.S_ISUID | (stat.S_ISGID if cur & stat.S_IXGRP else 0)
+        if cur & kill:
+            mode = cur & ~kill
+    return mode, uid, gid
+
+
+def check_times(actor, rec, now):
+    """utimensat: the owner (or root) may set any times; with write permission anyone may
+    set them to now; nobody else."""
+    if _root(actor) or actor.uid == rec["uid"]:
+        return
+    if not now:
+        raise NotPermitted("only the owner may set a file's times")
+    check(actor, rec, W)
+
+
+def kill_on_write(actor, rec):
+    """The mode after a write by ``actor``: set-user-ID goes, and set-group-ID when the group
+    may execute, unless root writes. None when nothing changes."""
+    if _root(actor) or rec["kind"] != "f":
+        return None
+    kill = stat.S_ISUID | (stat.S_ISGID if rec["mode"] & stat.S_IXGRP else 0)
+    return rec["mode"] & ~kill if rec["mode"] & kill else None

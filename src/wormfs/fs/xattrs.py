@@ -50,7 +50,7 @@ def get_value(store, rec, name):
     elif key == "state":
         value = _state(store, rec)
     elif key == "retain_until":
-        r = rec["retention"] if rec["state"] == "sealed" or rec.get("retention") else \
+        r = rec["retention"] if rec["state"] == "sealed" else \
             store.prospective_retention(rec["ino"])
         value = retention.display(r)
     elif key == "serial":
@@ -72,9 +72,13 @@ def _value_text(store, rec, n, value, actor):
     if len(value) > MAX_VALUE:
         _invalid(store, rec, n, f"value longer than {MAX_VALUE} bytes", actor)
     try:
-        return value.decode("utf-8").strip().rstrip("\0")
+        # Exact: no trimming of spaces or a trailing NUL (SPEC "Values are exact").
+        text = value.decode("utf-8")
     except UnicodeDecodeError:
         _invalid(store, rec, n, "value is not UTF-8 text", actor)
+    if "\0" in text:
+        _invalid(store, rec, n, "value holds a NUL byte", actor)
+    return text
 
 
 def _invalid(store, rec, n, reason, actor):

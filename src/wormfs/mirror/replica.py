@@ -32,7 +32,7 @@ from ..clock import ComplianceClock, SystemTimeSource
 from ..errors import IntegrityError, StoreError, WormError
 from ..store import events as E
 from ..store import frames as F
-from ..store.hostfs import try_lock
+from ..store.hostfs import tighten, try_lock
 from ..store import disposal
 from ..store.maintenance import catch_up, close_index, event_at, index_error, open_index
 from ..store.replay import Replayer
@@ -97,6 +97,7 @@ class Replica:
         self._lockfd = try_lock(os.path.join(self.path, "lock"))
         if self._lockfd is None:
             raise StoreError(f"mirror unit {self.path} is in use by another process")
+        tighten(self.path)
         self._lock = threading.Lock()
         self._noted = set()
         try:
@@ -173,10 +174,15 @@ class Replica:
                         self.replay.apply_chunk(txn, key, segno, offset + off, len(payload))
                     elif ftype == F.T_EVENT:
                         payload = bytes(payload)
-                        ev = E.decode(payload)
-                        reason = self._judge(txn, ev)
+                        try:
+                            ev = E.decode(payload)
+                        except ValueError:
+                            ev = {}
+                            reason = "the event is not JSON"
+                        else:
+                            reason = self._judge(txn, ev)
                         if reason is not None:
-                            refused = (ev, reason)
+                            refused = (ev if isinstance(ev, dict) else {}, reason)
                             break
                         self.replay.apply_event(txn, ev, E.event_hash(payload), segno,
                                                 offset + off)
@@ -239,11 +245,13 @@ class Replica:
     # -- the mirror's own judgement ---------------------------------------------------------
 
     def _judge(self, txn, ev):
+        if not isinstance(ev, dict):
+            return "the event is not a JSON object"
         if (ev.get("seq") != self.ix.meta(txn, "last_seq", 0) + 1
                 or ev.get("prev") != self.ix.meta(txn, "last_hash", E.GENESIS)):
             return f"it does not continue the chain (seq {ev.get('seq')})"
         reason = rules.check(self.ix, txn, ev, self.clock.now())
-        if reason is not None and ev.get("type") == "delete":
+        if reason is not None and ev.get("type") == "delete" and rules.shape(ev) is None:
             # Only a few seconds short of expiry by this clock: wait for it once.
             rec = self.ix.inode(txn, ev["ino"])
             if rec is not None and rec.get("state") == "sealed" and not rec["holds"]:

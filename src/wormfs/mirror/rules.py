@@ -17,8 +17,83 @@ from ..store.replay import ROOT_INO
 
 
 def check(ix, txn, ev, now_us):
+    reason = shape(ev)
+    if reason is not None:
+        return reason
     fn = _CHECKS.get(ev.get("type"))
-    return fn(ix, txn, ev, now_us) if fn is not None else None
+    try:
+        return fn(ix, txn, ev, now_us) if fn is not None else None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        # A field of the right type that points nowhere (an inode that is a directory
+        # where a file is expected, say): the event cannot be judged, so it is refused.
+        return f"malformed {ev.get('type')} event: {type(e).__name__} {e}"
+
+
+_INT, _STR, _DICT, _LIST, _BOOL = int, str, dict, list, bool
+_RET = "retention"  # a retention dict (retention.py)
+
+# The fields every event type that changes the index must carry, and their types: what
+# Replayer relies on. An event that lacks one is refused here instead of failing halfway
+# through being applied.
+SHAPES = {
+    "unit_init": {"settings": _DICT},
+    "mkdir": {"ino": _INT, "parent": _INT, "name": _STR, "mode": _INT, "uid": _INT,
+              "gid": _INT},
+    "create": {"ino": _INT, "parent": _INT, "name": _STR, "mode": _INT, "uid": _INT,
+               "gid": _INT, "state": _STR},
+    "rmdir": {"ino": _INT, "parent": _INT, "name": _STR},
+    "unlink": {"ino": _INT, "parent": _INT, "name": _STR},
+    "rename": {"ino": _INT, "parent": _INT, "name": _STR, "new_parent": _INT,
+               "new_name": _STR},
+    "state": {"ino": _INT, "state": _STR},
+    "setattr": {"ino": _INT},
+    "seal": {"ino": _INT, "serial": _INT, "size": _INT, "blake3": _STR, "retention": _RET,
+             "mode": _INT, "uid": _INT, "gid": _INT, "mtime": _INT, "path": _STR,
+             "chunks": _LIST},
+    "retention": {"ino": _INT, "after": _RET},
+    "event_date": {"ino": _INT, "after": _RET, "before": _RET},
+    "hold": {"ino": _INT, "name": _STR, "reason": _STR},
+    "release": {"ino": _INT, "name": _STR},
+    "dir_retention": {"ino": _INT, "value": _STR},
+    "delete": {"ino": _INT},
+    "dispose": {"serials": _LIST, "chunks": _LIST},
+    "verify": {"ok": _BOOL, "findings": _INT},
+    "scrub": {"ok": _BOOL, "findings": _INT},
+    "setting": {"name": _STR},
+}
+
+
+def _is_retention(v):
+    return (isinstance(v, dict) and set(v) == set(retention.empty())
+            and isinstance(v["indefinite"], bool)
+            and all(v[k] is None or (isinstance(v[k], int) and not isinstance(v[k], bool))
+                    for k in ("until", "event_date"))
+            and (v["event_period"] is None or isinstance(v["event_period"], str)))
+
+
+def shape(ev):
+    """None if ``ev`` has the common fields and those of its type, else what is wrong."""
+    if not isinstance(ev, dict):
+        return "the event is not a JSON object"
+    for k, t in (("seq", _INT), ("prev", _STR), ("time_us", _INT), ("type", _STR)):
+        if not isinstance(ev.get(k), t) or isinstance(ev.get(k), bool):
+            return f"malformed event: field {k!r} is missing or not {t.__name__}"
+    for k, t in SHAPES.get(ev["type"], {}).items():
+        v = ev.get(k)
+        ok = _is_retention(v) if t is _RET else (
+            isinstance(v, t) and (t is _BOOL or not isinstance(v, bool)))
+        if not ok:
+            return (f"malformed {ev['type']} event {ev['seq']}: field {k!r} is missing or "
+                    f"not {'a retention' if t is _RET else t.__name__}")
+    if ev["type"] == "seal":
+        for c in ev["chunks"]:
+            if not (isinstance(c, list) and len(c) == 2 and isinstance(c[0], str)
+                    and isinstance(c[1], int)):
+                return f"malformed seal event {ev['seq']}: a chunk is not [id, length]"
+    if ev["type"] == "retention" and ev.get("before") is not None and \
+            not _is_retention(ev["before"]):
+        return f"malformed retention event {ev['seq']}: field 'before' is not a retention"
+    return None
 
 
 def _record(ix, txn, ino):
@@ -91,6 +166,14 @@ def _delete(ix, txn, ev, now):
         return f"inode {ev['ino']} is not a record here"
     if rec["holds"]:
         return f"record {rec['serial']} is under legal hold ({', '.join(sorted(rec['holds']))})"
+    if ev.get("privileged") is True:
+        # An early delete is lawful only where this unit's own mode allows it.
+        mode = (ix.meta(txn, "unit") or {}).get("mode")
+        if mode != "enterprise":
+            return f"a privileged delete of record {rec['serial']} in {mode} mode"
+        if not isinstance(ev.get("reason"), str) or not ev["reason"].strip():
+            return f"a privileged delete of record {rec['serial']} without a reason"
+        return None
     if not retention.expired(rec["retention"], now):
         return (f"record {rec['serial']} is retained until "
                 f"{retention.display(rec['retention'])} by this unit's compliance clock")
@@ -103,7 +186,7 @@ def _retention(ix, txn, ev, now):
         return f"inode {ev['ino']} does not exist here"
     if rec.get("state") != "sealed":
         return None  # an open file's retention is only a wish until its seal
-    if ev["before"] != rec["retention"]:
+    if ev.get("before") != rec["retention"]:
         return f"record {rec['serial']} has another retention here"
     if not retention.never_shorter(rec["retention"], ev["after"], rec["committed"]):
         return f"the change would shorten the retention of record {rec['serial']}"

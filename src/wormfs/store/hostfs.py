@@ -137,3 +137,52 @@ def punch_hole(fd, offset, length):
         return True
     return _c().fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
                            length) == 0
+
+
+# -- who may read a unit --------------------------------------------------------------------
+# A unit holds the records' bytes in the clear: only root may read it (SPEC "unit
+# permissions"; Reg S-P). Directories 0700, files 0600, finished segments 0400.
+
+def _wanted_mode(path, is_dir):
+    if is_dir:
+        return 0o700
+    if path.endswith(".seg"):
+        return 0o400  # finished: nobody writes it again
+    return 0o600
+
+
+def loose_paths(unit_path, limit=20):
+    """Paths in a unit that anyone but the owner may read, write or search (at most
+    ``limit``; the unit directory itself first)."""
+    out = []
+    for dirpath, dirs, files in os.walk(unit_path):
+        for p in [dirpath] + [os.path.join(dirpath, f) for f in files]:
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if st.st_mode & 0o077:
+                out.append(p)
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def tighten(unit_path):
+    """Make a unit readable by root alone (a unit made by an older wormfs was 0755/0644).
+    Finished segments keep their immutable flag: it is lifted for the chmod only."""
+    for p in loose_paths(unit_path, limit=1 << 30):
+        is_dir = os.path.isdir(p) and not os.path.islink(p)
+        mode = _wanted_mode(p, is_dir)
+        if os.path.islink(p):
+            continue
+        immutable = not is_dir and is_immutable(p)
+        try:
+            if immutable:
+                set_immutable(p, False)
+            os.chmod(p, mode)
+        except OSError:
+            pass
+        finally:
+            if immutable:
+                set_immutable(p, True)

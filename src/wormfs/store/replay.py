@@ -72,6 +72,17 @@ class Replayer:
             _, cookie = U64x2.unpack(v)
             txn.delete(k64x2(parent, cookie), db=self.db["dirlist"])
 
+    def _dir_changed(self, txn, ino, t, subdirs=0):
+        """An entry was added to or removed from directory ``ino`` at ``t``: its mtime and
+        ctime move (POSIX), and its count of subdirectories (for st_nlink) by ``subdirs``."""
+        rec = self.ix.inode(txn, ino)
+        if rec is None:
+            return
+        rec["mtime"] = rec["ctime"] = t
+        if subdirs:
+            rec["subdirs"] = max(0, rec.get("subdirs", 0) + subdirs)
+        self.ix.put_inode(txn, rec)
+
     def _bump_ino(self, txn, ino):
         if ino >= self.ix.meta(txn, "next_ino", ROOT_INO + 1):
             self.ix.put_meta(txn, "next_ino", ino + 1)
@@ -122,6 +133,7 @@ class Replayer:
         self.ix.put_inode(txn, rec)
         self._link(txn, ev["parent"], ev["name"], ev["ino"], ev["seq"])
         self._bump_ino(txn, ev["ino"])
+        self._dir_changed(txn, ev["parent"], ev["time_us"], subdirs=1)
 
     def _ev_create(self, txn, ev):
         rec = self._new_inode(ev, "f")
@@ -132,28 +144,39 @@ class Replayer:
         self._link(txn, ev["parent"], ev["name"], ev["ino"], ev["seq"])
         self._bump_ino(txn, ev["ino"])
         self._set_unsealed(txn, ev["ino"], ev["state"])
+        self._dir_changed(txn, ev["parent"], ev["time_us"])
 
     def _ev_rmdir(self, txn, ev):
         self._unlink(txn, ev["parent"], ev["name"])
         txn.delete(k64(ev["ino"]), db=self.db["inodes"])
+        self._dir_changed(txn, ev["parent"], ev["time_us"], subdirs=-1)
 
     def _ev_unlink(self, txn, ev):
         # An open or scratch file given up before it became a record.
         self._unlink(txn, ev["parent"], ev["name"])
         txn.delete(k64(ev["ino"]), db=self.db["inodes"])
         self._set_unsealed(txn, ev["ino"], None)
+        self._dir_changed(txn, ev["parent"], ev["time_us"])
 
     def _ev_rename(self, txn, ev):
+        t = ev["time_us"]
         if ev.get("replaced"):
+            gone = self.ix.inode(txn, ev["replaced"])
             txn.delete(k64(ev["replaced"]), db=self.db["inodes"])
             self._set_unsealed(txn, ev["replaced"], None)
             self._unlink(txn, ev["new_parent"], ev["new_name"])
+            if gone is not None and gone["kind"] == "d":
+                self._dir_changed(txn, ev["new_parent"], t, subdirs=-1)
         self._unlink(txn, ev["parent"], ev["name"])
         self._link(txn, ev["new_parent"], ev["new_name"], ev["ino"], ev["seq"])
         rec = self.ix.inode(txn, ev["ino"])
         rec["parent"], rec["name"], rec["cookie"] = ev["new_parent"], ev["new_name"], ev["seq"]
-        rec["ctime"] = ev["time_us"]
+        rec["ctime"] = t
         self.ix.put_inode(txn, rec)
+        moved = 1 if rec["kind"] == "d" and ev["parent"] != ev["new_parent"] else 0
+        self._dir_changed(txn, ev["parent"], t, subdirs=-moved)
+        if ev["new_parent"] != ev["parent"]:
+            self._dir_changed(txn, ev["new_parent"], t, subdirs=moved)
 
     def _ev_state(self, txn, ev):
         # scratch <-> open, when a rename changes whether the name is a scratch name
@@ -231,6 +254,7 @@ class Replayer:
         rec["state"] = "deleted"
         rec["deleted"] = ev["time_us"]
         self.ix.put_inode(txn, rec)
+        self._dir_changed(txn, rec["parent"], ev["time_us"])
         self._set_expiry(txn, rec, old)
         stats = self.ix.meta(txn, "stats")
         stats["records"] -= 1

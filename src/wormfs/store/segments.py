@@ -103,7 +103,7 @@ class SegmentLog:
 
     def _create_segment(self, segno):
         p = os.path.join(self.dir, seg_name(segno, open_=True))
-        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, F.encode_segment_header(segno, self.unit_uuid))
             os.fsync(fd)
@@ -166,7 +166,7 @@ class SegmentLog:
         os.fsync(fd)
         open_path = os.path.join(self.dir, seg_name(segno, open_=True))
         final = os.path.join(self.dir, seg_name(segno))
-        os.chmod(open_path, 0o444)
+        os.chmod(open_path, 0o400)
         os.rename(open_path, final)
         fsync_dir(self.dir)
         self.immutable_supported = set_immutable(final, True)
@@ -235,7 +235,7 @@ class SegmentLog:
             return
         path = os.path.join(self.dir, seg_name(segno))
         set_immutable(path, False)
-        os.chmod(path, 0o644)
+        os.chmod(path, 0o600)
         try:
             fd = os.open(path, os.O_WRONLY)
             try:
@@ -244,7 +244,7 @@ class SegmentLog:
             finally:
                 os.close(fd)
         finally:
-            os.chmod(path, 0o444)
+            os.chmod(path, 0o400)
             set_immutable(path, True)
 
     def install(self, segno, pieces):
@@ -254,7 +254,7 @@ class SegmentLog:
         if os.path.exists(final) or (segno == self.cur_segno and not self.readonly):
             raise IntegrityError(f"segment {segno} exists; repair it in place")
         tmp = os.path.join(self.dir, f"{segno:010d}.repair")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             pos = 0
             for piece in pieces:
@@ -266,7 +266,7 @@ class SegmentLog:
             os.unlink(tmp)
             raise
         os.close(fd)
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, 0o400)
         os.rename(tmp, final)
         fsync_dir(self.dir)
         set_immutable(final, True)

@@ -25,14 +25,14 @@ from .. import _chunker, retention
 from ..clock import ComplianceClock, SystemTimeSource
 from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
-                      StoreFull, WormError)
+                      StoreFull, WormError, FileTooBig)
 from ..mirror.shipper import Replicator, read_state
 from ..mirror.target import open_target
 from ..timeutil import format_us, parse_date, parse_duration
 from . import events as E
 from . import frames as F
 from .commit import GroupCommit
-from .hostfs import try_lock
+from .hostfs import tighten, try_lock
 from . import disposal
 from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_error,
                           open_index)
@@ -51,7 +51,10 @@ MAX_STREAMS = 64  # open files chunked as they are written; more wait for the se
 CHUNK_CACHE_ENTRIES = 16
 HOLD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_NAME = 255
+MAX_FILE_SIZE = 1 << 44  # 16 TiB: beyond it ext4 (the usual staging file system) cannot go
 MAX_REASON = 1024
+RESERVED_NAME = b".wormfs"  # at the root: wormfs's own directory (recovered/ in it)
+RESERVED_FIELDS = frozenset(("seq", "prev", "time", "time_us", "type", "actor"))
 
 
 def check_name(name):
@@ -73,13 +76,17 @@ class OpenFile:
     ``stream`` chunks the file while it is written (sealstream.py). ``lock`` orders the
     size and the stream among concurrent writes to the same file."""
 
-    __slots__ = ("ino", "fd", "size", "mtime", "atime", "orphan", "touched", "stream", "lock")
+    __slots__ = ("ino", "fd", "size", "mtime", "atime", "orphan", "touched", "stream", "lock",
+                 "sealing")
 
     def __init__(self, ino, fd, size, stream=None):
         self.ino, self.fd, self.size, self.stream = ino, fd, size, stream
         self.mtime = self.atime = self.orphan = None
         self.touched = None  # boot-clock us of the last change (for the scratch TTL)
         self.lock = threading.Lock()
+        # Set under ``lock`` once a seal has taken the file's size: a write or truncate
+        # that comes after it is refused, never accepted into bytes the record lacks.
+        self.sealing = False
 
     def set_times(self, mtime, atime):
         if mtime is not None:
@@ -113,6 +120,7 @@ class Store:
         self.keep_open = lambda ino: False
         if not readonly:
             self._take_lock()
+            tighten(self.path)  # a unit an older wormfs made world-readable
         try:
             self._open_parts(time_source)
             if not readonly and self.unit.get("role") == "primary" and \
@@ -160,8 +168,11 @@ class Store:
             segno, offset, qpath, nbytes = self.recovered_tail
             self._event_now("torn_tail", segment=segno, offset=offset, bytes=nbytes,
                             quarantine=os.path.relpath(qpath, self.path))
+        self.reserved_ino, self.reserved_note = None, None
         if not self.readonly and self._last_seq:
             self.tick()  # a restart or a clock jump noticed at open goes on record now
+            if self.unit.get("role") == "primary":
+                self._ensure_reserved()
 
     def _attach_mirror(self, time_source):
         self.mirror = Replicator(
@@ -278,11 +289,16 @@ class Store:
                 detail=a.detail))
 
     def _append_one(self, txn, now, etype, actor, fields):
-        ev = {"seq": self._last_seq + 1, "prev": self._last_hash, "time": format_us(now),
-              "time_us": now, "type": etype}
+        # The chain's own fields are the store's alone: a caller's field never replaces
+        # them (a forged type, seq, time or actor would rewrite the audit trail).
+        clash = RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise InvalidValue(f"event fields {', '.join(sorted(clash))} are set by the store")
+        ev = dict(fields)
+        ev.update(seq=self._last_seq + 1, prev=self._last_hash, time=format_us(now),
+                  time_us=now, type=etype)
         if actor is not None:
             ev["actor"] = actor.as_dict()
-        ev.update(fields)
         payload = E.encode(ev)
         segno, offset = self.log.append([F.encode_event(payload)])
         h = E.event_hash(payload)
@@ -495,6 +511,69 @@ class Store:
         s = os.fsdecode(name)
         return any(fnmatch.fnmatchcase(s, p) for p in patterns)
 
+    # -- the reserved /.wormfs ---------------------------------------------------------------
+
+    def _ours(self, rec):
+        """A directory wormfs made itself (no process asked for it), owned by root."""
+        return rec is not None and rec["kind"] == "d" and rec["uid"] == 0 and \
+            rec.get("creator") is None
+
+    def _ensure_reserved(self):
+        """Find or make the root-owned /.wormfs (with recovered/ in it). A store whose
+        /.wormfs was taken by a user before the name was reserved keeps that entry and uses
+        the first free /.wormfs.N instead; ``reserved_note`` says so (status)."""
+        for n in range(0, 100):
+            name = RESERVED_NAME if n == 0 else RESERVED_NAME + b".%d" % n
+            try:
+                rec = self.lookup(ROOT_INO, name)
+            except NotFound:
+                rec = self.mkdir(ROOT_INO, name, 0o755, None, _reserved_ok=True)
+            if self._ours(rec):
+                break
+        else:
+            raise StoreError("no name for the reserved directory: /.wormfs to /.wormfs.99 "
+                             "are all taken")
+        self.reserved_ino = rec["ino"]
+        if n:
+            self.reserved_note = (f"the reserved name /.wormfs is held by an entry a user made "
+                                  f"before it was reserved; wormfs uses /{os.fsdecode(name)}")
+        try:
+            self.lookup(rec["ino"], b"recovered")
+        except NotFound:
+            self.mkdir(rec["ino"], b"recovered", 0o755, None, _reserved_ok=True)
+
+    def reserved_problem(self):
+        """What status says when /.wormfs is not wormfs's own directory, else None."""
+        try:
+            rec = self.lookup(ROOT_INO, RESERVED_NAME)
+        except NotFound:
+            return None
+        if self._ours(rec):
+            return None
+        what = f"record {rec['serial']}" if rec.get("serial") else f"a {'directory' if rec['kind'] == 'd' else 'file'}"
+        return (f"/.wormfs is {what} a user made before the name was reserved; files "
+                f"recovered after a crash go to /.wormfs.N/recovered/ instead")
+
+    def _is_reserved(self, ino):
+        """The reserved directory or its recovered/."""
+        if self.reserved_ino is None:
+            return False
+        if ino == self.reserved_ino:
+            return True
+        rec = self._inode(ino)
+        return rec is not None and rec["parent"] == self.reserved_ino and \
+            rec["name"] == "recovered" and self._ours(rec)
+
+    def _check_reserved_name(self, parent, name, op, actor):
+        """Nobody creates, or renames onto, the name /.wormfs (SPEC)."""
+        if parent == ROOT_INO and name == RESERVED_NAME:
+            self.refuse(op, "/.wormfs is reserved for wormfs", actor,
+                        path="/" + os.fsdecode(name))
+
+    def _check_not_reserved(self, ino, op, actor):
+        if self._is_reserved(ino):
+            self.refuse(op, f"{self.path_of(ino)} is reserved for wormfs", actor, ino=ino)
+
     # -- directories ----------------------------------------------------------------------
 
     def _dir(self, txn, ino):
@@ -508,8 +587,10 @@ class Store:
     def _new_ino(self, txn):
         return self.ix.meta(txn, "next_ino")
 
-    def mkdir(self, parent, name, mode, actor):
+    def mkdir(self, parent, name, mode, actor, _reserved_ok=False):
         name = check_name(name)
+        if not _reserved_ok:
+            self._check_reserved_name(parent, name, "mkdir", actor)
 
         def fn(txn):
             self._dir(txn, parent)
@@ -532,6 +613,7 @@ class Store:
             if rec["kind"] != "d":
                 raise NotADirectory(f"{os.fsdecode(name)} is not a directory")
             empty = self.ix.dir_is_empty(txn, rec["ino"])
+        self._check_not_reserved(rec["ino"], "rmdir", actor)
         if not empty:
             if self._holds_records(rec["ino"]):
                 self.refuse("rmdir", "the directory holds records", actor, ino=rec["ino"])
@@ -568,6 +650,7 @@ class Store:
         """Create an open file (or a scratch file, by name). Re-creating the name of a
         record is refused (R4)."""
         name = check_name(name)
+        self._check_reserved_name(parent, name, "create", actor)
         with self.ix.read() as txn:
             self._dir(txn, parent)
             hit = self.ix.lookup(txn, parent, name)
@@ -653,34 +736,56 @@ class Store:
 
     def write(self, ino, offset, data, actor=None):
         self._check_writable()
+        if offset < 0 or offset + len(data) > MAX_FILE_SIZE:
+            raise FileTooBig(f"a file cannot grow beyond {MAX_FILE_SIZE} bytes")
         of = self._open_file(ino, "write", actor)
-        n = os.pwrite(of.fd, data, offset)
         with of.lock:
-            if offset + n > of.size:
-                of.size = offset + n
-            if of.stream is not None:
-                try:
-                    of.stream.add(offset, memoryview(data)[:n], self._store_stream_chunks)
-                except (WormError, OSError) as e:
-                    # The staged bytes are safe; the seal will chunk them and report a
-                    # lasting problem itself.
-                    log.warning("inode %d: chunking while written stopped: %s", ino, e)
-                    self._end_stream(of)
-                else:
-                    if of.stream.broken:
-                        self._end_stream(of)
+            if of.sealing:
+                sealed = True
+            else:
+                sealed = False
+                n = os.pwrite(of.fd, data, offset)
+                of.mtime = self.clock.src.wall_us()
+                self._grow(of, offset, data, n)
+        if sealed:
+            self.refuse("write", "the file was sealed; the write came after its last close",
+                        actor, ino=ino)
         return n
+
+    def _grow(self, of, offset, data, n):
+        """(under of.lock) The size and the chunk stream after a write of ``n`` bytes."""
+        if offset + n > of.size:
+            of.size = offset + n
+        if of.stream is None:
+            return
+        try:
+            of.stream.add(offset, memoryview(data)[:n], self._store_stream_chunks)
+        except (WormError, OSError) as e:
+            # The staged bytes are safe; the seal will chunk them and report a lasting
+            # problem itself.
+            log.warning("inode %d: chunking while written stopped: %s", of.ino, e)
+            self._end_stream(of)
+        else:
+            if of.stream.broken:
+                self._end_stream(of)
 
     def truncate(self, ino, size, actor=None):
         self._check_writable()
         if size < 0:
             raise InvalidValue("negative size")
+        if size > MAX_FILE_SIZE:
+            raise FileTooBig(f"a file cannot grow beyond {MAX_FILE_SIZE} bytes")
         of = self._open_file(ino, "truncate", actor)
         with of.lock:
-            os.ftruncate(of.fd, size)
-            if size != of.size:
-                self._end_stream(of)
-            of.size = size
+            sealed = of.sealing
+            if not sealed:
+                os.ftruncate(of.fd, size)
+                if size != of.size:
+                    self._end_stream(of)
+                of.size = size
+                of.mtime = self.clock.src.wall_us()
+        if sealed:
+            self.refuse("truncate", "the file was sealed", actor, ino=ino)
 
     def setattr(self, ino, actor, mode=None, uid=None, gid=None, mtime=None, atime=None):
         """chmod/chown/utimens on a directory or an open file. Records refuse (except the
@@ -688,6 +793,7 @@ class Store:
         rec = self.inode(ino)
         if rec["kind"] == "f" and rec.get("state") == "sealed":
             self.refuse("setattr", "the file is a sealed record", actor, ino=ino)
+        self._check_not_reserved(ino, "setattr", actor)
         fields = {k: v for k, v in (("mode", mode), ("uid", uid), ("gid", gid),
                                     ("mtime", mtime), ("atime", atime)) if v is not None}
         if "mode" in fields:
@@ -720,6 +826,10 @@ class Store:
             self._dir(txn, new_parent)
             thit = self.ix.lookup(txn, new_parent, new_name)
             dst = self.ix.inode(txn, thit[0]) if thit else None
+        self._check_not_reserved(src["ino"], "rename", actor)
+        if dst is not None:
+            self._check_not_reserved(dst["ino"], "rename", actor)
+        self._check_reserved_name(new_parent, new_name, "rename", actor)
         if src.get("state") == "sealed":
             self.refuse("rename", "the file is a sealed record", actor, ino=src["ino"])
         if dst is not None and dst.get("state") == "sealed":
@@ -833,6 +943,40 @@ class Store:
                                path=self.path_of(ino, txn), blake3=cur["blake3"],
                                size=cur["size"])
         self._mutate(fn, durable=True)
+
+    def privileged_delete(self, ino, reason, actor):
+        """Enterprise mode's audited early delete (SPEC): a records admin removes an
+        unexpired record that holds no legal hold, giving a reason. Compliance mode has no
+        such thing. The mode is the one in the chain (unit_init), not unit.json's."""
+        if not isinstance(reason, str) or not reason.strip() or \
+                len(reason.encode("utf-8", "surrogateescape")) > MAX_REASON:
+            raise InvalidValue(f"a privileged delete needs --reason TEXT (1 to {MAX_REASON} "
+                               f"bytes)")
+        rec = self.inode(ino)
+        if rec["kind"] != "f" or rec.get("state") != "sealed":
+            raise InvalidValue("a privileged delete is for records; a file that is not "
+                               "sealed yet is removed with rm")
+        mode = (self.unit_info() or {}).get("mode")
+        if mode != "enterprise":
+            self.refuse("privileged_delete", f"the store is in {mode} mode: nothing deletes a "
+                        f"record before it expires", actor, ino=ino)
+        if not self.is_admin(actor):
+            self.refuse("privileged_delete", "only a records admin may delete a record early",
+                        actor, ino=ino)
+        if rec["holds"]:
+            self.refuse("privileged_delete", f"the record is under legal hold "
+                        f"({', '.join(sorted(rec['holds']))})", actor, ino=ino)
+
+        def fn(txn):
+            cur = self.ix.inode(txn, ino)
+            if cur is None or cur.get("state") != "sealed" or cur["holds"]:
+                raise Refused("the record changed; try again")
+            self._append_event(txn, "delete", actor, ino=ino, serial=cur["serial"],
+                               path=self.path_of(ino, txn), blake3=cur["blake3"],
+                               size=cur["size"], privileged=True, reason=reason,
+                               retain_until=retention.display(cur["retention"]))
+        self._mutate(fn, durable=True)
+        return rec
 
     def read(self, ino, offset, size):
         if offset < 0 or size < 0:
@@ -980,18 +1124,24 @@ class Store:
         for cid, segno, foff, length in written:
             self.log.read_chunk(segno, foff, cid, length)  # header and xxh3 checked
 
-    def _seal_retention(self, txn, rec, committed):
-        if rec.get("retention"):
-            return rec["retention"]
-        p = rec["parent"]
+    def _floor_text(self, txn, parent):
+        """The default period that sets a file's retention floor: the nearest ancestor
+        directory's user.worm.retention, else the store's default (from the chain)."""
+        p = parent
         while True:
             d = self.ix.inode(txn, p)
-            if d.get("retention"):
-                return retention.from_default(d["retention"], committed)
-            if p == ROOT_INO:
+            if d is not None and d.get("retention"):
+                return d["retention"]
+            if p == ROOT_INO or d is None:
                 break
             p = d["parent"]
-        return retention.from_default(self.ix.meta(txn, "unit")["default_retention"], committed)
+        return self.ix.meta(txn, "unit")["default_retention"]
+
+    def _seal_retention(self, txn, rec, committed):
+        """The floor at the commit time, lengthened by what the file's owner asked for."""
+        floor = retention.from_default(self._floor_text(txn, rec["parent"]), committed)
+        wish = rec.get("retention")
+        return retention.combine(floor, wish, committed) if wish else floor
 
     def _seal(self, of, actor, cause, recovered_from):
         try:
@@ -1004,6 +1154,7 @@ class Store:
     def _seal_once(self, of, actor, cause, recovered_from):
         ino = of.ino
         with of.lock:
+            of.sealing = True  # from here on, writes are refused (see OpenFile)
             st = of.stream
             if st is None or not st.usable(of.size):
                 self._end_stream(of)
@@ -1036,20 +1187,28 @@ class Store:
         except BaseException:
             with of.lock:
                 self._end_stream(of)  # its tail is spent; a retry chunks the staged file
+                of.sealing = False
             raise
         self._drop_staging(ino)
         return self.inode(ino)
 
     # -- retention and holds (records admin where SPEC says so) ---------------------------
 
-    def set_retain_until(self, ino, value, actor):
-        """Write user.worm.retain_until: on an open file it sets what the record will get;
-        on a record it may only extend (R7)."""
+    def may_change_retention(self, actor, rec):
+        """The file's owner or a records admin (SPEC): anyone else is refused."""
+        return actor is None or actor.uid == rec["uid"] or self.is_admin(actor)
+
+    def set_retain_until(self, ino, value, actor, op="set_retain_until"):
+        """Write user.worm.retain_until: on an open file it lengthens what the record will
+        get (never below its retention floor); on a record it may only extend (R7)."""
         new = retention.parse_value(value)
         rec = self.inode(ino)
         if rec["kind"] != "f":
             raise InvalidValue("user.worm.retain_until is set on files; directories take "
                                "user.worm.retention")
+        if not self.may_change_retention(actor, rec):
+            self.refuse(op, "only the file's owner or a records admin may change its "
+                        "retention", actor, ino=ino)
         now = self.clock.now()
         if rec.get("state") == "sealed":
             # Earlier than what the record has is a WORM refusal (EPERM), checked first; a
@@ -1057,9 +1216,16 @@ class Store:
             try:
                 after = retention.extend(rec["retention"], new, rec["committed"])
             except Refused as e:
-                self.refuse("set_retain_until", str(e), actor, ino=ino)
+                self.refuse(op, str(e), actor, ino=ino)
         else:
-            after = new
+            # Against what the record would get if sealed now: its floor and any earlier
+            # wish. The seal takes the floor again at its own time (never less).
+            cur = self.prospective_retention(ino)
+            why = retention.below(cur, new, now)
+            if why is not None:
+                self.refuse(op, f"{why} (the retention floor of this directory or the "
+                            f"store, or what was set before, cannot be lowered)", actor, ino=ino)
+            after = retention.combine(rec.get("retention") or retention.empty(), new, now)
         if new["until"] is not None and new["until"] <= now:
             raise InvalidValue(f"retain-until {value!r} is not in the future (compliance "
                                f"clock {format_us(now)})")
@@ -1076,11 +1242,16 @@ class Store:
         rec = self.inode(ino)
         if rec.get("state") != "sealed":
             return self.setattr(ino, actor, atime=atime_us)
+        if not self.may_change_retention(actor, rec):
+            self.refuse("set_atime", "only the file's owner or a records admin may extend its "
+                        "retention", actor, ino=ino)
         kind, until = retention.effective(rec["retention"])
         if kind != "until" or until is None or atime_us < until:
             self.refuse("set_atime", f"atime {format_us(atime_us)} does not extend retain-until "
                         f"{retention.display(rec['retention'])}", actor, ino=ino)
-        return self.set_retain_until(ino, format_us(atime_us), actor)
+        if atime_us == until:
+            return self.inode(ino)  # the atime shown already: a copy tool putting it back
+        return self.set_retain_until(ino, format_us(atime_us), actor, op="set_atime")
 
     def set_event_date(self, ino, value, actor):
         date = parse_date(value)
@@ -1129,6 +1300,11 @@ class Store:
             rec = self.ix.inode(txn, ino)
             return self._seal_retention(txn, rec, self.clock.now())
 
+    def retention_floor(self, ino):
+        """The default period that decides a file's floor (text), for ``info`` and tests."""
+        with self.ix.read() as txn:
+            return self._floor_text(txn, self.ix.inode(txn, ino)["parent"])
+
     # -- files that never finished ---------------------------------------------------------
 
     def recover(self, ino, reason, actor=None):
@@ -1140,25 +1316,21 @@ class Store:
         rdir = self._recovered_dir()
         name = f"{ino}-{rec['name']}".encode("utf-8", "surrogateescape")[:MAX_NAME]
         self._event_now("recovery", actor, ino=ino, path=original, size=rec["size"],
-                        reason=reason, to=f"/.wormfs/recovered/{E.name_str(name)}")
+                        reason=reason, to=f"{self.path_of(rdir)}/{E.name_str(name)}")
         self.rename(rec["parent"], E.name_bytes(rec["name"]), rdir, name, actor)
         return self.seal(ino, actor, cause="recovery", recovered_from=original)
 
     def _recovered_dir(self):
-        ino = ROOT_INO
-        for part in (b".wormfs", b"recovered"):
-            try:
-                ino = self.lookup(ino, part)["ino"]
-            except NotFound:
-                ino = self.mkdir(ino, part, 0o755, None)["ino"]
-        return ino
+        if self.reserved_ino is None:
+            self._ensure_reserved()
+        return self.lookup(self.reserved_ino, b"recovered")["ino"]
 
     def recover_interrupted(self, reason):
         """Recover every file left open (not scratch) by a writer that is gone. Returns the
         records made. Called at mount, before anything else can open them."""
         return [self.recover(ino, reason) for ino, state in self.unsealed() if state == "open"]
 
-    def stale_scratch(self, ttl_us, busy=lambda ino: False):
+    def stale_scratch(self, ttl_us):
         """Scratch files untouched for ``ttl_us``: real time since their last change in this
         process, or since their last event (and at least since this process opened the
         unit) for files not touched since. Not the mtime: rsync and cp -p set it to the
@@ -1166,7 +1338,7 @@ class Store:
         now, boot_now = self.clock.now(), self.clock.src.boot_us()
         out = []
         for ino, state in self.unsealed():
-            if state != "scratch" or busy(ino):
+            if state != "scratch":
                 continue
             of = self._open.get(ino)
             if of is not None and of.touched is not None:
@@ -1219,6 +1391,8 @@ def create_store(path, **unit_fields):
         st._event_now("unit_init", None, durable=True, serial=unit["serial"],
                       role=unit["role"], mode=unit["mode"], label=unit["label"],
                       peer_serial=unit["peer_serial"], settings=settings, **init)
+        if unit["role"] == "primary":
+            st._ensure_reserved()
     return unit
 
 
