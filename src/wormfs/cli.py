@@ -741,8 +741,16 @@ def _as_mount_helper(argv):
 
 def main(argv=None):
     # Everything wormfs creates in a unit is root's alone (SPEC): the records' bytes are
-    # reachable only through the mount's permission checks.
-    os.umask(0o077)
+    # reachable only through the mount's permission checks. Put back on the way out, for a
+    # caller that runs main() in its own process (the tests).
+    old_umask = os.umask(0o077)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(old_umask)
+
+
+def _main(argv):
     try:
         argv = _as_mount_helper(sys.argv[1:] if argv is None else list(argv))
         args = build_parser().parse_args(argv)

@@ -115,8 +115,12 @@ class MountModel(RuleBasedStateMachine):
         if rel not in self.files:
             expected = "ENOENT"
         elif self.files[rel][1] != "sealed":
-            expected = "ok"          # an unsealed file takes any future date
-            self.retain[rel] = year
+            # An unsealed file takes any date from its retention floor (the store default,
+            # 6y from now) on, and never less than what it was given before.
+            current = max(self.retain.get(rel, THIS_YEAR + 6), THIS_YEAR + 6)
+            expected = "ok" if year >= current else "EPERM"
+            if expected == "ok":
+                self.retain[rel] = year
         else:
             current = self.retain.get(rel, THIS_YEAR + 6)   # the store default, 6y
             expected = "ok" if year >= current else "EPERM"
