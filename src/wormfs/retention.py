@@ -22,6 +22,16 @@ def empty():
     return {"until": None, "indefinite": False, "event_period": None, "event_date": None}
 
 
+def is_valid(v):
+    """Whether ``v`` is a retention dict of the shape above (for events received from
+    elsewhere: the mirror checks before it applies one)."""
+    def us(x):
+        return x is None or (isinstance(x, int) and not isinstance(x, bool))
+    return (isinstance(v, dict) and set(v) == set(empty())
+            and isinstance(v["indefinite"], bool) and us(v["until"]) and us(v["event_date"])
+            and (v["event_period"] is None or isinstance(v["event_period"], str)))
+
+
 def parse_value(text):
     """Parse a value written to user.worm.retain_until (or a directory default with
     ``parse_default``)."""

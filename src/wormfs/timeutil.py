@@ -21,6 +21,8 @@ _ISO = re.compile(
     r"^P(?!$)(?:(\d{1,6})Y)?(?:(\d{1,6})M)?(?:(\d{1,6})W)?(?:(\d{1,6})D)?"
     r"(?:T(?=\d)(?:(\d{1,9})H)?(?:(\d{1,9})M)?(?:(\d{1,12})S)?)?$", re.ASCII
 )
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?", re.ASCII)
 MAX_US = 253402300799 * US  # 9999-12-31T23:59:59Z: beyond it datetime cannot represent
 
 
@@ -86,7 +88,7 @@ def parse_date(text):
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s, re.ASCII):
             d = _dt.datetime.strptime(s, "%Y-%m-%d").replace(tzinfo=_dt.timezone.utc)
-        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?", s, re.ASCII):
+        elif _DATETIME.fullmatch(s):
             d = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
             if d.tzinfo is None:
                 d = d.replace(tzinfo=_dt.timezone.utc)

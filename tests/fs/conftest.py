@@ -163,6 +163,20 @@ def mnt(mount_factory):
     return mount_factory()
 
 
+# The start of a script run with ``as_user``: ``attempt(name, fn)`` records "ok" or the
+# errno name of each call in ``out``, which the script prints as JSON at the end.
+ATTEMPT = r'''
+import errno, json, os, sys, time
+out = {}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode[e.errno]
+'''
+
+
 def as_user(uid, code, *args):
     """Run Python ``code`` as another user (no supplementary groups); it prints JSON."""
     def drop():

@@ -7,19 +7,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from .conftest import NOBODY, as_user
+from .conftest import ATTEMPT, NOBODY, as_user
 
 # Each forbidden operation on a record P in directory D (D holds records).
-ATTEMPTS = r'''
-import errno, json, os, sys
+ATTEMPTS = ATTEMPT + r'''
 P, D, S = sys.argv[1], sys.argv[2], sys.argv[3]
-out = {}
-def attempt(name, fn):
-    try:
-        fn()
-        out[name] = "ok"
-    except OSError as e:
-        out[name] = errno.errorcode[e.errno]
 attempt("open_write", lambda: os.open(P, os.O_WRONLY))
 attempt("open_rdwr", lambda: os.open(P, os.O_RDWR))
 attempt("open_append", lambda: os.open(P, os.O_WRONLY | os.O_APPEND))

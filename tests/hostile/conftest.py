@@ -5,10 +5,10 @@ import json
 import os
 import subprocess
 
-from tests.fs.conftest import (NOBODY, as_user, mnt, mount_factory, wormfs,  # noqa: F401
-                               is_mounted)
+from tests.fs.conftest import (ATTEMPT, NOBODY, as_user, mnt, mount_factory,  # noqa: F401
+                               wormfs, is_mounted)
 
-__all__ = ["NOBODY", "as_user", "mnt", "mount_factory", "wormfs", "assert_sound", "setpriv",
+__all__ = ["ATTEMPT", "NOBODY", "as_user", "mnt", "mount_factory", "wormfs", "assert_sound", "setpriv",
            "xattr", "events_since"]
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from tests.conftest import FakeTime, make_pair
 from wormfs.clock import PERSIST_INTERVAL_US
-from wormfs.errors import Refused
 from wormfs.store.store import Store
 from wormfs.timeutil import US
 

@@ -2,7 +2,6 @@
 Each test names the item it reproduces; each failed on the main of before this work."""
 import errno
 import json
-import mmap
 import os
 import socket
 import stat
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from .conftest import NOBODY, as_user, assert_sound, events_since, setpriv, wormfs, xattr
+from .conftest import ATTEMPT, NOBODY, as_user, assert_sound, events_since, setpriv, xattr
 from wormfs.timeutil import parse_date
 
 
@@ -32,25 +31,19 @@ def shared_dir(m, name, retention=None):
 
 # -- item 2 and 13: retention floor, exact values, EPERM for earlier dates ---------------------
 
-SET_RETENTION = r'''
-import errno, json, os, sys, time
+SET_RETENTION = ATTEMPT + r'''
 p = sys.argv[1]
-out = {}
 fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
 os.write(fd, b"statement\n")
-def attempt(name, value):
-    try:
-        os.setxattr(p, "user.worm.retain_until", value)
-        out[name] = "ok"
-    except OSError as e:
-        out[name] = errno.errorcode[e.errno]
+def retain(name, value):
+    attempt(name, lambda: os.setxattr(p, "user.worm.retain_until", value))
 soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
-attempt("two_seconds", soon.encode())
-attempt("event_1s", b"event+1s")
-attempt("leading_space", b" 2090-01-01")
-attempt("trailing_nul", b"2090-01-01\0")
-attempt("epoch", b"1970-01-01")
-attempt("longer", b"2090-01-01")
+retain("two_seconds", soon.encode())
+retain("event_1s", b"event+1s")
+retain("leading_space", b" 2090-01-01")
+retain("trailing_nul", b"2090-01-01\0")
+retain("epoch", b"1970-01-01")
+retain("longer", b"2090-01-01")
 os.close(fd)
 out["after"] = os.getxattr(p, "user.worm.retain_until").decode()
 print(json.dumps(out))
@@ -152,6 +145,12 @@ def test_item3_a_descriptor_passed_over_a_socket_cannot_write_after_the_seal(mnt
 
 # -- item 4: O_TRUNC --------------------------------------------------------------------------
 
+RDONLY_TRUNC = ATTEMPT + r'''
+attempt("trunc", lambda: os.open(sys.argv[1], os.O_RDONLY | os.O_TRUNC))
+print(json.dumps(out))
+'''
+
+
 def test_item4_o_trunc_never_blanks_a_record_or_a_file_being_written(mnt):
     rec = mnt.path("record.bin")
     with open(rec, "wb") as f:
@@ -164,17 +163,12 @@ def test_item4_o_trunc_never_blanks_a_record_or_a_file_being_written(mnt):
     with open(rec, "rb") as f:
         assert f.read() == b"r" * 10000
     assert [x["op"] for x in events_since(mnt, seq, "refused")] == ["open"]
-    assert as_user(NOBODY, "import json,os,sys\ntry:\n os.open(sys.argv[1], os.O_RDONLY|"
-                   "os.O_TRUNC)\n print(json.dumps('ok'))\nexcept OSError as e:\n print("
-                   "json.dumps(e.errno))", rec) == errno.EPERM
+    assert as_user(NOBODY, RDONLY_TRUNC, rec)["trunc"] == "EPERM"
     # A file being written: a reader's O_RDONLY|O_TRUNC is EACCES and changes nothing.
     w = mnt.path("growing.bin")
     fd = os.open(w, os.O_WRONLY | os.O_CREAT, 0o644)
     os.write(fd, b"a" * 5000)
-    got = as_user(NOBODY, "import json,os,sys\ntry:\n os.open(sys.argv[1], os.O_RDONLY|"
-                  "os.O_TRUNC)\n print(json.dumps('ok'))\nexcept OSError as e:\n print("
-                  "json.dumps(e.errno))", w)
-    assert got == errno.EACCES
+    assert as_user(NOBODY, RDONLY_TRUNC, w)["trunc"] == "EACCES"
     os.write(fd, b"b" * 5000)
     os.close(fd)
     with open(w, "rb") as f:
@@ -184,16 +178,8 @@ def test_item4_o_trunc_never_blanks_a_record_or_a_file_being_written(mnt):
 
 # -- item 5: permissions ------------------------------------------------------------------------
 
-PERMS = r'''
-import errno, json, os, sys
-d, shared, mine = sys.argv[1], sys.argv[2], sys.argv[3]
-out = {}
-def attempt(name, fn):
-    try:
-        fn()
-        out[name] = "ok"
-    except OSError as e:
-        out[name] = errno.errorcode[e.errno]
+PERMS = ATTEMPT + r'''
+d, shared = sys.argv[1], sys.argv[2]
 attempt("stat_in_0700", lambda: os.stat(os.path.join(d, "nox", "f.txt")))
 attempt("read_in_0700", lambda: open(os.path.join(d, "nox", "f.txt")).read())
 attempt("utime_explicit", lambda: os.utime(shared, (1e9, 1e9)))
@@ -219,7 +205,7 @@ def test_item5_the_kernel_permission_rules_hold(mnt):
     with open(mnt.path("sticky", "root.tmp"), "w") as f:
         f.write("y")
     seq = mnt.last_seq()
-    out = as_user(NOBODY, PERMS, d, shared, "")
+    out = as_user(NOBODY, PERMS, d, shared)
     assert out["stat_in_0700"] == "EACCES" and out["read_in_0700"] == "EACCES"
     assert out["utime_explicit"] == "EPERM" and out["utime_now"] == "ok"
     assert out["chown_noop"] == "EPERM"
@@ -320,7 +306,7 @@ def test_item8_scratch_ttl_seals_a_file_held_open(mount_factory):
     assert_sound(m)
 
 
-# -- item 11: the audit trail holds only real refusals ---------------------------------------------
+# -- item 11: the audit trail holds only real refusals --------------------------------------
 
 def test_item11_closing_and_the_atime_convention_log_no_refusals(mnt):
     seq = mnt.last_seq()

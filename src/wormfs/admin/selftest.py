@@ -1,11 +1,11 @@
 """``wormfs selftest MOUNTPOINT`` (SPEC, R39): proof, on the live store, that WORM holds.
 
-It writes a canary record through the mount (retained one day by its directory's default, so
-disposal can take it later), then tries every operation WORM forbids on it, the way an application or an
-administrator would: through the kernel, as this process. Each must fail with EPERM and leave
-a ``refused`` event naming this process. Then the audit chain is verified on both units, the
-canary must be on the mirror, and the report is written through the mount as a record of its
-own (``/.wormfs/selftest/report-TIME.json``).
+It writes a canary record through the mount (retained one day by its directory's default,
+so disposal can take it later), then tries every operation WORM forbids on it, the way an
+application or an administrator would: through the kernel, as this process. Each must fail
+with EPERM and leave a ``refused`` event naming this process. Then the audit chain is verified
+on both units, the canary must be on the mirror, and the report is written through the mount
+as a record of its own (``/.wormfs/selftest/report-TIME.json``).
 """
 import datetime
 import errno

@@ -12,10 +12,10 @@ import pyfuse3
 from .. import retention
 
 # How long the kernel may trust what we tell it. Records change only through wormfs calls
-# (retention shown as atime), so a short timeout is enough. Open files: the writeback cache
-# makes the kernel the authority on their size and mtime anyway, and every seal invalidates
-# the cached attributes and pages (operations.forget_data), so a second saves the two GETATTRs that a
-# small file's open and write would otherwise cost.
+# (retention shown as atime), so a short timeout is enough. Open files: every write reaches
+# the daemon (direct I/O) and the kernel keeps its size from the write replies, and every
+# seal invalidates the cached attributes and pages (operations.forget_data), so a second
+# saves the two GETATTRs that a small file's open and write would otherwise cost.
 ENTRY_TIMEOUT = 60
 ATTR_TIMEOUT_RECORD = 2
 ATTR_TIMEOUT_OPEN = 1

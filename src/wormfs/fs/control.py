@@ -74,11 +74,10 @@ class ControlServer:
             if len(line) > MAX_REQUEST:
                 raise InvalidValue(f"request longer than {MAX_REQUEST} bytes")
             try:
-                req = requests.parse(json.loads(line or b"{}"))
-            except (ValueError, UnicodeDecodeError, RecursionError) as e:
-                if isinstance(e, InvalidValue):
-                    raise
+                obj = json.loads(line or b"{}")
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
                 raise InvalidValue("a request must be one line of JSON") from None
+            req = requests.parse(obj)
             handler = self.handlers.get(type(req))
             if handler is None:
                 raise StoreError(f"the daemon does not serve {type(req).__name__} requests")

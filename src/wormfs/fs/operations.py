@@ -45,7 +45,7 @@ def forget_data(ino):
     try:
         pyfuse3.invalidate_inode(ino)
     except OSError:
-        pass
+        pass  # the kernel no longer knows the inode: nothing cached
 
 
 def _handler(fn):
@@ -355,14 +355,14 @@ class WormOperations(pyfuse3.Operations):
             await self._run(self.store.refuse, "mknod", "only regular files can be records "
                             "(no device nodes, FIFOs or sockets)", actor,
                             path=self._child_path(parent_inode, name))
-        permissions.check(actor, self.store.inode(parent_inode), W | X)
+        parent = self.store.inode(parent_inode)
+        permissions.check(actor, parent, W | X)
         rec = await self._run(self.store.create, parent_inode, name, mode, actor)
         # Nobody holds it open, so nothing will close it: it is complete as it is.
         if rec["state"] == "open":
             await self._seal(rec["ino"], actor, "mknod")
         self.lookups[rec["ino"]] += 1
-        return attrs.entry(self.store.inode(rec["ino"]),
-                           uncached=attrs.private(self.store.inode(parent_inode)))
+        return attrs.entry(self.store.inode(rec["ino"]), uncached=attrs.private(parent))
 
     def _child_path(self, parent, name):
         base = self.store.path_of(parent) or "?"

@@ -13,17 +13,32 @@ from ..errors import AccessDenied, NotPermitted
 R, W, X = 4, 2, 1
 
 
+def _root(actor):
+    return actor is None or actor.uid == 0
+
+
+def _in_group(actor, gid):
+    return actor.gid == gid or gid in actor.groups
+
+
+def _setid_cleared(mode):
+    """``mode`` without set-user-ID, and without set-group-ID where the group may execute
+    (what Linux clears on a write or a chown); None if neither is set."""
+    kill = stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0)
+    return mode & ~kill if mode & kill else None
+
+
 def _bits(actor, rec):
     mode = rec["mode"]
     if actor.uid == rec["uid"]:
         return (mode >> 6) & 7
-    if actor.gid == rec["gid"] or rec["gid"] in actor.groups:
+    if _in_group(actor, rec["gid"]):
         return (mode >> 3) & 7
     return mode & 7
 
 
 def allowed(actor, rec, want):
-    if actor is None or actor.uid == 0:
+    if _root(actor):
         return True
     return _bits(actor, rec) & want == want
 
@@ -37,23 +52,15 @@ def check_delete(actor, dir_rec, victim):
     """Removing or renaming ``victim`` out of ``dir_rec``: write and search on the directory,
     and with the sticky bit only the owner of the entry or of the directory."""
     check(actor, dir_rec, W | X)
-    if actor is None or actor.uid == 0:
+    if _root(actor):
         return
     if dir_rec["mode"] & stat.S_ISVTX and actor.uid not in (dir_rec["uid"], victim["uid"]):
         raise NotPermitted("sticky directory: only the owner may remove this entry")
 
 
 def check_owner(actor, rec, what):
-    if actor is not None and actor.uid != 0 and actor.uid != rec["uid"]:
+    if not _root(actor) and actor.uid != rec["uid"]:
         raise NotPermitted(f"only the owner may {what}")
-
-
-def _root(actor):
-    return actor is None or actor.uid == 0
-
-
-def _in_group(actor, gid):
-    return actor.gid == gid or gid in actor.groups
 
 
 def check_chown(actor, rec, uid, gid):
@@ -82,10 +89,9 @@ def check_setattr(actor, rec, mode, uid, gid):
             mode &= ~stat.S_ISGID
     check_chown(actor, rec, uid, gid)
     if rec["kind"] == "f" and (uid is not None or gid is not None):
-        cur = mode if mode is not None else rec["mode"]
-        kill = stat.S_ISUID | (stat.S_ISGID if cur & stat.S_IXGRP else 0)
-        if cur & kill:
-            mode = cur & ~kill
+        cleared = _setid_cleared(mode if mode is not None else rec["mode"])
+        if cleared is not None:
+            mode = cleared
     return mode, uid, gid
 
 
@@ -104,5 +110,4 @@ def kill_on_write(actor, rec):
     may execute, unless root writes. None when nothing changes."""
     if _root(actor) or rec["kind"] != "f":
         return None
-    kill = stat.S_ISUID | (stat.S_ISGID if rec["mode"] & stat.S_IXGRP else 0)
-    return rec["mode"] & ~kill if rec["mode"] & kill else None
+    return _setid_cleared(rec["mode"])

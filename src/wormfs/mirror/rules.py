@@ -63,14 +63,6 @@ SHAPES = {
 }
 
 
-def _is_retention(v):
-    return (isinstance(v, dict) and set(v) == set(retention.empty())
-            and isinstance(v["indefinite"], bool)
-            and all(v[k] is None or (isinstance(v[k], int) and not isinstance(v[k], bool))
-                    for k in ("until", "event_date"))
-            and (v["event_period"] is None or isinstance(v["event_period"], str)))
-
-
 def shape(ev):
     """None if ``ev`` has the common fields and those of its type, else what is wrong."""
     if not isinstance(ev, dict):
@@ -80,7 +72,7 @@ def shape(ev):
             return f"malformed event: field {k!r} is missing or not {t.__name__}"
     for k, t in SHAPES.get(ev["type"], {}).items():
         v = ev.get(k)
-        ok = _is_retention(v) if t is _RET else (
+        ok = retention.is_valid(v) if t is _RET else (
             isinstance(v, t) and (t is _BOOL or not isinstance(v, bool)))
         if not ok:
             return (f"malformed {ev['type']} event {ev['seq']}: field {k!r} is missing or "
@@ -91,7 +83,7 @@ def shape(ev):
                     and isinstance(c[1], int)):
                 return f"malformed seal event {ev['seq']}: a chunk is not [id, length]"
     if ev["type"] == "retention" and ev.get("before") is not None and \
-            not _is_retention(ev["before"]):
+            not retention.is_valid(ev["before"]):
         return f"malformed retention event {ev['seq']}: field 'before' is not a retention"
     return None
 

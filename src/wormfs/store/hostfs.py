@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import stat
 import struct
 
 from ..errors import StoreError
@@ -153,7 +154,8 @@ def _wanted_mode(path, is_dir):
 
 def loose_paths(unit_path, limit=20):
     """Paths in a unit that anyone but the owner may read, write or search (at most
-    ``limit``; the unit directory itself first)."""
+    ``limit``; the unit directory itself first). Symbolic links have no mode of their own
+    and are not counted."""
     out = []
     for dirpath, dirs, files in os.walk(unit_path):
         for p in [dirpath] + [os.path.join(dirpath, f) for f in files]:
@@ -161,7 +163,7 @@ def loose_paths(unit_path, limit=20):
                 st = os.lstat(p)
             except OSError:
                 continue
-            if st.st_mode & 0o077:
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
                 out.append(p)
                 if len(out) >= limit:
                     return out
@@ -172,10 +174,8 @@ def tighten(unit_path):
     """Make a unit readable by root alone (a unit made by an older wormfs was 0755/0644).
     Finished segments keep their immutable flag: it is lifted for the chmod only."""
     for p in loose_paths(unit_path, limit=1 << 30):
-        is_dir = os.path.isdir(p) and not os.path.islink(p)
+        is_dir = os.path.isdir(p)
         mode = _wanted_mode(p, is_dir)
-        if os.path.islink(p):
-            continue
         immutable = not is_dir and is_immutable(p)
         try:
             if immutable:

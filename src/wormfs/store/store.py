@@ -168,7 +168,7 @@ class Store:
             segno, offset, qpath, nbytes = self.recovered_tail
             self._event_now("torn_tail", segment=segno, offset=offset, bytes=nbytes,
                             quarantine=os.path.relpath(qpath, self.path))
-        self.reserved_ino, self.reserved_note = None, None
+        self.reserved_ino = None
         if not self.readonly and self._last_seq:
             self.tick()  # a restart or a clock jump noticed at open goes on record now
             if self.unit.get("role") == "primary":
@@ -521,7 +521,7 @@ class Store:
     def _ensure_reserved(self):
         """Find or make the root-owned /.wormfs (with recovered/ in it). A store whose
         /.wormfs was taken by a user before the name was reserved keeps that entry and uses
-        the first free /.wormfs.N instead; ``reserved_note`` says so (status)."""
+        the first free /.wormfs.N instead (``reserved_problem`` says so in status)."""
         for n in range(0, 100):
             name = RESERVED_NAME if n == 0 else RESERVED_NAME + b".%d" % n
             try:
@@ -534,9 +534,6 @@ class Store:
             raise StoreError("no name for the reserved directory: /.wormfs to /.wormfs.99 "
                              "are all taken")
         self.reserved_ino = rec["ino"]
-        if n:
-            self.reserved_note = (f"the reserved name /.wormfs is held by an entry a user made "
-                                  f"before it was reserved; wormfs uses /{os.fsdecode(name)}")
         try:
             self.lookup(rec["ino"], b"recovered")
         except NotFound:
@@ -550,7 +547,10 @@ class Store:
             return None
         if self._ours(rec):
             return None
-        what = f"record {rec['serial']}" if rec.get("serial") else f"a {'directory' if rec['kind'] == 'd' else 'file'}"
+        if rec.get("serial"):
+            what = f"record {rec['serial']}"
+        else:
+            what = "a directory" if rec["kind"] == "d" else "a file"
         return (f"/.wormfs is {what} a user made before the name was reserved; files "
                 f"recovered after a crash go to /.wormfs.N/recovered/ instead")
 
@@ -935,13 +935,20 @@ class Store:
             self.refuse("unlink", f"the record is retained until "
                         f"{retention.display(rec['retention'])}", actor, ino=ino)
 
+        self._append_delete(ino, actor, lambda cur: not cur["holds"] and retention.expired(
+            cur["retention"], self.clock.now()))
+
+    def _append_delete(self, ino, actor, still_allowed, **extra):
+        """The delete event of a record, in one transaction with a last look at it: the
+        rule that allowed the delete is checked again (``still_allowed(inode)``), since a
+        hold or an extension may have come in meanwhile."""
         def fn(txn):
             cur = self.ix.inode(txn, ino)
-            if cur["holds"] or not retention.expired(cur["retention"], self.clock.now()):
-                raise Refused("the record's retention changed; try again")
+            if cur is None or cur.get("state") != "sealed" or not still_allowed(cur):
+                raise Refused("the record changed meanwhile; try again")
             self._append_event(txn, "delete", actor, ino=ino, serial=cur["serial"],
                                path=self.path_of(ino, txn), blake3=cur["blake3"],
-                               size=cur["size"])
+                               size=cur["size"], **extra)
         self._mutate(fn, durable=True)
 
     def privileged_delete(self, ino, reason, actor):
@@ -967,15 +974,8 @@ class Store:
             self.refuse("privileged_delete", f"the record is under legal hold "
                         f"({', '.join(sorted(rec['holds']))})", actor, ino=ino)
 
-        def fn(txn):
-            cur = self.ix.inode(txn, ino)
-            if cur is None or cur.get("state") != "sealed" or cur["holds"]:
-                raise Refused("the record changed; try again")
-            self._append_event(txn, "delete", actor, ino=ino, serial=cur["serial"],
-                               path=self.path_of(ino, txn), blake3=cur["blake3"],
-                               size=cur["size"], privileged=True, reason=reason,
-                               retain_until=retention.display(cur["retention"]))
-        self._mutate(fn, durable=True)
+        self._append_delete(ino, actor, lambda cur: not cur["holds"], privileged=True,
+                            reason=reason, retain_until=retention.display(rec["retention"]))
         return rec
 
     def read(self, ino, offset, size):
@@ -1242,15 +1242,15 @@ class Store:
         rec = self.inode(ino)
         if rec.get("state") != "sealed":
             return self.setattr(ino, actor, atime=atime_us)
+        # set_retain_until checks this too; here it comes first so that the no-op below is
+        # the owner's or an admin's alone.
         if not self.may_change_retention(actor, rec):
             self.refuse("set_atime", "only the file's owner or a records admin may extend its "
                         "retention", actor, ino=ino)
-        kind, until = retention.effective(rec["retention"])
-        if kind != "until" or until is None or atime_us < until:
-            self.refuse("set_atime", f"atime {format_us(atime_us)} does not extend retain-until "
-                        f"{retention.display(rec['retention'])}", actor, ino=ino)
-        if atime_us == until:
+        if retention.effective(rec["retention"]) == ("until", atime_us):
             return self.inode(ino)  # the atime shown already: a copy tool putting it back
+        # An earlier atime, or a date on an indefinite or pending record: extend() refuses
+        # it inside set_retain_until (EPERM, audited as set_atime).
         return self.set_retain_until(ino, format_us(atime_us), actor, op="set_atime")
 
     def set_event_date(self, ino, value, actor):
@@ -1299,11 +1299,6 @@ class Store:
         with self.ix.read() as txn:
             rec = self.ix.inode(txn, ino)
             return self._seal_retention(txn, rec, self.clock.now())
-
-    def retention_floor(self, ino):
-        """The default period that decides a file's floor (text), for ``info`` and tests."""
-        with self.ix.read() as txn:
-            return self._floor_text(txn, self.ix.inode(txn, ino)["parent"])
 
     # -- files that never finished ---------------------------------------------------------
 
