@@ -330,7 +330,11 @@ def cmd_mirror_status(args):
         print(json.dumps(m, indent=2))
     else:
         print(f"mirror     {_mirror_line(m)}")
-        if m.get("refused"):
+        kept = m.get("refused_kept") or []
+        for r in kept:
+            print(f"refused    event {r['event_seq']} ({r['event_type']}), kept unapplied: "
+                  f"{r['reason']}")
+        if m.get("refused") and m["refused"]["event_seq"] not in {r["event_seq"] for r in kept}:
             print(f"refused    event {m['refused']['event_seq']}: {m['refused']['reason']}")
     return 0 if m["state"] == "synced" else 1
 
@@ -385,7 +389,14 @@ def cmd_mirror_resync(args):
         # The place mkfs accepted stays accepted for a replacement unit.
         same_ok = args.allow_same_device or (target == unit.get("peer_path")
                                              and unit.get("same_device"))
-        _, new = new_mirror(path, target, same_ok)
+        r, new = _copy_then_switch(path, target, same_ok)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            print(f"mirror {new} at {target}: new unit, whole log copied and verified; it "
+                  f"replaces {previous or 'no mirror'}")
+            _print_check(r, "verify")
+        return 0 if r["ok"] else 1
     r = _pair_and_check(path, new, previous, "resync")
     if args.json:
         print(json.dumps(r, indent=2))
@@ -394,6 +405,35 @@ def cmd_mirror_resync(args):
               f"{'new unit, whole log copied' if new else 'caught up'}")
         _print_check(r, "scrub")
     return 0 if r["ok"] else 1
+
+
+def _copy_then_switch(path, target, same_ok):
+    """A new mirror unit: copy the whole log into it and verify the pair while the store
+    still names its old mirror, and only then switch (SPEC "Duplicate robustness": the old
+    unit is never detached for a copy that did not take, nor if it holds events this store
+    lacks). Returns (the verification report, the new serial)."""
+    from .mirror import pairing
+    from .store.maintenance import event_hash_at
+    from .store.unit import new_serial
+    same = pairing.check_mirror_place(path, target, same_ok)
+    serial = new_serial()
+    with Store(path, readonly=True) as st:  # readonly: it leaves the old mirror closed
+        previous = st.unit.get("peer_serial")
+        pairing.check_old_mirror(path, st.unit, st._last_seq,
+                                 lambda seq: event_hash_at(st.log, st.ix, seq))
+    with Store(path) as st:
+        report = pairing.copy_to_new_unit(st, target, serial, same)
+    pairing.switch_mirror(path, target, serial, same)
+    with Store(path) as st:
+        st.note("mirror_paired", serial=serial, path=target, previous=previous,
+                cause="resync")
+        st.mirror_poll()
+        state, reason, _ = st.mirror_state()
+        if state != "synced":
+            # The copy verified; only the pairing event did not reach it yet: the mount
+            # ships it.
+            print(f"wormfs: note: the new mirror is {state}: {reason}", file=sys.stderr)
+    return report.as_dict(), serial
 
 
 def cmd_mirror_promote(args):

@@ -3,11 +3,13 @@ event on its way to the mirror, and enterprise mode's privileged delete."""
 import errno
 import json
 import os
+import shutil
 import socket
+import subprocess
 
 import pytest
 
-from tests.conftest import FakeTime, make_pair
+from tests.conftest import FakeTime, clear_immutable, make_pair
 from wormfs.clock import PERSIST_INTERVAL_US
 from wormfs.store.store import Store
 from wormfs.timeutil import US
@@ -77,25 +79,77 @@ def test_item9_a_crash_does_not_move_the_clock_ahead(tmp_path):
         assert abs(st.clock.now() - t.wall) < 1 * US, (st.clock.now() - t.wall) / US
 
 
-def test_item10_a_malformed_event_is_refused_by_the_mirror_with_its_reason(tmp_path):
-    t = FakeTime()
-    primary, mirror = make_pair(str(tmp_path / "p"), str(tmp_path / "m"), time_source=t,
-                                mirror_time_source=t)
-    with Store(primary, time_source=t, mirror_time_source=t) as st:
-        f = st.create(1, b"r", 0o644, None)["ino"]
-        st.write(f, 0, b"x")
-        rec = st.seal(f)
-        # What the old control socket let through: a retention event the store never made
-        # (no 'before'), written straight into the chain.
-        forged = dict(rec["retention"], until=0)
+def _forge_shortened_retention(store, name):
+    """What the old control socket let a caller do: a retention event the store never
+    judged (until 1970, no 'before'), appended to the chain of an unmounted store."""
+    with Store(str(store)) as st:
+        ino = st.lookup(1, name.encode())["ino"]
+        forged = dict(st.inode(ino)["retention"], until=0)
         st._mutate(lambda txn: st._append_one(txn, st.clock.now(), "retention", None,
-                                              {"ino": f, "after": forged}), durable=True)
-        st.sync()
+                                              {"ino": ino, "after": forged}), durable=True)
         st.mirror_poll()
-        state, reason, _ = st.mirror_state()
-        assert state == "refused" and "retention" in reason, (state, reason)
-        assert "KeyError" not in reason and "StopIteration" not in reason
-        st.mirror_poll()                              # offered again later: still no crash
+        return [e["seq"] for e in st.events() if e["type"] == "retention"][-1]
+
+
+def test_item10_a_refused_event_does_not_stop_the_mirror_nor_resync(mount_factory):
+    m = mount_factory()
+    with open(m.path("r.txt"), "w") as f:
+        f.write("the record")
+    m.umount()
+    forged_seq = _forge_shortened_retention(m.store, "r.txt")
+    m.mount()
+    # Later events keep flowing: a record written after the forged event reaches the mirror.
+    with open(m.path("after.txt"), "w") as f:
+        f.write("written after the forged event")
+    assert xattr(m.path("after.txt"), "mirror") == "synced"
+    st = m.status()
+    assert st["state"] == "DEGRADED" and st["mirror"]["state"] == "refused"
+    assert f"event {forged_seq} (retention)" in st["mirror"]["detail"]
+    assert "would shorten the retention" in st["mirror"]["detail"], st
+    r = wormfs("mirror", "status", m.store, check=False)
+    assert f"refused    event {forged_seq} (retention), kept unapplied" in r.stdout, r.stdout
+    refusals = [e for e in m.events("mirror") if e["state"] == "refused"]
+    assert [e["event_seq"] for e in refusals] == [forged_seq]
+    assert "Traceback" not in m.daemon_log()
+    m.umount()
+    # The mirror kept the record whole: its copy still says 6 years.
+    with Store(str(m.mirror), readonly=True) as ms:
+        ino = ms.lookup(1, b"r.txt")["ino"]
+        assert ms.inode(ino)["retention"]["until"] > 0
+
+    # resync to a new directory: copied, verified, then switched; no traceback.
+    new = m.root / "mirror2"
+    r = wormfs("mirror", "resync", m.store, "--to", new, "--allow-same-device", check=False)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, (r.stdout, r.stderr)
+    assert "copied and verified" in r.stdout
+    with open(m.store / "unit.json") as f:
+        assert json.load(f)["peer_path"] == str(new)
+    with Store(str(new), readonly=True) as ms:   # it judged the log itself, and refused too
+        ino = ms.lookup(1, b"r.txt")["ino"]
+        assert ms.inode(ino)["retention"]["until"] > 0
+        assert ms.lookup(1, b"after.txt")["state"] == "sealed"
+
+    # A primary restored from an older copy: its mirror holds events it lacks. resync to
+    # yet another directory refuses and changes nothing.
+    backup = m.root / "store.bak"
+    subprocess.run(["cp", "-a", str(m.store), str(backup)], check=True)
+    m.mount()
+    with open(m.path("only-on-the-mirror.txt"), "w") as f:
+        f.write("the primary will lose this")
+    m.umount()
+    clear_immutable(str(m.store))
+    shutil.rmtree(m.store)
+    os.rename(backup, m.store)
+    third = m.root / "mirror3"
+    r = wormfs("mirror", "resync", m.store, "--to", third, "--allow-same-device",
+               check=False)
+    assert r.returncode != 0 and "holds events this store lacks" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    with open(m.store / "unit.json") as f:
+        assert json.load(f)["peer_path"] == str(new)
+    assert not third.exists() or not os.listdir(third)
+    with Store(str(new), readonly=True) as ms:
+        assert ms.lookup(1, b"only-on-the-mirror.txt")["state"] == "sealed"
 
 
 def test_item12_privileged_delete_only_in_enterprise_mode(mount_factory):

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import FakeTime, clear_immutable, dump_index, make_pair
 from wormfs.errors import NotFound, StoreFull
-from wormfs.mirror.localchain import LocalChain
+from wormfs.store.localchain import LocalChain
 from wormfs.mirror.replica import MirrorRefused, Replica
 from wormfs.store import events as E
 from wormfs.store import frames as F
@@ -97,29 +97,44 @@ def test_mirror_away_during_writes_then_catches_up(pair, fake_time):
 
 def test_a_delete_the_mirror_clock_forbids_is_refused_by_the_mirror(pair):
     # The primary's clock runs 7 years ahead (real time passing, as far as it can tell); the
-    # mirror's does not. The primary deletes a record it thinks expired; the mirror refuses.
+    # mirror's does not. The primary deletes a record it thinks expired; the mirror refuses
+    # it, keeps the event unapplied, and takes what comes after it.
+    from wormfs.mirror.status import mirror_report
+    from wormfs.store.unit import read_unit
     pt, mt = FakeTime(), FakeTime()
     p, m = make_pair(*pair, time_source=pt, mirror_time_source=mt, default_retention="1y")
     st = Store(p, time_source=pt, mirror_time_source=mt)
     rec = put(st, b"trade.csv", b"blotter" * 1000)
     pt.advance(7 * 365 * 86400)
     st.unlink(1, b"trade.csv", None)             # allowed by the primary's clock
-    assert st.mirror_state()[0] == "refused"
-    after = put(st, b"later", b"more")            # the primary goes on; the mirror waits
-    assert st.record_mirror_status(after) == "pending"
+    after = put(st, b"later", b"more")            # the mirror takes the events after it
+    assert st.record_mirror_status(after) == "synced"
     mirror_events = [e for e in st.events() if e["type"] == "mirror"]
     assert mirror_events[-1]["state"] == "refused" and "retained until" in \
         mirror_events[-1]["reason"]
+    seq = st._last_seq
     st.close()
     refusals = [e for e in local_events(m) if e["type"] == "refused"]
     assert len(refusals) == 1 and refusals[0]["event_type"] == "delete"
-    assert refusals[0]["serial"] == rec["serial"]
+    assert refusals[0]["serial"] == rec["serial"] and refusals[0]["kept"] is True
+    same_segments(p, m)                           # the log is still one log
     with Store(m, readonly=True) as ms:             # the record is whole on the mirror
         assert ms.read(rec["ino"], 0, rec["size"]) == b"blotter" * 1000
         assert ms.inode(rec["ino"])["state"] == "sealed"
+        assert ms.inode(after["ino"])["state"] == "sealed"
+    report = mirror_report(p, read_unit(p), seq)
+    assert report["state"] == "refused" and "retained until" in report["detail"]
+    assert [r["event_seq"] for r in report["refused_kept"]] == [refusals[0]["event_seq"]]
+    # A replay of the mirror's log (rebuild-index) skips it too: the index is the same.
+    before = dump_index(m)
+    shutil.rmtree(f"{m}/index")
+    os.makedirs(f"{m}/index")
+    from wormfs.store.maintenance import rebuild_index
+    rebuild_index(m)
+    assert dump_index(m) == before
 
 
-def test_a_forged_delete_frame_is_refused(pair, fake_time):
+def test_a_forged_delete_frame_is_kept_unapplied(pair, fake_time):
     p, m = make_pair(*pair, time_source=fake_time)
     with Store(p, time_source=fake_time) as st:
         rec = put(st, b"mail.eml", b"From: a\n\nhello\n")
@@ -130,16 +145,33 @@ def test_a_forged_delete_frame_is_refused(pair, fake_time):
               "time_us": 2208988800 * 10**6, "type": "delete", "ino": rec["ino"],
               "serial": rec["serial"], "path": "/mail.eml", "blake3": rec["blake3"],
               "size": rec["size"]}
-        frame = F.encode_event(E.encode(ev))
+        payload = E.encode(ev)
+        frame = F.encode_event(payload)
         end = rep.end()
-        with pytest.raises(MirrorRefused) as err:
-            rep.receive(end[0], end[1], frame)
-        assert "retained until" in err.value.reason
-        assert rep.end() == end                     # nothing of it was kept
-        assert rep.head() == (head_seq, head_hash)
+        assert rep.receive(end[0], end[1], frame) == (end[0], end[1] + len(frame))
+        assert rep.head() == (head_seq + 1, E.event_hash(payload))
+        assert len(rep.kept_refusals()) == 1
+        assert "retained until" in rep.kept_refusals()[0]["reason"]
+        with rep.ix.read() as txn:
+            assert rep.ix.inode(txn, rec["ino"])["state"] == "sealed"
+        # A chain break still stops the batch: nothing after it could be checked.
+        bad = F.encode_event(E.encode(dict(ev, seq=head_seq + 5)))
+        end = rep.end()
+        with pytest.raises(MirrorRefused, match="does not continue the chain"):
+            rep.receive(end[0], end[1], bad)
+        assert rep.end() == end
     finally:
         rep.close()
-    assert [e["type"] for e in local_events(m)].count("refused") == 1
+    assert [e["type"] for e in local_events(m)].count("refused") == 2
+    # Reopened, the mirror still skips it (its local chain says so) and still refuses the
+    # break.
+    rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
+    try:
+        with rep.ix.read() as txn:
+            assert rep.ix.inode(txn, rec["ino"])["state"] == "sealed"
+        assert rep.skip == {head_seq + 1}
+    finally:
+        rep.close()
 
 
 def test_damaged_frames_are_not_kept(pair, fake_time):

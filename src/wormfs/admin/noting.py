@@ -15,7 +15,7 @@ from ..actor import Actor
 from ..clock import ComplianceClock
 from ..errors import StoreError
 from ..fs import control, requests
-from ..mirror.localchain import LocalChain
+from ..store.localchain import LocalChain
 from ..store.hostfs import unit_in_use, unit_locked
 from ..store.store import Store
 from ..store.unit import read_unit

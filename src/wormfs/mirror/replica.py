@@ -10,11 +10,16 @@ Every batch is checked before a byte of it is kept:
 - each frame's header and payload checksums (xxh3), and each chunk's BLAKE3 against its id;
 - each event must continue the chain (seq and prev: ``Replayer.apply_event``);
 - each event must be allowed by the mirror's own index and compliance clock (rules.py).
-The accepted frames are appended and indexed in one LMDB transaction. The first refused event
-ends the batch: it is not stored, it is recorded in the mirror's own chain (local/), and the
-primary is told (``MirrorRefused``); nothing after it can be applied, since the chain runs
-through it. The primary tries again later; a delete refused because the mirror's clock has
-not reached the retain-until yet goes through once it has.
+The accepted frames are appended and indexed in one LMDB transaction. An event the rules
+refuse but that continues the chain (right seq and prev) is kept in the log, so the log stays
+the primary's byte for byte and the events after it are still checked and applied, but it
+changes nothing here: it is recorded first in the mirror's own chain (local/, a ``refused``
+event with ``kept``), which every replay of this unit's log reads to skip it
+(``Replayer(skip=...)``). The primary's status shows the store DEGRADED for it from then on.
+A delete only a few seconds early by this clock is waited for (CLOCK_SKEW_WAIT_US); one
+refused for good leaves the record whole here. An event that does not continue the chain
+(not JSON, a wrong seq or prev) ends the batch: it is not stored, nothing after it can be
+checked, and the primary is told (``MirrorRefused``) and tries again later.
 
 This class is the "unit I replicate to" of the primary (see target.py for the interface);
 it runs in the primary's process for a mirror on a local directory, and holds the mirror's
@@ -39,7 +44,7 @@ from ..store.replay import Replayer
 from ..store.segments import SegmentLog
 from ..store.unit import log_uuid_bytes, read_unit
 from . import rules
-from .localchain import LocalChain
+from ..store.localchain import LocalChain
 
 # A delete whose retain-until the mirror's clock will reach within this long is waited for,
 # not refused: two compliance clocks on healthy hosts differ by milliseconds.
@@ -110,14 +115,18 @@ class Replica:
         self.log = SegmentLog(os.path.join(self.path, "segments"), log_uuid_bytes(self.unit),
                               self.unit["segment_size"])
         self.ix = open_index(self.path, src.boot_id())
-        self.replay = Replayer(self.ix)
+        self.local = LocalChain(os.path.join(self.path, "local"),
+                                bytes.fromhex(self.unit["uuid"].replace("-", "")))
+        # Refused events kept in the log: every replay skips them (the replayer holds this
+        # very set, so one refused now is skipped at once).
+        self.skip = self.local.skipped_seqs()
+        self._skip_reason = {ev["event_seq"]: ev.get("reason") for ev in self.local.kept}
+        self.replay = Replayer(self.ix, skip=self.skip)
         torn = catch_up(self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"))
         disposal.finish_last(self.log, self.ix, lambda seq: event_at(self.log, self.ix, seq))
         # The mirror's own clock: never the times in the events it receives, which is what
         # lets it refuse a delete a primary with a wrong clock asks for.
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), src)
-        self.local = LocalChain(os.path.join(self.path, "local"),
-                                bytes.fromhex(self.unit["uuid"].replace("-", "")))
         self._note_clock()
         if torn:
             segno, offset, qpath, nbytes = torn
@@ -181,12 +190,16 @@ class Replica:
                             reason = "the event is not JSON"
                         else:
                             reason = self._judge(txn, ev)
-                        if reason is not None:
+                        if reason is not None and not self._continues(txn, ev):
                             refused = (ev if isinstance(ev, dict) else {}, reason)
                             break
+                        if reason is not None:
+                            # Kept and skipped: said durably before the frame is kept, so
+                            # a replay of the log after a crash skips it too.
+                            self._keep_refused(ev, reason)
                         self.replay.apply_event(txn, ev, E.event_hash(payload), segno,
                                                 offset + off)
-                        if ev["type"] == "dispose":
+                        if reason is None and ev["type"] == "dispose":
                             disposals.append(ev)
                     accepted = off + length
                 if accepted:
@@ -216,6 +229,10 @@ class Replica:
     def sync(self):
         self.log.sync()
 
+    def kept_refusals(self):
+        """The refused events this unit keeps in its log unapplied, oldest first."""
+        return list(self.local.kept)
+
     def read(self, segno, offset, length):
         """Raw bytes of this unit's log (for repairing the peer)."""
         return self.log.read(segno, offset, length)
@@ -244,12 +261,23 @@ class Replica:
 
     # -- the mirror's own judgement ---------------------------------------------------------
 
+    def _continues(self, txn, ev):
+        """Whether ``ev`` takes the next place in the chain (seq and prev): then it can be
+        kept unapplied and the events after it still checked; otherwise nothing after it
+        can be, since the chain runs through it."""
+        return (isinstance(ev, dict) and type(ev.get("seq")) is int
+                and ev["seq"] == self.ix.meta(txn, "last_seq", 0) + 1
+                and ev.get("prev") == self.ix.meta(txn, "last_hash", E.GENESIS))
+
     def _judge(self, txn, ev):
         if not isinstance(ev, dict):
             return "the event is not a JSON object"
-        if (ev.get("seq") != self.ix.meta(txn, "last_seq", 0) + 1
-                or ev.get("prev") != self.ix.meta(txn, "last_hash", E.GENESIS)):
+        if not self._continues(txn, ev):
             return f"it does not continue the chain (seq {ev.get('seq')})"
+        if ev["seq"] in self.skip:
+            # Refused once, on a batch that was not kept in the end (a crash, a full disk):
+            # refused again whatever the clock says now, so every replay agrees.
+            return self._skip_reason.get(ev["seq"], "refused before")
         reason = rules.check(self.ix, txn, ev, self.clock.now())
         if reason is not None and ev.get("type") == "delete" and rules.shape(ev) is None:
             # Only a few seconds short of expiry by this clock: wait for it once.
@@ -261,6 +289,19 @@ class Replica:
                     time.sleep(wait / 1e6 + 0.001)
                     reason = rules.check(self.ix, txn, ev, self.clock.now())
         return reason
+
+    def _keep_refused(self, ev, reason):
+        """Record in the local chain that ``ev`` is kept in the log and not applied (the
+        primary learns of it from the mirror's status: DEGRADED with the reason)."""
+        if ev["seq"] not in self.skip:
+            fields = {k: ev[k] for k in ("ino", "serial", "path") if k in ev}
+            self.local.append(self.clock.now(), "refused", event_seq=ev["seq"],
+                              event_type=ev.get("type"), event_time=ev.get("time"),
+                              reason=reason, kept=True, primary=self.unit.get("peer_serial"),
+                              **fields)
+            self.local.last_refused = (ev["seq"], reason)
+            self.skip.add(ev["seq"])
+            self._skip_reason[ev["seq"]] = reason
 
     def _refuse(self, ev, reason):
         key = (ev.get("seq"), reason)

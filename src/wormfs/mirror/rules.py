@@ -178,10 +178,11 @@ def _retention(ix, txn, ev, now):
         return f"inode {ev['ino']} does not exist here"
     if rec.get("state") != "sealed":
         return None  # an open file's retention is only a wish until its seal
-    if ev.get("before") != rec["retention"]:
-        return f"record {rec['serial']} has another retention here"
+    # Shortening first: it is what an examiner needs to read, whatever 'before' says.
     if not retention.never_shorter(rec["retention"], ev["after"], rec["committed"]):
         return f"the change would shorten the retention of record {rec['serial']}"
+    if ev.get("before") != rec["retention"]:
+        return f"record {rec['serial']} has another retention here"
     return None
 
 

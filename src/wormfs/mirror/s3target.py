@@ -185,6 +185,9 @@ class S3Target:
                 self.bucket.legal_hold(t.rel, t.version, False)
                 self.state.set_lock(t.rel, legal_hold=False)
 
+    def kept_refusals(self):
+        return self.replica.kept_refusals()  # the shipping cache judged for the bucket
+
     def sync(self):
         self.replica.sync()  # every object was read back before receive returned
 

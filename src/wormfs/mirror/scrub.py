@@ -29,12 +29,14 @@ import tempfile
 
 import blake3
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, WormError
 from ..store import events as E
 from ..store import frames as F
 from ..store.index import DBS, U64, Index
 from ..store.maintenance import apply_frames, event_hash_at
+from ..store.localchain import skipped_seqs
 from ..store.replay import Replayer
+from ..store.unit import read_unit
 
 class Finding(dict):
     """One problem: unit (serial), kind, detail, and where (segment, offset) if it is in a
@@ -399,6 +401,16 @@ def _check_records(u, rep):
                     f"match its digest")
 
 
+def _skipped(u):
+    """The refused events the unit keeps unapplied (a mirror, or a promoted one)."""
+    if u.local is not None:
+        return u.local.skipped_seqs()
+    try:
+        return skipped_seqs(u.path, read_unit(u.path))
+    except (OSError, WormError):
+        return frozenset()
+
+
 def _replay_compare(u, rep):
     """Replay the unit's log into a scratch index, up to where the unit's index was at one
     moment (a read snapshot), and compare the two database by database: the index must be
@@ -409,7 +421,7 @@ def _replay_compare(u, rep):
         with u.ix.read() as snap:
             applied = tuple(u.ix.meta(snap, "applied") or (0, 0))
             try:
-                apply_frames(Replayer(scratch), itertools.takewhile(
+                apply_frames(Replayer(scratch, skip=_skipped(u)), itertools.takewhile(
                     lambda fr: (fr.segno, fr.offset) < applied, u.log.scan()))
             except F.FrameError as e:
                 if (e.segno, e.offset) < applied:

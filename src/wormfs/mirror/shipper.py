@@ -16,7 +16,10 @@ seal: seals meanwhile return at once and their records stay 'pending' until it i
 States (also the ``state`` of the 'mirror' events the store writes on every change):
     synced       connected; everything durable is shipped, or is being shipped
     unreachable  the mirror cannot be opened or written (removed, read-only, full, locked)
-    refused      the mirror refused an event; nothing after it can be shipped
+    refused      the mirror refused an event that does not continue the chain; nothing
+                 after it can be shipped (an event that continues it but breaks the
+                 mirror's rules is kept there unapplied and the events after it flow:
+                 the store is DEGRADED for it, see status.py)
     diverged     the mirror holds a log that is not a prefix of this one
 Outside ``synced`` the store is DEGRADED. ``behind_since`` (compliance time) says since when
 the mirror has not kept up; it is kept in ``mirror.json`` with the acknowledged position, so
@@ -65,6 +68,9 @@ class Replicator:
         self.state = saved.get("state", "synced")
         self.reason = saved.get("reason", "the mirror holds everything durable")
         self.behind_since = saved.get("behind_since_us")
+        # How many of the mirror's kept refusals (refused events it holds unapplied, so the
+        # events after them still flow) this store has put on record in its own trail.
+        self.refusals_seen = saved.get("refusals_seen", 0)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -72,7 +78,8 @@ class Replicator:
         state = {"state": self.state, "reason": self.reason, "acked_seq": self.acked_seq,
                  "acked": list(self.acked) if self.acked else None,
                  "behind_since_us": self.behind_since,
-                 "behind_since": format_us(self.behind_since) if self.behind_since else None}
+                 "behind_since": format_us(self.behind_since) if self.behind_since else None,
+                 "refusals_seen": self.refusals_seen}
         try:
             atomic_write(self._state_path, json.dumps(state, indent=2).encode() + b"\n")
         except OSError as e:
@@ -219,6 +226,7 @@ class Replicator:
             was = self.state
             self.acked, self.acked_seq = pos, seq
             self._catching_up = False
+            self._note_refusals(target)
             if was != "synced":
                 self._set_state("synced", "the mirror caught up", caught_up_from=list(start),
                                 seconds=round(time.monotonic() - t0, 3))
@@ -231,6 +239,22 @@ class Replicator:
             self._next_try = 0.0
         else:
             self._failed("unreachable", _why(err))
+
+    def _note_refusals(self, target):
+        """Caller holds _cond. Each refused event the mirror kept unapplied goes on record
+        once as a 'mirror' event with state 'refused' (the store is DEGRADED from then on:
+        status.py); the state itself stays what shipping says."""
+        kept = target.kept_refusals()
+        if len(kept) <= self.refusals_seen:
+            return
+        for r in kept[self.refusals_seen:]:
+            reason = (f"the mirror refused event {r['event_seq']} ({r.get('event_type')}) and "
+                      f"keeps it unapplied: {r.get('reason')}")
+            self._changes.append(dict(state="refused", reason=reason,
+                                      acked_seq=self.acked_seq, event_seq=r["event_seq"]))
+            log.warning("mirror: %s", reason)
+        self.refusals_seen = len(kept)
+        self._save()
 
     def _ship(self, target, pos, upto):
         """Send the log from ``pos`` to ``upto``; returns the position reached."""
@@ -288,7 +312,9 @@ def _why(e):
         return f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}"
     if isinstance(e, WormError):
         return str(e)
-    return f"{type(e).__name__}: {e}"
+    # A bug, not a state of the mirror: say so, and where the details are.
+    return (f"an unexpected error ({type(e).__name__}{': ' + str(e) if str(e) else ''}); "
+            f"the daemon's log has the details")
 
 
 def _close_quietly(target):

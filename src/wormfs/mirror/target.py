@@ -9,9 +9,11 @@ number, byte offset) in the shared log; data is always whole frames.
     head()                   (last_seq, last_hash) of the event chain it holds
     alive()                  False once the unit is gone from where it was opened
     receive(segno, off, b)   check and keep whole frames at the unit's end; returns the new
-                             end. Raises MirrorRefused (after keeping the frames before the
-                             refused event) or PositionMismatch
+                             end. Raises MirrorRefused (after keeping the frames before an
+                             event that does not continue the chain) or PositionMismatch
     finish(segno, size)      the primary finished a segment at this size: finish it too
+    kept_refusals()          the events the unit refused but keeps unapplied (they
+                             continue the chain, so the events after them still flow)
     sync()                   make everything received durable
     read(segno, off, n)      raw bytes of the unit's log (to repair the peer)
     note(type, **fields)     an event in the unit's own chain (local/)

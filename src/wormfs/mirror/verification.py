@@ -11,7 +11,7 @@ import logging
 
 from ..errors import WormError
 from ..store.unit import read_unit
-from .localchain import LocalChain
+from ..store.localchain import LocalChain
 from .scrub import Report, Unit, check_units
 
 log = logging.getLogger("wormfs.verify")

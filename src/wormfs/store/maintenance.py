@@ -10,6 +10,7 @@ from ..errors import IntegrityError, StoreError, StoreFull
 from . import events as E
 from . import frames as F
 from .index import Index
+from .localchain import skipped_seqs
 from .replay import Replayer
 from .segments import SegmentLog
 from .unit import log_uuid_bytes, read_unit
@@ -53,7 +54,7 @@ def event_at(log, ix, seq):
     """Event ``seq`` as the log holds it (None if the index does not know it)."""
     with ix.read() as txn:
         pos = ix.event_pos(txn, seq)
-    return None if pos is None else E.decode(next(log.scan(pos)).payload)
+    return None if pos is None else E.decode(_frame_at(log, pos, seq).payload)
 
 
 def event_hash_at(log, ix, seq):
@@ -62,7 +63,31 @@ def event_hash_at(log, ix, seq):
         pos = ix.event_pos(txn, seq)
     if pos is None:
         return None
-    return E.event_hash(next(log.scan(pos)).payload)
+    return E.event_hash(_frame_at(log, pos, seq).payload)
+
+
+def _frame_at(log, pos, seq):
+    """The frame of event ``seq`` at ``pos``; a log that ends before it is damage said in
+    words (a bare StopIteration told an operator nothing)."""
+    fr = next(log.scan(tuple(pos)), None)
+    if fr is None or fr.ftype != F.T_EVENT:
+        raise IntegrityError(f"the index puts event {seq} at segment {pos[0]} offset {pos[1]}, "
+                             f"but the log holds no event there; run 'wormfs verify'")
+    return fr
+
+
+def unit_head(unit_path):
+    """(last_seq, last_hash) of a unit's index, read without opening the unit (no lock, no
+    catch-up): (0, GENESIS) if it has no index yet. lmdb errors if it cannot be read."""
+    path = os.path.join(unit_path, "index")
+    if not os.path.exists(os.path.join(path, "data.mdb")):
+        return 0, E.GENESIS
+    ix = Index(path, readonly=True)
+    try:
+        with ix.read() as txn:
+            return ix.meta(txn, "last_seq", 0), ix.meta(txn, "last_hash", E.GENESIS)
+    finally:
+        ix.close()
 
 
 def unit_last_seq(unit_path):
@@ -160,7 +185,7 @@ def rebuild_index(path):
     ix = Index(os.path.join(path, "index"))
     try:
         try:
-            apply_frames(Replayer(ix), log.scan())
+            apply_frames(Replayer(ix, skip=skipped_seqs(path, unit)), log.scan())
         except F.FrameError as e:
             raise IntegrityError(
                 f"segment {e.segno} is damaged at offset {e.offset}: {e}. If it is the end of "

@@ -14,9 +14,13 @@ ROOT_INO = 1
 
 
 class Replayer:
-    def __init__(self, index):
+    def __init__(self, index, skip=frozenset()):
+        """``skip``: the seqs of events a mirror refused but kept in its log so the chain
+        runs on (its local chain lists them, localchain.kept_refusals): they take their place
+        in the chain and change nothing else. The set may grow while the replayer lives."""
         self.ix = index
         self.db = index.db
+        self.skip = skip
 
     # -- chunks ---------------------------------------------------------------------------
 
@@ -50,13 +54,15 @@ class Replayer:
             raise IntegrityError(
                 f"event chain broken at seq {ev['seq']} (segment {segno} offset {offset}): "
                 f"expected seq {last_seq + 1} after {last_hash[:16]}")
-        handler = getattr(self, "_ev_" + ev["type"], None)
-        if handler is not None:
-            handler(txn, ev)
+        if ev["seq"] not in self.skip:
+            handler = getattr(self, "_ev_" + ev["type"], None)
+            if handler is not None:
+                handler(txn, ev)
         txn.put(k64(ev["seq"]), U64x2.pack(segno, offset), db=self.db["events"])
         self.ix.put_meta(txn, "last_seq", ev["seq"])
         self.ix.put_meta(txn, "last_hash", ev_hash)
-        self.ix.put_meta(txn, "last_time", ev["time_us"])
+        if isinstance(ev.get("time_us"), int):  # a kept refused event may lack it
+            self.ix.put_meta(txn, "last_time", ev["time_us"])
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from .hostfs import tighten, try_lock
 from . import disposal
 from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_error,
                           open_index)
+from .localchain import skipped_seqs
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .segments import SegmentLog
@@ -148,7 +149,8 @@ class Store:
                               self.unit["segment_size"], readonly=self.readonly)
         boot_id = (time_source or SystemTimeSource()).boot_id()
         self.ix = open_index(self.path, boot_id, readonly=self.readonly)
-        self.replay = Replayer(self.ix)
+        # A promoted mirror's log may hold events it refused: its replays skip them too.
+        self.replay = Replayer(self.ix, skip=skipped_seqs(self.path, self.unit))
         self.group = GroupCommit(self.log.sync) if not self.readonly else None
         if not self.readonly:
             self.recovered_tail = catch_up(self.log, self.ix, self.replay,

@@ -9,9 +9,9 @@ it as the unit's second chain.
 """
 import os
 
-from ..store import events as E
-from ..store import frames as F
-from ..store.segments import SegmentLog
+from . import events as E
+from . import frames as F
+from .segments import SegmentLog
 from ..timeutil import format_us
 
 LOCAL_SEGMENT_SIZE = 16 << 20
@@ -23,10 +23,18 @@ class LocalChain:
         self.log = SegmentLog(path, unit_uuid_bytes, LOCAL_SEGMENT_SIZE, readonly=readonly)
         self.last_seq, self.last_hash = 0, E.GENESIS
         self.last_refused = None  # (seq of the refused event, reason), to note each once
+        self.kept = []  # the refused events kept in the log unapplied (kept_refusals)
         for ev, h in self.events_with_hashes():
             self.last_seq, self.last_hash = ev["seq"], h
             if ev["type"] == "refused":
                 self.last_refused = (ev.get("event_seq"), ev.get("reason"))
+                if ev.get("kept"):
+                    self.kept.append(ev)
+
+    def skipped_seqs(self):
+        """The seqs of the primary's events this unit holds in its log without applying
+        them: what a replay of its log must skip to rebuild its index (replay.Replayer)."""
+        return {ev["event_seq"] for ev in self.kept}
 
     def events_with_hashes(self):
         for fr in self.log.scan():
@@ -44,7 +52,27 @@ class LocalChain:
         self.log.append([F.encode_event(payload)])
         self.log.sync()
         self.last_seq, self.last_hash = ev["seq"], E.event_hash(payload)
+        if etype == "refused" and ev.get("kept"):
+            self.kept.append(ev)
         return ev
 
     def close(self):
         self.log.close()
+
+
+def kept_refusals(unit_path, unit_uuid):
+    """The ``refused`` events with ``kept`` of the unit at ``unit_path`` (none if it has no
+    local chain: a primary that never was a mirror)."""
+    path = os.path.join(unit_path, "local")
+    if not os.path.isdir(path):
+        return []
+    chain = LocalChain(path, bytes.fromhex(unit_uuid.replace("-", "")), readonly=True)
+    try:
+        return list(chain.kept)
+    finally:
+        chain.close()
+
+
+def skipped_seqs(unit_path, unit):
+    """What a replay of this unit's log must skip (LocalChain.skipped_seqs)."""
+    return frozenset(ev["event_seq"] for ev in kept_refusals(unit_path, unit["uuid"]))
