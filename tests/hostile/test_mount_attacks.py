@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from .conftest import ATTEMPT, NOBODY, as_user, assert_sound, events_since, setpriv, xattr
+from .conftest import (ATTEMPT, NOBODY, as_user, assert_sound, events_since, setpriv,
+                       wormfs, xattr)
 from wormfs.timeutil import parse_date
 
 
@@ -262,6 +263,50 @@ def test_item6_nobody_takes_dot_wormfs_and_a_crash_still_remounts(mount_factory)
     got = os.listdir(m.path(".wormfs", "recovered"))
     assert len(got) == 1 and got[0].endswith("half.eml")
     assert_sound(m)
+
+
+def test_item6_an_old_store_whose_dot_wormfs_a_user_took_still_mounts(mount_factory,
+                                                                       monkeypatch):
+    # A store an older wormfs made: no reserved directory, and a user's record named
+    # /.wormfs at the root. Emulated in this process only: the old writer did not reserve
+    # the name (the product installed here always does).
+    from wormfs.store.store import Store
+    m = mount_factory()
+    m.umount()
+    with Store(str(m.store)) as st:
+        old = st.lookup(1, b".wormfs")["ino"]
+        monkeypatch.setattr(Store, "_ensure_reserved", lambda self: None)
+        monkeypatch.setattr(Store, "_check_reserved_name", lambda self, *a: None)
+        monkeypatch.setattr(Store, "_check_not_reserved", lambda self, *a: None)
+        st.rmdir(old, b"recovered", None)
+        st.rmdir(1, b".wormfs", None)
+        ino = st.create(1, b".wormfs", 0o644, None)["ino"]
+        st.write(ino, 0, b"a user's file, made before the name was reserved")
+        st.seal(ino)
+    monkeypatch.undo()
+    m.mount(foreground=True)
+    with open(m.path(".wormfs"), "rb") as f:          # the user's record is untouched
+        assert f.read().startswith(b"a user's file")
+    assert os.path.isdir(m.path(".wormfs.1", "recovered"))
+    assert os.stat(m.path(".wormfs.1")).st_uid == 0
+    st = m.status()
+    assert any(n.startswith("/.wormfs is record") and "/.wormfs.N/recovered/" in n
+               for n in st["notes"]), st["notes"]
+    # A crash still recovers, into the fallback.
+    fd = os.open(m.path("half.eml"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"half")
+    m.proc.kill()
+    m.proc.wait()
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
+    m.mount(foreground=True)
+    got = os.listdir(m.path(".wormfs.1", "recovered"))
+    assert len(got) == 1 and got[0].endswith("half.eml")
+    r = wormfs("verify", m.store, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 # -- item 7: units readable by root alone -------------------------------------------------------

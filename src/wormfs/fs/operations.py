@@ -266,7 +266,24 @@ class WormOperations(pyfuse3.Operations):
                     return attrs.entry(self.store.inode(inode))
             await self._run(self.store.setattr, inode, actor, mode=mode, uid=uid, gid=gid,
                             mtime=mtime, atime=atime)
+            if rec["kind"] == "d" and not (mode is uid is gid is None):
+                self._forget_children(inode)
         return attrs.entry(self.store.inode(inode))
+
+    def _forget_children(self, dir_ino):
+        """Who may search a directory changed: drop the kernel's cached entries of its
+        children, so the next path walk through it comes to ``lookup`` and its search check
+        (the kernel checks nothing itself: no default_permissions). Only names the kernel
+        holds can be cached, so only those are walked. Asynchronous: the kernel holds the
+        directory's lock during this very setattr, and an invalidation takes it too."""
+        for ino in list(self.lookups):
+            try:
+                child = self.store.inode(ino)
+            except NotFound:
+                continue
+            if child.get("parent") == dir_ino and ino != dir_ino:
+                pyfuse3.invalidate_entry_async(dir_ino, os.fsencode(child["name"]),
+                                               ignore_enoent=True)
 
     def _is_now(self, mtime, atime):
         """Whether a utimensat looks like 'set to now' (times NULL or UTIME_NOW), which
@@ -327,6 +344,10 @@ class WormOperations(pyfuse3.Operations):
                 await self._check_delete("rename", actor, new_dir, dst)
             else:
                 permissions.check(actor, new_dir, W | X)
+            if src["kind"] == "d" and parent_inode_new != parent_inode_old:
+                # A directory that moves rewrites its own '..': Linux asks for write
+                # permission on it (vfs_rename), as pjdfstest rename/09 checks.
+                permissions.check(actor, src, W)
         rec = await self._run(self.store.rename, parent_inode_old, name_old, parent_inode_new,
                               name_new, actor)
         if rec["kind"] == "f" and rec.get("state") == "open" and rec["ino"] not in self.writers:

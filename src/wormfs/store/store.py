@@ -77,23 +77,30 @@ class OpenFile:
     ``stream`` chunks the file while it is written (sealstream.py). ``lock`` orders the
     size and the stream among concurrent writes to the same file."""
 
-    __slots__ = ("ino", "fd", "size", "mtime", "atime", "orphan", "touched", "stream", "lock",
-                 "sealing")
+    __slots__ = ("ino", "fd", "size", "mtime", "atime", "ctime", "orphan", "touched", "stream",
+                 "lock", "sealing")
 
     def __init__(self, ino, fd, size, stream=None):
         self.ino, self.fd, self.size, self.stream = ino, fd, size, stream
-        self.mtime = self.atime = self.orphan = None
+        # Times of the open file kept in memory until the seal (no event per write); ctime
+        # moves with every change, as POSIX has it (data, size, times).
+        self.mtime = self.atime = self.ctime = self.orphan = None
         self.touched = None  # boot-clock us of the last change (for the scratch TTL)
         self.lock = threading.Lock()
         # Set under ``lock`` once a seal has taken the file's size: a write or truncate
         # that comes after it is refused, never accepted into bytes the record lacks.
         self.sealing = False
 
-    def set_times(self, mtime, atime):
+    def set_times(self, mtime, atime, now):
         if mtime is not None:
             self.mtime = mtime
         if atime is not None:
             self.atime = atime
+        self.ctime = now
+
+    def changed(self, now):
+        """Its data or size changed at wall time ``now``."""
+        self.mtime = self.ctime = now
 
 
 class Store:
@@ -412,6 +419,8 @@ class Store:
                 rec["mtime"] = of.mtime
             if of.atime is not None:
                 rec["atime"] = of.atime
+            if of.ctime is not None:
+                rec["ctime"] = of.ctime
         return rec
 
     def lookup(self, parent, name):
@@ -747,7 +756,7 @@ class Store:
             else:
                 sealed = False
                 n = os.pwrite(of.fd, data, offset)
-                of.mtime = self.clock.src.wall_us()
+                of.changed(self.clock.src.wall_us())
                 self._grow(of, offset, data, n)
         if sealed:
             self.refuse("write", "the file was sealed; the write came after its last close",
@@ -785,7 +794,7 @@ class Store:
                 if size != of.size:
                     self._end_stream(of)
                 of.size = size
-                of.mtime = self.clock.src.wall_us()
+                of.changed(self.clock.src.wall_us())
         if sealed:
             self.refuse("truncate", "the file was sealed", actor, ino=ino)
 
@@ -801,7 +810,8 @@ class Store:
         if "mode" in fields:
             fields["mode"] &= 0o7777
         if rec["kind"] == "f" and fields and not fields.keys() - {"mtime", "atime"}:
-            self._open_file(ino, "setattr", actor).set_times(mtime, atime)
+            self._open_file(ino, "setattr", actor).set_times(mtime, atime,
+                                                             self.clock.src.wall_us())
             return self.inode(ino)
         if fields:
             self._mutate(lambda txn: self._append_event(txn, "setattr", actor, ino=ino,
@@ -814,7 +824,7 @@ class Store:
         of = self._open.get(ino)
         if of is None or ino in self._sealing or of.orphan is not None:
             return False
-        of.set_times(mtime, atime)
+        of.set_times(mtime, atime, self.clock.src.wall_us())
         of.touched = self.clock.src.boot_us()
         return True
 

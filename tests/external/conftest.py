@@ -1,0 +1,1 @@
+from tests.fs.conftest import mount_factory  # noqa: F401
