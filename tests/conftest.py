@@ -20,6 +20,10 @@ class FakeTime:
         self.boot = 1_000 * US
         self.bid = "boot-1"
         self._boots = 1
+        # A clock faked in one source only: the kernel's uptime file, or this process's
+        # clocks (wall and boot) against the kernel's file times.
+        self.uptime_skew = 0
+        self.process_skew = 0
 
     def wall_us(self):
         return self.wall
@@ -29,6 +33,13 @@ class FakeTime:
 
     def boot_id(self):
         return self.bid
+
+    def uptime_us(self):
+        return self.boot + self.uptime_skew
+
+    def kernel_wall_us(self, probe_path):
+        return self.wall - self.process_skew
+
 
     def advance(self, seconds):
         """Real time passes: both clocks move."""

@@ -9,9 +9,10 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
 
 need_apt=()
-# autoconf, automake, libtool and openssl build and run pjdfstest (tests/external).
+# autoconf, automake, libtool and openssl build and run pjdfstest (tests/external);
+# faketime fakes the daemon's clock in tests/hostile/test_clock_attacks.py.
 for pkg in fuse3 libfuse3-dev pkg-config b3sum attr rsync e2fsprogs gcc python3-venv python3-dev \
-           autoconf automake libtool openssl make; do
+           autoconf automake libtool openssl make faketime; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

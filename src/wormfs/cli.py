@@ -148,6 +148,7 @@ def status_report(path):
         comp = st.clock.now()
         wall = st.clock.wall_us()
         reserved = st.reserved_problem()
+        clock_problems = st.clock_problems()
     mirror = mirror_report(path, unit, seq) if unit["role"] == "primary" else None
     reasons = []
     degraded = mirror is not None and mirror["state"] not in ("synced", "none")
@@ -170,6 +171,7 @@ def status_report(path):
             reasons.append(f"others may read the unit's files: {loose[0]} (mode "
                            f"{os.stat(loose[0]).st_mode & 0o777:03o}); units must be "
                            f"readable by root alone (0700 directories, 0600 files)")
+    reasons += clock_problems
     if last_verify is None:
         reasons.append("never verified (wormfs verify has not run)")
     elif not last_verify["ok"]:
@@ -514,16 +516,25 @@ def cmd_rebuild_index(args):
 def cmd_clock(args):
     path = _unit_of(args.store)
     with Store(path, readonly=True) as st:
-        comp, wall = st.clock.now(), st.clock.wall_us()
+        comp, wall = st.clock.now(strict=True), st.clock.wall_us()
+        src = st.clock.readings()
+        problems = st.clock_problems()
     r = {"compliance": format_us(comp), "system": format_us(wall),
-         "difference_seconds": round((wall - comp) / US, 3)}
+         "difference_seconds": round((wall - comp) / US, 3),
+         "kernel": format_us(src.kernel_us), "uptime_seconds": round(src.uptime_us / US, 2),
+         "boottime_seconds": round(src.boot_us / US, 2), "trusted": not problems,
+         "problems": problems}
     if args.json:
         print(json.dumps(r, indent=2))
     else:
         print(f"compliance clock  {r['compliance']}")
-        print(f"system clock      {r['system']}")
+        print(f"system clock      {r['system']}  (the kernel's file times: {r['kernel']})")
         print(f"difference        {r['difference_seconds']:+.3f}s (system minus compliance)")
-    return 0
+        print(f"sources           boot-time clock {r['boottime_seconds']}s, kernel uptime "
+              f"{r['uptime_seconds']}s")
+        for p in problems:
+            print(f"NOT TRUSTED       {p}")
+    return 0 if not problems else 1
 
 
 # -- mount and umount ----------------------------------------------------------------------

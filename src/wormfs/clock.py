@@ -2,31 +2,48 @@
 
 Rules (SPEC.md "Compliance clock", R12):
 - It never runs backward, whatever the system clock does.
-- It advances with real elapsed time, measured by CLOCK_BOOTTIME (which counts suspend and is
-  not settable), so a daemon restart within one boot loses nothing.
-- When the system clock is ahead of it (a forward jump, or time spent powered off, which no
-  trusted source measures) it catches up by at most CATCHUP_RATE of the real time that passes:
-  7 days per 365 days, as SnapLock's ComplianceClock. A 10-year forward jump therefore expires
-  nothing: it would take centuries to catch up. Deletions after a long outage wait longer; that
-  is the safe side.
-- Every transition into or out of agreement with the system clock (beyond TOLERANCE) is an
-  anomaly that the store writes into the audit trail.
-
-State is kept in ``STORE/clock.json`` (written atomically) and is never older than the last
-event in the log: the store passes the newest event time as a floor when it opens.
+- It advances by the **smallest** elapsed time its independent sources agree on:
+    boot      CLOCK_BOOTTIME as this process reads it (an LD_PRELOAD clock library fakes it;
+              a time namespace offsets it);
+    uptime    the kernel's /proc/uptime, read as a file (clock libraries do not touch file
+              reads; a time namespace does offset it);
+    kernel    the kernel's own realtime, as the timestamp it puts on a file the clock
+              touches in the unit (neither a clock library nor a time namespace changes it;
+              only setting the system clock does).
+  Faking one of them never makes the clock run faster than the others. Across a reboot no
+  source measures the time spent down: the clock resumes where it stopped.
+- When the kernel's realtime is ahead of it (a forward jump, time spent powered off) it
+  catches up by at most CATCHUP_RATE of the elapsed time: 7 days per 365 days, as
+  SnapLock's ComplianceClock. A 10-year jump therefore expires nothing.
+- When the sources disagree beyond a tolerance (over one check, or the process's own
+  realtime against the kernel's), the anomaly goes into the audit trail and the clock is
+  *unsettled* until they have agreed for SETTLE_US: the store refuses deletions and disposal
+  meanwhile (``why_unsettled``), and status says NOT COMPLIANT. Writes, reads and extensions
+  go on.
+- Its state lives in the hash-chained log: the store writes a ``clock`` event of kind
+  ``checkpoint`` (with the sources' readings) at open, every CHECKPOINT_INTERVAL_US and at
+  close, and the clock restarts from the newest checkpoint plus the elapsed time its sources
+  agree on since then. ``clock.json`` is a cache of the same state: a value the log does not
+  support (ahead of it by more than a checkpoint interval) is an anomaly and is ignored
+  (``file_problem`` says so to verify and status).
 
 Tests inject a TimeSource; the product has no way to choose one (no flag, no variable).
 """
 import json
 import os
+import struct
 import time
 from dataclasses import dataclass
 
 from .timeutil import US, format_us
 
 CATCHUP_RATE = 7 / 365
-TOLERANCE_US = 2 * US
-PERSIST_INTERVAL_US = 30 * US
+TOLERANCE_US = 2 * US            # sources may differ by this much (file timestamps are coarse)
+DRIFT_PPM = 1000                 # ... plus this much of the elapsed time
+PERSIST_INTERVAL_US = 30 * US    # clock.json rewritten this often
+CHECK_INTERVAL_US = 1 * US       # all sources read at most this often (and before a deletion)
+CHECKPOINT_INTERVAL_US = 600 * US
+SETTLE_US = 600 * US             # agreement needed after a disagreement before deletions
 
 
 class SystemTimeSource:
@@ -38,6 +55,22 @@ class SystemTimeSource:
     def boot_us(self):
         return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1000
 
+    def uptime_us(self):
+        with open("/proc/uptime", "rb") as f:
+            return int(float(f.read().split()[0]) * US)
+
+    def kernel_wall_us(self, probe_path):
+        """The kernel's realtime: the ctime it gives a file we touch now, read with the raw
+        statx system call. ctime cannot be set from user space, and a clock library that
+        fakes time(), clock_gettime(), utime() and stat() (libfaketime) does not see a raw
+        system call; a time namespace does not shift realtime."""
+        fd = os.open(probe_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.utime(fd)   # any change: the kernel sets ctime to its own now
+            return _statx_ctime_us(fd)
+        finally:
+            os.close(fd)
+
     def boot_id(self):
         try:
             with open("/proc/sys/kernel/random/boot_id") as f:
@@ -46,88 +79,254 @@ class SystemTimeSource:
             return "unknown"
 
 
+_SYS_STATX = {"x86_64": 332, "aarch64": 291}.get(os.uname().machine)
+_libc = None
+
+
+def _statx_ctime_us(fd):
+    global _libc
+    if _SYS_STATX is not None:
+        import ctypes
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)
+        # statx(fd, "", AT_EMPTY_PATH, STATX_CTIME, buf); stx_ctime at offset 0x60
+        if _libc.syscall(_SYS_STATX, fd, b"", 0x1000, 0x80, buf) == 0:
+            sec, nsec = struct.unpack_from("<qI", buf.raw, 0x60)
+            return sec * US + nsec // 1000
+    return os.fstat(fd).st_ctime_ns // 1000
+
+
 @dataclass
 class Anomaly:
-    kind: str          # "ahead" (system clock ahead), "behind", "agree", "restart"
+    kind: str          # ahead, behind, agree, restart, disagree, settled, file
     wall_us: int
     compliance_us: int
     detail: str
 
 
+@dataclass
+class Readings:
+    """One reading of every source (what a checkpoint keeps)."""
+    boot_id: str
+    boot_us: int
+    uptime_us: int
+    kernel_us: int
+    wall_us: int
+
+    def as_fields(self):
+        return {"boot_id": self.boot_id, "boot_us": self.boot_us,
+                "uptime_us": self.uptime_us, "kernel_us": self.kernel_us}
+
+    @classmethod
+    def from_fields(cls, d):
+        try:
+            return cls(str(d["boot_id"]), int(d["boot_us"]), int(d["uptime_us"]),
+                       int(d["kernel_us"]), int(d.get("kernel_us", 0)))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def tolerance(elapsed_us):
+    return TOLERANCE_US + abs(elapsed_us) * DRIFT_PPM // 1_000_000
+
+
+def read_sources(src, probe_path):
+    return Readings(src.boot_id(), src.boot_us(), src.uptime_us(),
+                    src.kernel_wall_us(probe_path), src.wall_us())
+
+
+def elapsed_between(a, b):
+    """(agreed elapsed us from reading ``a`` to ``b``, disagreement text or None). The
+    smallest of the sources; across a reboot none measures anything (0)."""
+    if a.boot_id != b.boot_id:
+        return 0, None
+    parts = {"boot-time clock": b.boot_us - a.boot_us,
+             "kernel uptime": b.uptime_us - a.uptime_us,
+             "kernel file times": b.kernel_us - a.kernel_us}
+    low = max(0, min(parts.values()))
+    high = max(parts.values())
+    if high - low > tolerance(low):
+        text = ", ".join(f"{k} {v / US:+.1f}s" for k, v in parts.items())
+        return low, f"the clock's sources disagree on the time elapsed ({text})"
+    return low, None
+
+
+def trusted_start(checkpoint, floor_us, now):
+    """The compliance time the log supports at readings ``now``: the newest checkpoint
+    (compliance_us, Readings) plus the elapsed time the sources agree on since, never below
+    the newest event's time. Returns (compliance_us, disagreement or None)."""
+    if checkpoint is None:
+        return floor_us, None
+    c0, r0 = checkpoint
+    e, why = elapsed_between(r0, now)
+    return max(c0 + e, floor_us), why
+
+
 class ComplianceClock:
-    def __init__(self, state_path, source=None, floor_us=0, initial_us=None, persist=True):
+    def __init__(self, state_path, source=None, floor_us=0, initial_us=None, persist=True,
+                 checkpoint=None):
         """Load or start the clock. ``floor_us``: newest time already recorded in the log.
+        ``checkpoint``: the log's newest clock checkpoint, (compliance_us, Readings fields).
         ``initial_us``: for a new unit, the time to start from (the system clock).
         ``persist=False``: a reader's view (status of a mounted store) that writes nothing."""
         self.path = state_path
+        self.probe = os.path.join(os.path.dirname(state_path), "clock.probe")
         self._persist = persist
         self.src = source or SystemTimeSource()
         self.anomalies = []
-        boot = self.src.boot_us()
-        boot_id = self.src.boot_id()
-        wall = self.src.wall_us()
+        self.file_problem = None
+        self.unsettled = None        # why deletions wait (a disagreement), or None
+        self._settle_at = None       # compliance time from which it counts as settled
+        r = self._read()
+        cp = None
+        if checkpoint is not None:
+            rd = Readings.from_fields(checkpoint[1])
+            cp = (int(checkpoint[0]), rd) if rd is not None else None
+        c, why = trusted_start(cp, floor_us, r)
+        if why:
+            self._disagree(r, c, why + " since the last checkpoint in the log")
         state = self._load()
-        if state is None:
-            c = initial_us if initial_us is not None else wall
-            c = max(c, floor_us)
-        elif state.get("boot_id") == boot_id:
-            # Same boot: CLOCK_BOOTTIME tells exactly how much real time passed.
-            # The floor (the last event's time) already counts the time between the last
-            # save and that event: elapsed time is added to the saved value only, never to
-            # the floor, or each crash would move the clock ahead by up to the save interval.
-            elapsed = max(0, boot - int(state["boot_us"]))
-            c = max(int(state["compliance_us"]) + elapsed, floor_us)
-            c += min(max(0, wall - c), int(elapsed * CATCHUP_RATE))
-        else:
-            # New boot: the time spent down is unknown; resume where we stopped and catch up.
-            c = max(int(state["compliance_us"]), floor_us)
-            self.anomalies.append(Anomaly(
-                "restart", wall, c,
-                f"new boot; system clock {format_us(wall)}, compliance clock resumes at "
-                f"{format_us(c)} and catches up at most 7 days per year"))
-        self._c = c
-        self._boot = boot
-        self._agree = abs(wall - c) <= TOLERANCE_US
+        if state is None and cp is None and not floor_us:
+            # A new unit: it starts at the system clock (the kernel's).
+            c = max(c, initial_us if initial_us is not None else r.kernel_us)
+        elif state is not None:
+            cj = self._from_file(state, r, c)
+            # A crash loses at most the time since the last checkpoint; the file may carry
+            # that much more, never further than the log supports.
+            if cp is not None and cj > c + CHECKPOINT_INTERVAL_US + TOLERANCE_US:
+                self.file_problem = (f"clock.json says {format_us(cj)}, ahead of the "
+                                     f"{format_us(c)} the log supports: edited or stale, "
+                                     f"ignored")
+                self.anomalies.append(Anomaly("file", r.wall_us, c, self.file_problem))
+            else:
+                c = max(c, cj)
+            if state.get("boot_id") != r.boot_id:
+                self.anomalies.append(Anomaly(
+                    "restart", r.wall_us, c,
+                    f"new boot; system clock {format_us(r.kernel_us)}, compliance clock "
+                    f"resumes at {format_us(c)} and catches up at most 7 days per year"))
+            if state.get("unsettled") and not self.unsettled:
+                self.unsettled = str(state["unsettled"])
+                self._settle_at = c + SETTLE_US
+        self._c = self._shown = c
+        self._last = r
+        self._agree = abs(r.kernel_us - c) <= TOLERANCE_US
         if not self._agree and (state is None or state.get("agree", True)):
-            self._note_disagreement(wall, c)
+            self._note_disagreement(r.kernel_us, c)
+        self._check_process_clock(r)
         self._persisted_at = None
         self.persist()
 
     def _load(self):
         try:
             with open(self.path) as f:
-                return json.load(f)
+                state = json.load(f)
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as e:
+            self.file_problem = f"clock.json cannot be read ({e}): ignored"
+            return None
+        return state if isinstance(state, dict) else None
 
-    def _note_disagreement(self, wall, c):
-        kind = "ahead" if wall > c else "behind"
+    # -- sources ----------------------------------------------------------------------------
+
+    def _read(self):
+        try:
+            return read_sources(self.src, self.probe)
+        except OSError:
+            # No probe file (a read-only unit): the kernel's realtime is the process's.
+            s = self.src
+            return Readings(s.boot_id(), s.boot_us(), s.uptime_us(), s.wall_us(), s.wall_us())
+
+    def _from_file(self, state, r, c):
+        """What clock.json would give, by the same elapsed rule as the log's checkpoint."""
+        try:
+            saved = int(state["compliance_us"])
+            ref = Readings.from_fields(state)
+        except (KeyError, TypeError, ValueError):
+            return 0
+        if ref is None:
+            # A file an older wormfs wrote (the boot-time clock only): its elapsed time, as
+            # it counted it, still bounded by the log's checkpoint in __init__.
+            if state.get("boot_id") == r.boot_id and isinstance(state.get("boot_us"), int):
+                return saved + max(0, r.boot_us - state["boot_us"])
+            return saved
+        e, _ = elapsed_between(ref, r)
+        return saved + e
+
+    def _check_process_clock(self, r):
+        """This process's realtime against the kernel's file times: a clock library
+        (LD_PRELOAD) fakes the first, not the second."""
+        diff = r.wall_us - r.kernel_us
+        if abs(diff) > TOLERANCE_US:
+            self._disagree(r, self._c,
+                           f"this process's clock reads {format_us(r.wall_us)} but the "
+                           f"kernel's file times say {format_us(r.kernel_us)} "
+                           f"({diff / US:+.0f}s): a faked clock in the daemon")
+            return False
+        return True
+
+    def _disagree(self, r, c, why):
+        if why != self.unsettled:
+            self.anomalies.append(Anomaly("disagree", r.wall_us, c, why))
+        self.unsettled = why
+        self._settle_at = c + SETTLE_US
+
+    def _note_disagreement(self, kernel, c):
+        kind = "ahead" if kernel > c else "behind"
         self.anomalies.append(Anomaly(
-            kind, wall, c,
-            f"system clock {format_us(wall)} is {abs(wall - c) / US:.0f}s {kind} of the "
+            kind, kernel, c,
+            f"system clock {format_us(kernel)} is {abs(kernel - c) / US:.0f}s {kind} of the "
             f"compliance clock {format_us(c)}"))
 
-    def now(self):
-        """Current compliance time in us. Thread-safe enough: callers hold the store lock."""
+    # -- reading ----------------------------------------------------------------------------
+
+    def now(self, strict=False):
+        """Current compliance time in us (callers hold the store lock). Between checks it
+        moves with the boot-time clock, by less than CHECK_INTERVAL_US; a check (then, or
+        ``strict``: before a deletion) reads every source and takes the smallest elapsed
+        time. Never backward."""
         boot = self.src.boot_us()
-        wall = self.src.wall_us()
-        elapsed = max(0, boot - self._boot)
-        c = self._c + elapsed
-        lag = wall - c
+        if not strict and 0 <= boot - self._last.boot_us < CHECK_INTERVAL_US:
+            self._shown = max(self._shown, self._c + (boot - self._last.boot_us))
+            return self._shown
+        r = self._read()
+        e, why = elapsed_between(self._last, r)
+        c = self._c + e
+        lag = r.kernel_us - c
         if lag > 0:
-            c += min(lag, int(elapsed * CATCHUP_RATE))
-        c = max(c, self._c)
-        self._c, self._boot = c, boot
-        agree = abs(wall - c) <= TOLERANCE_US
+            c += min(lag, int(e * CATCHUP_RATE))
+        self._c, self._last = c, r
+        c = self._shown = max(self._shown, c)
+        if why:
+            self._disagree(r, c, why)
+        ok = self._check_process_clock(r)
+        if self.unsettled and why is None and ok and c >= (self._settle_at or 0):
+            self.anomalies.append(Anomaly("settled", r.wall_us, c,
+                                          f"the clock's sources agree again (after: "
+                                          f"{self.unsettled})"))
+            self.unsettled = None
+        agree = abs(r.kernel_us - c) <= TOLERANCE_US
         if agree != self._agree:
             if agree:
-                self.anomalies.append(Anomaly("agree", wall, c, "system clock agrees again"))
+                self.anomalies.append(Anomaly("agree", r.kernel_us, c,
+                                              "system clock agrees again"))
             else:
-                self._note_disagreement(wall, c)
+                self._note_disagreement(r.kernel_us, c)
             self._agree = agree
         if self._persisted_at is None or c - self._persisted_at >= PERSIST_INTERVAL_US:
             self.persist()
         return c
+
+    def why_unsettled(self):
+        """None when deletions may go by this clock, else why they wait."""
+        self.now(strict=True)
+        return self.unsettled
+
+    def readings(self):
+        """The sources as last read, for a checkpoint event."""
+        return self._last
 
     def wall_us(self):
         return self.src.wall_us()
@@ -139,8 +338,11 @@ class ComplianceClock:
     def persist(self):
         if not self._persist:
             return
-        state = {"compliance_us": self._c, "boot_us": self._boot, "boot_id": self.src.boot_id(),
-                 "agree": self._agree, "compliance": format_us(self._c)}
+        r = self._last
+        # _c belongs to the readings _last: the pair from which the next start re-derives.
+        state = {"compliance_us": self._c, "agree": self._agree,
+                 "compliance": format_us(self._c), "unsettled": self.unsettled,
+                 **r.as_fields()}
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(state, f)

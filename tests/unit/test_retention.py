@@ -153,9 +153,73 @@ def test_clock_never_runs_backward(store, fake_time):
     t0 = store.now()
     fake_time.jump_wall(-5 * YEAR)
     fake_time.advance(10)
-    assert store.now() >= t0 + 10_000_000
+    # The kernel's realtime says no time passed over that check: the smallest source wins
+    # (the clock stalls for it, never goes back), and the disagreement is on record.
+    assert store.now() >= t0
+    fake_time.advance(10)
+    assert store.now() >= t0 + 10_000_000      # then real time counts again
     store.tick()
-    assert any(e["kind"] == "behind" for e in store.events() if e["type"] == "clock")
+    kinds = [e["kind"] for e in store.events() if e["type"] == "clock"]
+    assert "behind" in kinds and "disagree" in kinds
+
+
+def test_a_faked_source_never_speeds_the_clock_and_deletions_wait(unit_path, fake_time):
+    from ..conftest import make_unit
+    from wormfs.clock import SETTLE_US
+    from wormfs.store.store import Store
+    from wormfs.timeutil import US
+    make_unit(unit_path, fake_time, default_retention="1d")
+    store = Store(unit_path, time_source=fake_time)
+    record(store, name=b"r")
+    t0 = store.now()
+    # A clock library in the daemon: its wall and boot clocks run two years ahead of the
+    # kernel's file times and uptime.
+    fake_time.wall += 2 * YEAR * US
+    fake_time.boot += 2 * YEAR * US
+    fake_time.process_skew = 2 * YEAR * US
+    fake_time.uptime_skew = -2 * YEAR * US
+    fake_time.advance(5)
+    assert t0 <= store.now() <= t0 + 6 * US
+    with pytest.raises(Refused):
+        store.unlink(1, b"r", ROOT)
+    assert "faked clock" in store.clock_problems()[0] or "disagree" in store.clock_problems()[0]
+    # Two real days pass under the fake: the record expires by the true time, but deletions
+    # wait while this process's clock disagrees with the kernel's.
+    fake_time.advance(2 * 86400)
+    with pytest.raises(Refused, match="sources agree"):
+        store.unlink(1, b"r", ROOT)
+    # The fake goes: after SETTLE of agreement, deletions go by the true time.
+    fake_time.wall -= 2 * YEAR * US
+    fake_time.boot -= 2 * YEAR * US
+    fake_time.process_skew = fake_time.uptime_skew = 0
+    fake_time.advance(1)
+    store.now()
+    fake_time.advance(SETTLE_US / US + 1)
+    store.unlink(1, b"r", ROOT)
+    kinds = [e["kind"] for e in store.events() if e["type"] == "clock"]
+    assert "disagree" in kinds and "settled" in kinds
+    store.close()
+
+
+def test_an_edited_clock_file_is_reported_and_ignored(unit_path, fake_time):
+    import json
+    from ..conftest import make_unit
+    from wormfs.store.store import Store
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        t0 = st.now()
+    path = f"{unit_path}/clock.json"
+    with open(path) as f:
+        state = json.load(f)
+    state["compliance_us"] += 10 * YEAR * 10**6
+    with open(path, "w") as f:
+        json.dump(state, f)
+    fake_time.reboot(downtime_seconds=60)     # even across a reboot
+    with Store(unit_path, time_source=fake_time) as st:
+        assert st.now() < t0 + 3600 * 10**6
+        problems = st.clock_problems()
+        assert problems and "clock.json" in problems[0] and "ignored" in problems[0]
+        assert any(e["kind"] == "file" for e in st.events() if e["type"] == "clock")
 
 
 def test_catch_up_is_bounded(store, fake_time):

@@ -33,7 +33,7 @@ import blake3
 import lmdb
 
 from .. import retention
-from ..clock import ComplianceClock, SystemTimeSource
+from ..clock import CHECKPOINT_INTERVAL_US, ComplianceClock, SystemTimeSource
 from ..errors import IntegrityError, StoreError, WormError
 from ..store import events as E
 from ..store import frames as F
@@ -125,8 +125,10 @@ class Replica:
         torn = catch_up(self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"))
         disposal.finish_last(self.log, self.ix, lambda seq: event_at(self.log, self.ix, seq))
         # The mirror's own clock: never the times in the events it receives, which is what
-        # lets it refuse a delete a primary with a wrong clock asks for.
-        self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), src)
+        # lets it refuse a delete a primary with a wrong clock asks for. Its state is in
+        # its own chain (checkpoints in local/); clock.json is a cache, as on a primary.
+        self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), src,
+                                     checkpoint=self.local.last_checkpoint)
         self._note_clock()
         if torn:
             segno, offset, qpath, nbytes = torn
@@ -278,6 +280,11 @@ class Replica:
             # Refused once, on a batch that was not kept in the end (a crash, a full disk):
             # refused again whatever the clock says now, so every replay agrees.
             return self._skip_reason.get(ev["seq"], "refused before")
+        if ev.get("type") in ("delete", "dispose"):
+            why = self.clock.why_unsettled()
+            if why is not None:
+                self._note_clock()
+                return f"this unit's compliance clock is not trusted now ({why})"
         reason = rules.check(self.ix, txn, ev, self.clock.now())
         if reason is not None and ev.get("type") == "delete" and rules.shape(ev) is None:
             # Only a few seconds short of expiry by this clock: wait for it once.
@@ -315,5 +322,10 @@ class Replica:
         raise MirrorRefused(ev.get("seq"), ev.get("type"), reason)
 
     def _note_clock(self):
+        now = self.clock.now()
         for a in self.clock.pop_anomalies():
             self.local.append(a.compliance_us, "clock", kind=a.kind, detail=a.detail)
+        cp = self.local.last_checkpoint
+        if cp is None or now - cp[0] >= CHECKPOINT_INTERVAL_US:
+            self.local.append(now, "clock", kind="checkpoint",
+                              readings=self.clock.readings().as_fields())

@@ -61,8 +61,19 @@ def run(store, *, deep=False, repair=False, progress=None, cause="command"):
         state, reason, _ = store.mirror_state()
         rep.add(None, "mirror", f"the mirror {store.unit.get('peer_serial')} could not be "
                 f"checked: {state}: {reason}")
+    clock_findings(store, units[0], rep)
+    if target is not None and getattr(target, "clock", None) is not None and \
+            target.clock.file_problem:
+        rep.add(units[1], "clock", f"the mirror's {target.clock.file_problem}")
     _record(store.note, kind, rep, cause)
     return rep
+
+
+def clock_findings(store, unit, rep):
+    """The clock's state against the log (clock.py): an edited clock.json, and sources
+    that disagree now."""
+    for text in store.clock_problems():
+        rep.add(unit, "clock", text)
 
 
 def _repair_from_bucket(rep, units, target, deep, progress, on_repair):
@@ -99,7 +110,9 @@ def run_readonly(store, local_path=None):
         except (WormError, OSError):
             local = None
     u = Unit(unit["serial"], unit["role"], store.path, store.log, store.ix, local=local)
-    return check_units([u])
+    rep = check_units([u])
+    clock_findings(store, u, rep)
+    return rep
 
 
 def _record(note, kind, rep, cause):

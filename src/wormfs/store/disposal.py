@@ -125,6 +125,7 @@ def run(store, actor, dry_run=False):
     if store.unit.get("role") != "primary":
         raise Refused(f"{store.path} is a {store.unit.get('role')} unit: disposal runs on the "
                       f"primary, which disposes on both units")
+    store.clock_refusal("dispose", actor)
     if store.mirror is not None:
         store.mirror_poll()
         state, reason, _ = store.mirror_state()

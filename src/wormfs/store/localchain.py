@@ -24,8 +24,11 @@ class LocalChain:
         self.last_seq, self.last_hash = 0, E.GENESIS
         self.last_refused = None  # (seq of the refused event, reason), to note each once
         self.kept = []  # the refused events kept in the log unapplied (kept_refusals)
+        self.last_checkpoint = None  # (time_us, readings) of the newest clock checkpoint
         for ev, h in self.events_with_hashes():
             self.last_seq, self.last_hash = ev["seq"], h
+            if ev["type"] == "clock" and ev.get("kind") == "checkpoint":
+                self.last_checkpoint = (ev["time_us"], ev.get("readings"))
             if ev["type"] == "refused":
                 self.last_refused = (ev.get("event_seq"), ev.get("reason"))
                 if ev.get("kept"):
@@ -54,6 +57,8 @@ class LocalChain:
         self.last_seq, self.last_hash = ev["seq"], E.event_hash(payload)
         if etype == "refused" and ev.get("kept"):
             self.kept.append(ev)
+        if etype == "clock" and ev.get("kind") == "checkpoint":
+            self.last_checkpoint = (now_us, ev.get("readings"))
         return ev
 
     def close(self):

@@ -297,11 +297,26 @@ class Replayer:
         self.ix.put_meta(txn, "last_dispose", ev["seq"])
 
     def _ev_verify(self, txn, ev):
+        self.ix.put_meta(txn, "clock_file", None)  # that verify reported it (clock_findings)
         self.ix.put_meta(txn, "last_verify", {
             "time": ev["time"], "kind": ev["type"], "ok": ev["ok"], "deep": ev.get("deep"),
             "findings": ev["findings"], "repaired": ev.get("repaired", 0)})
 
     _ev_scrub = _ev_verify
+
+    def _ev_clock(self, txn, ev):
+        # The clock's state lives in the log (clock.py): its newest checkpoint, and whether
+        # its sources disagree (from a 'disagree' until a 'settled').
+        kind = ev.get("kind")
+        if kind == "checkpoint" and isinstance(ev.get("readings"), dict):
+            self.ix.put_meta(txn, "clock_checkpoint", [ev["time_us"], ev["readings"]])
+        elif kind == "disagree":
+            self.ix.put_meta(txn, "clock_trouble", [ev["seq"], ev.get("detail")])
+        elif kind == "settled":
+            self.ix.put_meta(txn, "clock_trouble", None)
+        elif kind == "file":
+            # An edited clock.json: reported until a verify has reported it too.
+            self.ix.put_meta(txn, "clock_file", [ev["seq"], ev.get("detail")])
 
     def _ev_setting(self, txn, ev):
         settings = self.ix.meta(txn, "settings")

@@ -22,7 +22,7 @@ import lmdb
 from blake3 import blake3 as _blake3
 
 from .. import _chunker, retention
-from ..clock import ComplianceClock, SystemTimeSource
+from ..clock import CHECKPOINT_INTERVAL_US, ComplianceClock, SystemTimeSource
 from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
                       StoreFull, WormError, FileTooBig)
@@ -134,6 +134,8 @@ class Store:
             if not readonly and self.unit.get("role") == "primary" and \
                     self.unit.get("peer_path") and not self.unit.get("no_mirror"):
                 self._attach_mirror(mirror_time_source)
+            if not readonly and self._last_seq:
+                self.tick()
         except BaseException:
             self._release_lock()
             raise
@@ -170,8 +172,12 @@ class Store:
             self._last_seq = self.ix.meta(txn, "last_seq", 0)
             self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
             floor = self.ix.meta(txn, "last_time", 0)
+            checkpoint = self.ix.meta(txn, "clock_checkpoint")
+        # The log's checkpoint is the clock's truth; clock.json only a cache (clock.py).
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), time_source,
-                                     floor_us=floor, persist=not self.readonly)
+                                     floor_us=floor, persist=not self.readonly,
+                                     checkpoint=checkpoint)
+        self._checkpointed = checkpoint[0] if checkpoint else None
         self._opened_at = self.clock.now()
         if not self.readonly and self._last_seq and self.recovered_tail:
             segno, offset, qpath, nbytes = self.recovered_tail
@@ -179,7 +185,9 @@ class Store:
                             quarantine=os.path.relpath(qpath, self.path))
         self.reserved_ino = None
         if not self.readonly and self._last_seq:
-            self.tick()  # a restart or a clock jump noticed at open goes on record now
+            # A restart or a clock jump noticed at open goes on record now; the checkpoint
+            # waits until the mirror is attached (it then ships with the next seal).
+            self.tick(allow_checkpoint=False)
             if self.unit.get("role") == "primary":
                 self._ensure_reserved()
 
@@ -501,13 +509,50 @@ class Store:
     def now(self):
         return self.clock.now()
 
-    def tick(self):
-        """Read the clock and write any anomaly it noticed into the audit trail. The mount
-        calls this periodically, so an idle store still records a clock jump promptly."""
-        self.clock.now()
-        if self.clock.anomalies and not self.readonly:
-            self._mutate(lambda txn: self._append_anomalies(txn, self.clock.now()),
-                         durable=True)
+    def tick(self, checkpoint=False, allow_checkpoint=True):
+        """Read the clock and write any anomaly it noticed into the audit trail, and a clock
+        checkpoint when one is due (every CHECKPOINT_INTERVAL_US, or ``checkpoint``). The
+        mount calls this periodically, so an idle store still records a clock jump
+        promptly and its clock state stays in the log."""
+        if self.readonly or self.failed:
+            return
+        now = self.clock.now(strict=True)
+        due = checkpoint or (allow_checkpoint and (
+            self._checkpointed is None or now - self._checkpointed >= CHECKPOINT_INTERVAL_US))
+        if self.clock.anomalies or due:
+            self._mutate(self._append_checkpoint, durable=True)
+
+    def _append_checkpoint(self, txn):
+        now = self.clock.now()
+        self._append_anomalies(txn, now)
+        self._append_one(txn, now, "clock", None, dict(
+            kind="checkpoint", readings=self.clock.readings().as_fields()))
+        self._checkpointed = now
+
+    def clock_problems(self):
+        """One line each for status and verify: what is wrong with the compliance clock."""
+        out = []
+        with self.ix.read() as txn:
+            trouble = self.ix.meta(txn, "clock_trouble")
+            edited = self.ix.meta(txn, "clock_file")
+        if self.clock.file_problem or edited:
+            what = self.clock.file_problem or f"{edited[1]} (event {edited[0]})"
+            out.append(f"{what}; the log's clock checkpoint is used (see OPERATIONS.md "
+                       f"'The clock')")
+        why = self.clock.unsettled or (trouble[1] if trouble else None)
+        if why:
+            out.append(f"the compliance clock is not trusted: {why}; deletions and disposal "
+                       f"are refused until its sources agree (see OPERATIONS.md 'The clock')")
+        return out
+
+    def clock_refusal(self, op, actor, **where):
+        """Refuse (EPERM, audited) a deletion while the compliance clock's sources disagree
+        (SPEC "Compliance clock"): the time it would be judged by is in doubt."""
+        why = self.clock.why_unsettled()
+        if why is not None:
+            self.tick()
+            self.refuse(op, f"deletions wait until the compliance clock's sources agree "
+                        f"again: {why}", actor, **where)
 
     # -- permissions ----------------------------------------------------------------------
 
@@ -939,7 +984,7 @@ class Store:
 
     def _delete_record(self, rec, actor):
         ino = rec["ino"]
-        now = self.clock.now()
+        now = self.clock.now(strict=True)
         if rec["holds"]:
             self.refuse("unlink", f"the record is under legal hold "
                         f"({', '.join(sorted(rec['holds']))})", actor, ino=ino)
@@ -947,6 +992,7 @@ class Store:
             self.refuse("unlink", f"the record is retained until "
                         f"{retention.display(rec['retention'])}", actor, ino=ino)
 
+        self.clock_refusal("unlink", actor, ino=ino)
         self._append_delete(ino, actor, lambda cur: not cur["holds"] and retention.expired(
             cur["retention"], self.clock.now()))
 
