@@ -148,9 +148,18 @@ def status_report(path):
         comp = st.clock.now()
         wall = st.clock.wall_us()
         reserved = st.reserved_problem()
-        clock_problems = st.clock_problems()
+        clock_problems = st.clock_problems() + st.tamper_problems()
+        chain_mode = (st.unit_info() or {}).get("mode")
     mirror = mirror_report(path, unit, seq) if unit["role"] == "primary" else None
     reasons = []
+    peer = unit.get("peer_path")
+    if unit["role"] == "primary" and peer and not is_s3(peer) and os.path.isdir(peer):
+        try:
+            with Store(peer, readonly=True) as ms:
+                clock_problems += [f"mirror {unit.get('peer_serial')}: {t}"
+                                   for t in ms.tamper_problems()]
+        except WormError:
+            pass  # unreachable or unreadable: the mirror's state says so
     degraded = mirror is not None and mirror["state"] not in ("synced", "none")
     if unit["role"] != "primary":
         reasons.append(f"this is the {unit['role']} unit of {unit.get('peer_serial')}")
@@ -181,7 +190,7 @@ def status_report(path):
     return {
         "store": path, "unit": {"serial": unit["serial"], "role": unit["role"],
                                 "label": unit.get("label", "")},
-        "mode": unit["mode"], "default_retention": info.get("default_retention"),
+        "mode": chain_mode or unit["mode"], "default_retention": info.get("default_retention"),
         "records": stats["records"], "logical_bytes": stats["logical_bytes"],
         "stored_bytes": stored,
         "dedup_ratio": round(stats["logical_bytes"] / stored, 3) if stored else None,

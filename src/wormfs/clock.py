@@ -127,6 +127,26 @@ class Readings:
             return None
 
 
+PROBE_DIRS = ("/run/wormfs", "/dev/shm/wormfs")
+
+
+def probe_path(unit_dir):
+    """Where the clock touches a file to read the kernel's realtime: a tmpfs (/run), whose
+    timestamps the kernel sets itself, rather than the unit, which may sit on a FUSE or
+    network file system whose times are the server's and cached. The unit's own directory
+    only when no tmpfs can be used."""
+    name = "clock-" + os.path.basename(os.path.abspath(unit_dir)) + "-" + \
+        str(os.stat(unit_dir).st_ino if os.path.exists(unit_dir) else 0)
+    for d in PROBE_DIRS:
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            if os.access(d, os.W_OK):
+                return os.path.join(d, name)
+        except OSError:
+            continue
+    return os.path.join(unit_dir, "clock.probe")
+
+
 def tolerance(elapsed_us):
     return TOLERANCE_US + abs(elapsed_us) * DRIFT_PPM // 1_000_000
 
@@ -171,7 +191,7 @@ class ComplianceClock:
         ``initial_us``: for a new unit, the time to start from (the system clock).
         ``persist=False``: a reader's view (status of a mounted store) that writes nothing."""
         self.path = state_path
-        self.probe = os.path.join(os.path.dirname(state_path), "clock.probe")
+        self.probe = probe_path(os.path.dirname(state_path))
         self._persist = persist
         self.src = source or SystemTimeSource()
         self.anomalies = []

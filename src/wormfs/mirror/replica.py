@@ -44,6 +44,7 @@ from ..store.replay import Replayer
 from ..store.segments import SegmentLog
 from ..store.unit import log_uuid_bytes, read_unit
 from . import rules
+from ..store.heads import HeadKeeper
 from ..store.localchain import LocalChain
 
 # A delete whose retain-until the mirror's clock will reach within this long is waited for,
@@ -122,6 +123,7 @@ class Replica:
         self.skip = self.local.skipped_seqs()
         self._skip_reason = {ev["event_seq"]: ev.get("reason") for ev in self.local.kept}
         self.replay = Replayer(self.ix, skip=self.skip)
+        self.heads = HeadKeeper(self.local, "head")
         torn = catch_up(self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"))
         disposal.finish_last(self.log, self.ix, lambda seq: event_at(self.log, self.ix, seq))
         # The mirror's own clock: never the times in the events it receives, which is what
@@ -224,9 +226,21 @@ class Replica:
                 except (IntegrityError, OSError) as e:
                     self.local.append(self.clock.now(), "dispose_failed", event_seq=ev["seq"],
                                       reason=str(e))
+            self._note_head()
             if refused is not None:
                 self._refuse(*refused)
             return self.end()
+
+    def _note_head(self, force=False):
+        """Record the head this unit holds (heads.py), after it is durable: the frames are
+        fsynced first, so the record never claims more than the log holds."""
+        with self.ix.read() as txn:
+            seq = self.ix.meta(txn, "last_seq", 0)
+            h = self.ix.meta(txn, "last_hash", E.GENESIS)
+            next_serial = self.ix.meta(txn, "next_serial", 1)
+        if seq and (force or self.heads.due(self.clock.now())):
+            self.log.sync()
+            self.heads.note(self.clock.now(), seq, h, next_serial, force=True)
 
     def sync(self):
         self.log.sync()
@@ -250,6 +264,7 @@ class Replica:
         try:
             with self._lock:
                 self.log.sync()
+                self._note_head(force=True)
                 self.clock.persist()
                 close_index(self.path, self.ix)
         except OSError:

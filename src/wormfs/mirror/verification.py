@@ -11,6 +11,7 @@ import logging
 
 from ..errors import WormError
 from ..store.unit import read_unit
+from ..store import heads
 from ..store.localchain import LocalChain
 from .scrub import Report, Unit, check_units
 
@@ -65,6 +66,9 @@ def run(store, *, deep=False, repair=False, progress=None, cause="command"):
     if target is not None and getattr(target, "clock", None) is not None and \
             target.clock.file_problem:
         rep.add(units[1], "clock", f"the mirror's {target.clock.file_problem}")
+    if target is not None and getattr(target, "local", None) is not None:
+        for text in heads.problems(target.local, target.log, target.ix):
+            rep.add(units[1], "tamper", text)
     _record(store.note, kind, rep, cause)
     return rep
 
@@ -74,6 +78,8 @@ def clock_findings(store, unit, rep):
     that disagree now."""
     for text in store.clock_problems():
         rep.add(unit, "clock", text)
+    for text in store.tamper_problems():
+        rep.add(unit, "tamper", text)
 
 
 def _repair_from_bucket(rep, units, target, deep, progress, on_repair):

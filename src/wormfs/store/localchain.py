@@ -25,8 +25,12 @@ class LocalChain:
         self.last_refused = None  # (seq of the refused event, reason), to note each once
         self.kept = []  # the refused events kept in the log unapplied (kept_refusals)
         self.last_checkpoint = None  # (time_us, readings) of the newest clock checkpoint
+        self.last_head = None  # the newest head or peer_head event (heads.py)
         for ev, h in self.events_with_hashes():
             self.last_seq, self.last_hash = ev["seq"], h
+            if ev["type"] in ("head", "peer_head") and isinstance(ev.get("event_seq"), int):
+                if self.last_head is None or ev["event_seq"] > self.last_head["event_seq"]:
+                    self.last_head = ev
             if ev["type"] == "clock" and ev.get("kind") == "checkpoint":
                 self.last_checkpoint = (ev["time_us"], ev.get("readings"))
             if ev["type"] == "refused":
@@ -59,6 +63,8 @@ class LocalChain:
             self.kept.append(ev)
         if etype == "clock" and ev.get("kind") == "checkpoint":
             self.last_checkpoint = (now_us, ev.get("readings"))
+        if etype in ("head", "peer_head"):
+            self.last_head = ev
         return ev
 
     def close(self):

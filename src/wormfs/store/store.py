@@ -36,7 +36,9 @@ from .hostfs import tighten, try_lock
 from . import disposal
 from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_error,
                           open_index)
-from .localchain import skipped_seqs
+from . import heads
+from .heads import HeadKeeper
+from .localchain import LocalChain, skipped_seqs
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .segments import SegmentLog
@@ -173,6 +175,7 @@ class Store:
             self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
             floor = self.ix.meta(txn, "last_time", 0)
             checkpoint = self.ix.meta(txn, "clock_checkpoint")
+        self._open_local()
         # The log's checkpoint is the clock's truth; clock.json only a cache (clock.py).
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), time_source,
                                      floor_us=floor, persist=not self.readonly,
@@ -190,6 +193,48 @@ class Store:
             self.tick(allow_checkpoint=False)
             if self.unit.get("role") == "primary":
                 self._ensure_reserved()
+
+    def _open_local(self):
+        """The unit's own chain (local/): on a primary, the heads its mirror acknowledged
+        (heads.py); a promoted mirror's keeps what it held as a mirror too."""
+        path = os.path.join(self.path, "local")
+        self.local = self.heads = None
+        self._serial_floor = 1
+        uuid = bytes.fromhex(self.unit["uuid"].replace("-", ""))
+        if self.readonly:
+            if os.path.isdir(path):
+                self.local = LocalChain(path, uuid, readonly=True)
+        elif self.unit.get("role") == "primary":
+            self.local = LocalChain(path, uuid)
+            self.heads = HeadKeeper(self.local, "peer_head")
+        if self.local is not None and self.local.last_head:
+            self._serial_floor = int(self.local.last_head.get("next_serial") or 1)
+
+    def _note_peer_head(self, force=False):
+        """Record the head the mirror acknowledged (rate-limited; ``force`` at close)."""
+        if self.heads is None or self.mirror is None or not self.mirror.acked_seq or \
+                not self.mirror.connected:
+            return  # only a head the connected mirror itself acknowledged
+        seq = self.mirror.acked_seq
+        with self.ix.read() as txn:
+            next_serial = self.ix.meta(txn, "next_serial", 1)
+        try:
+            h = event_hash_at(self.log, self.ix, seq)
+            self.heads.note(self.clock.now(), seq, h, max(next_serial, self._serial_floor),
+                            force=force)
+        except (IntegrityError, OSError) as e:
+            log.warning("cannot record the mirror's head %s: %s", seq, e)
+
+    def tamper_problems(self):
+        """One line each for status and verify: unit files that disagree with the log."""
+        out = []
+        info = self.unit_info() or {}
+        if info.get("mode") and self.unit.get("mode") != info["mode"]:
+            out.append(f"unit.json says mode {self.unit.get('mode')!r} but the log (unit_init) "
+                       f"says {info['mode']!r}: unit.json was edited outside wormfs; wormfs "
+                       f"acts on the log's mode (see OPERATIONS.md 'Tampering')")
+        out += heads.problems(self.local, self.log, self.ix)
+        return out
 
     def _attach_mirror(self, time_source):
         self.mirror = Replicator(
@@ -215,6 +260,7 @@ class Store:
         self._record_mirror_changes()
 
     def _record_mirror_changes(self):
+        self._note_peer_head()
         for change in self.mirror.pop_changes():
             lag = self._last_seq - change.pop("acked_seq", 0)
             self._mutate(lambda txn: self._append_event(
@@ -259,6 +305,8 @@ class Store:
         if self.mirror is not None:
             try:
                 self.sync()
+                self.mirror.ship_durable()
+                self._note_peer_head(force=True)
                 self.mirror.close()
             except WormError as e:
                 log.warning("mirror not closed cleanly: %s", e)
@@ -275,6 +323,8 @@ class Store:
                     pass
         self.ix.close()
         self.log.close()
+        if self.local is not None:
+            self.local.close()
         self.log = None
         self._release_lock()
 
@@ -1229,7 +1279,9 @@ class Store:
             rec = self.ix.inode(txn, ino)
             if rec is None or rec.get("state") not in ("open", "scratch"):
                 raise Refused("the file is not open")
-            serial = self.ix.meta(txn, "next_serial")
+            # Never a serial handed out before, even one whose events were cut from the log
+            # (heads.py keeps the high-water mark outside it).
+            serial = max(self.ix.meta(txn, "next_serial"), self._serial_floor)
             now = self.clock.now()
             ret = self._seal_retention(txn, rec, now)
             extra = {"recovered_from": recovered_from} if recovered_from else {}

@@ -1,0 +1,90 @@
+"""LazyFS (../shared/vendor/lazyfs, github.com/dsrhaslab/lazyfs): a FUSE file system with its
+own page cache that drops everything not fsynced on ``lazyfs::clear-cache``. Built once per
+machine by the vendor's build-lazyfs.sh (no network)."""
+import os
+import subprocess
+import time
+
+from tests.external.pjdfstest import BUILD_ROOT, VENDOR
+
+OUT = os.path.join(BUILD_ROOT, "lazyfs")
+
+
+def build():
+    binary = os.path.join(OUT, "lazyfs", "build", "lazyfs")
+    if not os.path.exists(binary):
+        r = subprocess.run(["bash", os.path.join(VENDOR, "build-lazyfs.sh"), OUT],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not os.path.exists(binary):
+            raise RuntimeError(f"building LazyFS failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return binary
+
+
+def _mounted(path):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(path) for line in f)
+
+
+class LazyFS:
+    """One LazyFS mount of ``root`` (the disk) on ``mnt``."""
+
+    def __init__(self, workdir, name):
+        self.root = os.path.join(workdir, f"{name}.disk")
+        self.mnt = os.path.join(workdir, name)
+        self.fifo = os.path.join(workdir, f"{name}.faults")
+        self.done = os.path.join(workdir, f"{name}.done")
+        self.config = os.path.join(workdir, f"{name}.toml")
+        self.log = os.path.join(workdir, f"{name}.log")
+        for d in (self.root, self.mnt):
+            os.makedirs(d, exist_ok=True)
+        with open(self.config, "w") as f:
+            f.write(f'[faults]\nfifo_path="{self.fifo}"\nfifo_path_completed="{self.done}"\n'
+                    f'[cache]\napply_eviction=false\n[cache.simple]\ncustom_size="2gb"\n'
+                    f'blocks_per_page=1\n[filesystem]\nlog_all_operations=false\n'
+                    f'logfile=""\n')
+        self.proc = None
+
+    def start(self):
+        binary = build()
+        for p in (self.fifo, self.done):
+            if not os.path.exists(p):
+                os.mkfifo(p)
+        # LazyFS opens the completion FIFO for writing when it starts (which blocks until a
+        # reader is there): ours stays open for its whole life.
+        self._done_fd = os.open(self.done, os.O_RDONLY | os.O_NONBLOCK)
+        self.proc = subprocess.Popen(
+            [binary, self.mnt, "--config-path", self.config, "-o", "allow_other",
+             "-o", "modules=subdir", "-o", f"subdir={self.root}", "-f"],
+            cwd=os.path.dirname(os.path.dirname(binary)), stdout=open(self.log, "a"),
+            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while not _mounted(self.mnt):
+            assert self.proc.poll() is None, open(self.log).read()[-2000:]
+            assert time.monotonic() < deadline, "LazyFS did not mount"
+            time.sleep(0.05)
+        return self
+
+    def clear_cache(self):
+        """The power goes: every byte not fsynced is gone. Returns once LazyFS says so."""
+        with open(self.fifo, "w") as f:
+            f.write("lazyfs::clear-cache\n")
+        deadline = time.monotonic() + 30
+        got = b""
+        while b"finished::clear-cache" not in got:
+            assert time.monotonic() < deadline, "LazyFS did not finish clear-cache"
+            try:
+                got += os.read(self._done_fd, 256)
+            except BlockingIOError:
+                time.sleep(0.01)
+
+    def stop(self):
+        if _mounted(self.mnt):
+            subprocess.run(["fusermount3", "-u", "-z", self.mnt])
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+            os.close(self._done_fd)

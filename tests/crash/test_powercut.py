@@ -1,0 +1,155 @@
+"""Power cuts with LazyFS (issue 15 part 3): both units on LazyFS mounts; at a random moment
+of a workload (several writers, small and large files, retention changes, holds, segment
+rolls) the daemon is killed and both LazyFS caches are cleared, so everything not fsynced is
+gone, in whatever order the disk would have lost it. Then the store is mounted again.
+
+After every cut: each file whose close() returned is a sealed record with its digest; each
+retention extension or hold whose call returned is there; nothing half-written is sealed as
+whole (a file whose close did not return is absent, whole, or under /.wormfs/recovered/).
+Every few cuts and at the end, both units pass ``verify --deep``.
+
+WORMFS_POWERCUTS sets the number of cuts (default 50)."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clear_immutable
+from tests.fs.conftest import WORMFS, is_mounted, wormfs
+
+from .lazyfs import LazyFS
+
+pytestmark = pytest.mark.slow
+
+CUTS = int(os.environ.get("WORMFS_POWERCUTS", "50"))
+VERIFY_EVERY = 10
+WORKLOAD = Path(__file__).with_name("powercut_workload.py")
+
+
+class Daemon:
+    def __init__(self, store, mnt, log):
+        self.store, self.mnt, self.log = store, mnt, log
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            WORMFS + ["mount", self.store, self.mnt, "-o", "allow_other", "--log", self.log,
+                      "--foreground"], stdout=subprocess.DEVNULL, stderr=open(self.log, "a"))
+        deadline = time.monotonic() + 60
+        while not is_mounted(self.mnt):
+            assert self.proc.poll() is None, open(self.log).read()[-3000:]
+            assert time.monotonic() < deadline, "the mount did not come up"
+            time.sleep(0.05)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def detach(self):
+        # Only once no writer is left: a writer still running after this would write into
+        # the bare mount-point directory and take its success for the store's.
+        subprocess.run(["fusermount3", "-u", "-z", self.mnt])
+
+    def umount(self):
+        wormfs("umount", self.mnt)
+        self.proc.wait(timeout=60)
+
+
+def read_journal(path):
+    closed, intents, retains, holds = {}, {}, {}, set()
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue  # a line the cut interrupted
+        kind, name, value = parts
+        if kind == "closed":
+            closed[name] = value
+        elif kind == "intent":
+            intents[name] = value
+        elif kind == "retain":
+            retains[name] = max(value, retains.get(name, ""))
+        elif kind == "hold":
+            holds.add((name, value))
+    return closed, intents, retains, holds
+
+
+def check_after_cut(mnt, journal, cut):
+    closed, intents, retains, holds = read_journal(journal)
+    for name, digest in closed.items():
+        p = os.path.join(mnt, name)
+        assert os.path.exists(p), f"cut {cut}: {name} was closed but is gone"
+        assert os.getxattr(p, "user.worm.state") == b"sealed", f"cut {cut}: {name}"
+        assert os.getxattr(p, "user.worm.blake3").decode() == digest, f"cut {cut}: {name}"
+    for name, until in retains.items():
+        got = os.getxattr(os.path.join(mnt, name), "user.worm.retain_until").decode()
+        assert got[:10] >= until, f"cut {cut}: {name} retained until {got}, not {until}"
+    for name, case in holds:
+        assert os.getxattr(os.path.join(mnt, name), f"user.worm.hold.{case}"), \
+            f"cut {cut}: hold {case} on {name} is gone"
+    for name, digest in intents.items():
+        p = os.path.join(mnt, name)
+        if name in closed or not os.path.exists(p):
+            continue
+        if os.getxattr(p, "user.worm.state") == b"sealed":
+            assert os.getxattr(p, "user.worm.blake3").decode() == digest, \
+                f"cut {cut}: {name} was sealed half-written"
+    return len(closed)
+
+
+def test_power_cuts_lose_nothing_acknowledged(tmp_path):
+    work = Path("/var/tmp") / f"wormfs-powercut-{os.getpid()}"
+    work.mkdir(mode=0o755, exist_ok=True)
+    disks = [LazyFS(str(work), "primary"), LazyFS(str(work), "mirror")]
+    daemon = None
+    rng = random.Random(int(os.environ.get("WORMFS_POWERCUT_SEED", "17")))
+    try:
+        for d in disks:
+            d.start()
+        store, mirror = os.path.join(disks[0].mnt, "store"), os.path.join(disks[1].mnt, "m")
+        mnt = work / "mnt"
+        mnt.mkdir(exist_ok=True)
+        # Small segments: the workload rolls several of them.
+        wormfs("mkfs", store, "--mirror", mirror, "--allow-same-device",
+               "--default-retention", "1y", "--segment-size", "8M")
+        journal = work / "journal"
+        journal.touch()
+        daemon = Daemon(store, str(mnt), str(work / "daemon.log"))
+        daemon.start()
+        total = 0
+        for cut in range(1, CUTS + 1):
+            work_proc = subprocess.Popen(
+                [sys.executable, str(WORKLOAD), str(mnt), str(journal), str(cut), "3"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.2, 1.5))
+            daemon.kill()                     # the power goes: nothing more is written ...
+            work_proc.kill()
+            work_proc.wait()
+            for d in disks:
+                d.clear_cache()               # ... and what was not fsynced is lost
+            daemon.detach()
+            daemon.start()
+            total = check_after_cut(str(mnt), str(journal), cut)
+            if cut % VERIFY_EVERY == 0 or cut == CUTS:
+                daemon.umount()
+                r = wormfs("verify", store, "--deep", "--json", check=False)
+                assert r.returncode == 0, f"cut {cut}: {r.stdout[-3000:]}{r.stderr}"
+                daemon.start()
+        assert total > CUTS, f"only {total} records in {CUTS} cuts: the workload did not run"
+        log = Path(daemon.log).read_text()
+        assert "Traceback" not in log, log[-5000:]
+        print(f"{CUTS} power cuts, {total} records acknowledged, all intact")
+    finally:
+        if daemon is not None and daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
+            daemon.detach()
+        for d in disks:
+            d.stop()
+        if not os.environ.get("WORMFS_POWERCUT_KEEP"):  # the test's own files, for a post-mortem
+            clear_immutable(str(work))
+            subprocess.run(["rm", "-rf", str(work)])
