@@ -81,3 +81,23 @@ def test_the_open_segment_is_the_daemons_alone(mnt):
         mode = stat.S_IMODE(os.stat(os.path.join(segs, name)).st_mode)
         assert mode & 0o077 == 0, (name, oct(mode))
     assert stat.S_IMODE(os.stat(mnt.store).st_mode) == 0o700
+
+
+def test_a_deleted_open_segment_is_put_back_from_the_mirror(mount_factory):
+    m = mount_factory()
+    for i in range(3):
+        _write(m, f"r{i}.txt", f"record {i}")
+    m.umount()
+    segs = os.path.join(m.store, "segments")
+    (open_seg,) = [n for n in os.listdir(segs) if n.endswith(".open")]
+    os.unlink(os.path.join(segs, open_seg))
+    m.mount()
+    for i in range(3):
+        with open(m.path(f"r{i}.txt")) as f:
+            assert f.read() == f"record {i}"
+    repairs = m.events("repair")
+    assert repairs and repairs[-1]["cause"] == "open" and "missing" in repairs[-1]["detail"]
+    _write(m, "after.txt")
+    m.umount()
+    r = wormfs("verify", m.store, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -492,3 +492,60 @@ def _check_parity(p, m, rep):
         rep.add(m, "pending", f"{rep.pending} records are not on the mirror yet (it is "
                 f"{p.chain_seq - m.chain_seq} events behind)")
 
+
+
+def restore_missing_tail(unit_path, unit):
+    """A primary whose open segment (and any segment after its last finished one) is gone,
+    while its mirror on this host holds them: copy them back, each checked frame by frame,
+    before the log is opened (the log would otherwise start an empty segment there and the
+    index would point past its end). Returns [(segno, length)] restored; IntegrityError if
+    the mirror's copy is damaged (nothing is restored then)."""
+    import os
+    from ..store.hostfs import fsync_dir, set_immutable
+    from ..store.segments import seg_name
+    from .s3bucket import is_s3
+    peer = unit.get("peer_path")
+    if unit.get("role") != "primary" or not peer or is_s3(peer):
+        return []
+    mine_dir, theirs_dir = os.path.join(unit_path, "segments"), os.path.join(peer, "segments")
+    try:
+        mine, theirs = _segment_files(mine_dir), _segment_files(theirs_dir)
+    except OSError:
+        return []
+    if any(name.endswith(".open") for name in mine.values()):
+        return []
+    top = max(mine, default=0)
+    extra = sorted(n for n in theirs if n > top)
+    copies = []
+    for n in extra:
+        with open(os.path.join(theirs_dir, theirs[n]), "rb") as f:
+            data = f.read()
+        if not _segment_is_sound(memoryview(data)):
+            raise IntegrityError(f"segment {n} is missing here and the mirror's copy at "
+                                 f"{theirs_dir} is damaged; nothing was restored")
+        copies.append((n, theirs[n].endswith(".open") and n == extra[-1], data))
+    restored = []
+    for n, still_open, data in copies:
+        final = os.path.join(mine_dir, seg_name(n, open_=still_open))
+        tmp = os.path.join(mine_dir, f"{n:010d}.repair")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600 if still_open else 0o400)
+        os.rename(tmp, final)
+        fsync_dir(mine_dir)
+        if not still_open:
+            set_immutable(final, True)
+        restored.append((n, len(data)))
+    return restored
+
+
+def _segment_files(d):
+    import os
+    out = {}
+    for name in os.listdir(d):
+        stem, _, ext = name.partition(".")
+        if ext in ("seg", "open") and stem.isdigit():
+            out[int(stem)] = name
+    return out

@@ -156,6 +156,10 @@ class Store:
 
     def _open_parts(self, time_source):
         uuid_bytes = log_uuid_bytes(self.unit)
+        restored = []
+        if not self.readonly:
+            from ..mirror.scrub import restore_missing_tail
+            restored = restore_missing_tail(self.path, self.unit)
         self.log = SegmentLog(os.path.join(self.path, "segments"), uuid_bytes,
                               self.unit["segment_size"], readonly=self.readonly)
         boot_id = (time_source or SystemTimeSource()).boot_id()
@@ -187,6 +191,14 @@ class Store:
             self._event_now("torn_tail", segment=segno, offset=offset, bytes=nbytes,
                             quarantine=os.path.relpath(qpath, self.path))
         self.reserved_ino = None
+        for segno, length in restored:
+            log.warning("segment %s was missing; copied back from the mirror %s (%s bytes)",
+                        segno, self.unit.get("peer_serial"), length)
+            self._event_now("repair", durable=True, unit=self.unit["serial"], segment=segno,
+                            offset=0,
+                            length=length, source=self.unit.get("peer_serial"),
+                            cause="open", detail=f"segment {segno} was missing; copied "
+                            f"from the mirror")
         if not self.readonly and self._last_seq:
             # A restart or a clock jump noticed at open goes on record now; the checkpoint
             # waits until the mirror is attached (it then ships with the next seal).
