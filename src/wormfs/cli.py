@@ -401,20 +401,20 @@ def cmd_mirror_resync(args):
         same_ok = args.allow_same_device or (target == unit.get("peer_path")
                                              and unit.get("same_device"))
         r, new = _copy_then_switch(path, target, same_ok)
-        if args.json:
-            print(json.dumps(r, indent=2))
-        else:
-            print(f"mirror {new} at {target}: new unit, whole log copied and verified; it "
-                  f"replaces {previous or 'no mirror'}")
-            _print_check(r, "verify")
-        return 0 if r["ok"] else 1
+        return _report_resync(args, r, f"mirror {new} at {target}: new unit, whole log "
+                              f"copied and verified; it replaces {previous or 'no mirror'}",
+                              "verify")
     r = _pair_and_check(path, new, previous, "resync")
+    return _report_resync(args, r, f"mirror {new or unit.get('peer_serial')} at {target}: "
+                          f"{'new unit, whole log copied' if new else 'caught up'}", "scrub")
+
+
+def _report_resync(args, r, headline, what):
     if args.json:
         print(json.dumps(r, indent=2))
     else:
-        print(f"mirror {new or unit.get('peer_serial')} at {target}: "
-              f"{'new unit, whole log copied' if new else 'caught up'}")
-        _print_check(r, "scrub")
+        print(headline)
+        _print_check(r, what)
     return 0 if r["ok"] else 1
 
 

@@ -54,11 +54,13 @@ class Mount:
                *mkfs_args)
         self.proc = None
 
-    def mount(self, foreground=False):
+    def mount(self, foreground=False, prefix=()):
+        """``prefix``: a command the daemon runs under (faketime, unshare), foreground only."""
         args = ["mount", self.store, self.mnt, "-o", "allow_other", "--log", self.log]
         if foreground:
             # A child we hold the pid of (crash tests kill it).
-            self.proc = subprocess.Popen(WORMFS + [str(a) for a in args] + ["--foreground"],
+            self.proc = subprocess.Popen(list(prefix) + WORMFS + [str(a) for a in args] +
+                                         ["--foreground"],
                                          stdout=subprocess.DEVNULL, stderr=open(self.log, "a"))
             deadline = time.monotonic() + 30
             while not is_mounted(self.mnt):

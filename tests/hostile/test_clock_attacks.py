@@ -5,12 +5,8 @@ import errno
 import json
 import os
 import shutil
-import subprocess
-import time
 
 import pytest
-
-from tests.fs.conftest import WORMFS, is_mounted
 
 from .conftest import wormfs
 
@@ -18,16 +14,9 @@ TWO_YEARS = 2 * 365 * 86400
 
 
 def _mount_under(m, prefix):
-    """Mount ``m``'s store in the foreground with ``prefix`` before the command (faketime,
-    unshare): the daemon alone runs with the faked clock."""
-    args = ["mount", m.store, m.mnt, "-o", "allow_other", "--log", m.log, "--foreground"]
-    m.proc = subprocess.Popen(prefix + WORMFS + [str(a) for a in args],
-                              stdout=subprocess.DEVNULL, stderr=open(m.log, "a"))
-    deadline = time.monotonic() + 30
-    while not is_mounted(m.mnt):
-        assert m.proc.poll() is None, m.daemon_log()
-        assert time.monotonic() < deadline, "mount did not come up"
-        time.sleep(0.05)
+    """Mount ``m``'s store with ``prefix`` before the command (faketime, unshare): the
+    daemon alone runs with the faked clock."""
+    m.mount(foreground=True, prefix=prefix)
 
 
 def _attack_and_check(m):

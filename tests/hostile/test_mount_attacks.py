@@ -234,6 +234,20 @@ def test_item5_the_kernel_permission_rules_hold(mnt):
 
 # -- item 6: /.wormfs ----------------------------------------------------------------------------
 
+def _crash_with_an_open_file(m):
+    """Kill the (foreground) daemon while half.eml is open for writing, then mount again."""
+    fd = os.open(m.path("half.eml"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"half")
+    m.proc.kill()
+    m.proc.wait()
+    try:
+        os.close(fd)
+    except OSError:
+        pass  # ENOTCONN: the daemon is gone
+    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
+    m.mount(foreground=True)
+
+
 def test_item6_nobody_takes_dot_wormfs_and_a_crash_still_remounts(mount_factory):
     m = mount_factory(foreground=True)
     assert os.path.isdir(m.path(".wormfs", "recovered"))
@@ -250,16 +264,7 @@ def test_item6_nobody_takes_dot_wormfs_and_a_crash_still_remounts(mount_factory)
         assert e.value.errno == errno.EPERM
     assert len(events_since(m, seq, "refused")) == 4
     # A file left open by a killed daemon is recovered there at the next mount.
-    fd = os.open(m.path("half.eml"), os.O_WRONLY | os.O_CREAT, 0o644)
-    os.write(fd, b"half")
-    m.proc.kill()
-    m.proc.wait()
-    try:
-        os.close(fd)
-    except OSError:
-        pass  # ENOTCONN: the daemon is gone
-    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
-    m.mount(foreground=True)
+    _crash_with_an_open_file(m)
     got = os.listdir(m.path(".wormfs", "recovered"))
     assert len(got) == 1 and got[0].endswith("half.eml")
     assert_sound(m)
@@ -293,16 +298,7 @@ def test_item6_an_old_store_whose_dot_wormfs_a_user_took_still_mounts(mount_fact
     assert any(n.startswith("/.wormfs is record") and "/.wormfs.N/recovered/" in n
                for n in st["notes"]), st["notes"]
     # A crash still recovers, into the fallback.
-    fd = os.open(m.path("half.eml"), os.O_WRONLY | os.O_CREAT, 0o644)
-    os.write(fd, b"half")
-    m.proc.kill()
-    m.proc.wait()
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-    subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)])
-    m.mount(foreground=True)
+    _crash_with_an_open_file(m)
     got = os.listdir(m.path(".wormfs.1", "recovered"))
     assert len(got) == 1 and got[0].endswith("half.eml")
     r = wormfs("verify", m.store, check=False)
