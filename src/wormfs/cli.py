@@ -181,6 +181,11 @@ def status_report(path):
                            f"{os.stat(loose[0]).st_mode & 0o777:03o}); units must be "
                            f"readable by root alone (0700 directories, 0600 files)")
     reasons += clock_problems
+    from .store import reserve as space_reserve
+    if space_reserve.in_use(path):
+        reasons.append("the disk was full and the space reserve for holds, extensions and "
+                       "deletions is used up: free space on it (the reserve comes back by "
+                       "itself)")
     if last_verify is None:
         reasons.append("never verified (wormfs verify has not run)")
     elif not last_verify["ok"]:

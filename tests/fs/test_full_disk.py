@@ -16,6 +16,20 @@ def small_volume():
         yield back, made
 
 
+def fill(path):
+    """Fill the disk under ``path`` to the last byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
 def state(path):
     return os.getxattr(path, "user.worm.state").decode()
 
@@ -39,6 +53,18 @@ def test_full_disk_gives_enospc_and_loses_nothing(small_volume):
             f.write("more")
     assert failed.value.errno == errno.ENOSPC
 
+    # Holds, extensions and the audit of a refusal still work on a disk full to the last
+    # byte (filled beside the store): the space reserve.
+    fill(back / "filler")
+    for i in range(64):   # enough events to need pages the full disk does not have
+        os.setxattr(m.path("kept.bin"), f"user.worm.hold.case-{i}", b"inquiry " * 120)
+    os.setxattr(m.path("kept.bin"), "user.worm.hold.case-9", b"inquiry on a full disk")
+    os.setxattr(m.path("kept.bin"), "user.worm.retain_until", b"2040-01-01")
+    with pytest.raises(OSError) as refused:
+        os.unlink(m.path("kept.bin"))
+    assert refused.value.errno == errno.EPERM
+    assert "space reserve" in " ".join(m.status()["reasons"])
+
     # The mount is alive and the record intact.
     assert sorted(os.listdir(m.mnt)) == [".wormfs", "big.bin", "kept.bin"]
     with open(m.path("kept.bin"), "rb") as f:
@@ -47,10 +73,12 @@ def test_full_disk_gives_enospc_and_loses_nothing(small_volume):
     assert state(m.path("big.bin")) == "open"   # not sealed as if it were complete
 
     # Space comes back: new files work at once, no remount needed.
+    os.unlink(back / "filler")
     subprocess.run(["mount", "-o", "remount,size=128m", str(back)], check=True)
     with open(m.path("more.txt"), "w") as f:
         f.write("more")
     assert state(m.path("more.txt")) == "sealed"
+    assert os.getxattr(m.path("kept.bin"), "user.worm.hold.case-9")
 
     # The file whose writes failed is recovered (here at unmount), under its own name.
     m.umount()
@@ -60,5 +88,7 @@ def test_full_disk_gives_enospc_and_loses_nothing(small_volume):
     assert name.endswith("-big.bin")
     rec = m.events("recovery")
     assert [e["path"] for e in rec] == ["/big.bin"]
+    assert os.path.exists(os.path.join(m.store, "reserve"))   # made again at the open
+    assert not any("space reserve" in r for r in m.status()["reasons"])
     with open(m.path("kept.bin"), "rb") as f:
         assert f.read() == kept

@@ -150,7 +150,7 @@ def run(store, actor, dry_run=False):
             bytes=p.bytes)
         store.disposals += 1   # seals that matched chunks before now check them again
         return p, ev
-    p, ev = store._mutate(fn, durable=True)
+    p, ev = store._mutate(fn, durable=True, reserve=True)
     cert = certificate(store, p, False, ev["seq"] if ev else None)
     if ev is None:
         return cert

@@ -39,6 +39,7 @@ from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_
 from . import heads
 from .heads import HeadKeeper
 from .localchain import LocalChain, skipped_seqs
+from . import reserve as space_reserve
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .segments import SegmentLog
@@ -131,6 +132,7 @@ class Store:
         if not readonly:
             self._take_lock()
             tighten(self.path)  # a unit an older wormfs made world-readable
+            space_reserve.ensure(self.path)
         try:
             self._open_parts(time_source)
             if not readonly and self.unit.get("role") == "primary" and \
@@ -277,7 +279,7 @@ class Store:
             lag = self._last_seq - change.pop("acked_seq", 0)
             self._mutate(lambda txn: self._append_event(
                 txn, "mirror", None, serial=self.unit.get("peer_serial"),
-                lag_events=max(0, lag), **change), durable=True, ship=False)
+                lag_events=max(0, lag), **change), durable=True, ship=False, reserve=True)
 
     def mirror_state(self):
         """(state, reason, behind_since_us) of the mirror as this process sees it."""
@@ -386,7 +388,17 @@ class Store:
         self._last_seq, self._last_hash = ev["seq"], h
         return ev
 
-    def _mutate(self, fn, durable=False, ship=True):
+    def _mutate(self, fn, durable=False, ship=True, reserve=False):
+        """``reserve``: an essential change (a hold, an extension, a deletion, an audit
+        event) that may use the unit's space reserve when the disk is full (reserve.py)."""
+        try:
+            return self._mutate_once(fn, durable, ship)
+        except StoreFull:
+            if not reserve or not space_reserve.release(self.path):
+                raise
+            return self._mutate_once(fn, durable, ship)
+
+    def _mutate_once(self, fn, durable=False, ship=True):
         """Run ``fn(txn)`` under the write lock in one index transaction. Events it appends
         are durable on return if ``durable``: on this unit and, unless ``ship`` is False or
         the mirror is unreachable, on the mirror too.
@@ -443,8 +455,9 @@ class Store:
             self.failed = f"index out of step with the log: {e}"
 
     def _event_now(self, etype, actor=None, durable=False, **fields):
+        # Every single event (a refusal's audit, a note, a recovery) may use the reserve.
         return self._mutate(lambda txn: self._append_event(txn, etype, actor, **fields),
-                            durable=durable)
+                            durable=durable, reserve=True)
 
     def refuse(self, op, reason, actor=None, ino=None, path=None, errno_name="EPERM",
                exc=Refused):
@@ -578,11 +591,13 @@ class Store:
         promptly and its clock state stays in the log."""
         if self.readonly or self.failed:
             return
+        if space_reserve.in_use(self.path):
+            space_reserve.ensure(self.path)  # back as soon as there is room
         now = self.clock.now(strict=True)
         due = checkpoint or (allow_checkpoint and (
             self._checkpointed is None or now - self._checkpointed >= CHECKPOINT_INTERVAL_US))
         if self.clock.anomalies or due:
-            self._mutate(self._append_checkpoint, durable=True)
+            self._mutate(self._append_checkpoint, durable=True, reserve=True)
 
     def _append_checkpoint(self, txn):
         now = self.clock.now()
@@ -760,7 +775,7 @@ class Store:
                         "default retention", actor, ino=ino)
         self._mutate(lambda txn: self._append_event(
             txn, "dir_retention", actor, ino=ino, path=self.path_of(ino, txn), value=text,
-            before=rec.get("retention")), durable=True)
+            before=rec.get("retention")), durable=True, reserve=True)
 
     # -- files before they are records ----------------------------------------------------
 
@@ -1041,7 +1056,7 @@ class Store:
         if rec.get("state") == "sealed":
             return self._delete_record(rec, actor)
         self._mutate(lambda txn: self._append_event(txn, "unlink", actor, ino=rec["ino"],
-                                                    parent=parent, name=E.name_str(name)))
+                                                    parent=parent, name=E.name_str(name)), reserve=True)
         self._drop_staging(rec["ino"], rec)
 
     def _delete_record(self, rec, actor):
@@ -1069,7 +1084,7 @@ class Store:
             self._append_event(txn, "delete", actor, ino=ino, serial=cur["serial"],
                                path=self.path_of(ino, txn), blake3=cur["blake3"],
                                size=cur["size"], **extra)
-        self._mutate(fn, durable=True)
+        self._mutate(fn, durable=True, reserve=True)
 
     def privileged_delete(self, ino, reason, actor):
         """Enterprise mode's audited early delete (SPEC): a records admin removes an
@@ -1356,7 +1371,7 @@ class Store:
         self._mutate(lambda txn: self._append_event(
             txn, "retention", actor, ino=ino, serial=rec.get("serial"),
             path=self.path_of(ino, txn), before=rec.get("retention"), after=after),
-            durable=True)
+            durable=True, reserve=True)
 
     def touch_atime(self, ino, atime_us, actor):
         """The atime convention: a future atime extends retain-until; an earlier one changes
@@ -1389,7 +1404,7 @@ class Store:
             self.refuse("set_event_date", str(e), actor, ino=ino)
         self._mutate(lambda txn: self._append_event(
             txn, "event_date", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
-            date=format_us(date), before=rec["retention"], after=after), durable=True)
+            date=format_us(date), before=rec["retention"], after=after), durable=True, reserve=True)
 
     def place_hold(self, ino, name, reason, actor):
         if not name or len(name) > 64 or not set(name) <= HOLD_NAME_CHARS:
@@ -1403,7 +1418,7 @@ class Store:
             self.refuse("hold", "only a records admin may place a legal hold", actor, ino=ino)
         self._mutate(lambda txn: self._append_event(
             txn, "hold", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
-            name=name, reason=reason), durable=True)
+            name=name, reason=reason), durable=True, reserve=True)
 
     def release_hold(self, ino, name, actor):
         rec = self.inode(ino)
@@ -1414,7 +1429,7 @@ class Store:
                         ino=ino)
         self._mutate(lambda txn: self._append_event(
             txn, "release", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
-            name=name), durable=True)
+            name=name), durable=True, reserve=True)
 
     def prospective_retention(self, ino):
         """The retention an open file would get if it were sealed now."""
