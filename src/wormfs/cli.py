@@ -381,7 +381,6 @@ def _pair_and_check(path, new_serial, previous, what):
 
 
 def cmd_mirror_resync(args):
-    from .mirror.pairing import new_mirror
     path = os.path.abspath(args.store)
     unit = read_unit(path)
     if unit["role"] != "primary":

@@ -7,9 +7,9 @@ Rules (SPEC.md "Compliance clock", R12):
               a time namespace offsets it);
     uptime    the kernel's /proc/uptime, read as a file (clock libraries do not touch file
               reads; a time namespace does offset it);
-    kernel    the kernel's own realtime, as the timestamp it puts on a file the clock
-              touches in the unit (neither a clock library nor a time namespace changes it;
-              only setting the system clock does).
+    kernel    the kernel's own realtime, as the ctime it puts on a probe file the clock
+              touches on a tmpfs (probe_path), read by raw statx (neither a clock library
+              nor a time namespace changes it; only setting the system clock does).
   Faking one of them never makes the clock run faster than the others. Across a reboot no
   source measures the time spent down: the clock resumes where it stopped.
 - When the kernel's realtime is ahead of it (a forward jump, time spent powered off) it
@@ -21,8 +21,8 @@ Rules (SPEC.md "Compliance clock", R12):
   meanwhile (``why_unsettled``), and status says NOT COMPLIANT. Writes, reads and extensions
   go on.
 - Its state lives in the hash-chained log: the store writes a ``clock`` event of kind
-  ``checkpoint`` (with the sources' readings) at open, every CHECKPOINT_INTERVAL_US and at
-  close, and the clock restarts from the newest checkpoint plus the elapsed time its sources
+  ``checkpoint`` (with the sources' readings) at open and every CHECKPOINT_INTERVAL_US,
+  and the clock restarts from the newest checkpoint plus the elapsed time its sources
   agree on since then. ``clock.json`` is a cache of the same state: a value the log does not
   support (ahead of it by more than a checkpoint interval) is an anomaly and is ignored
   (``file_problem`` says so to verify and status).
@@ -121,8 +121,10 @@ class Readings:
     @classmethod
     def from_fields(cls, d):
         try:
-            return cls(str(d["boot_id"]), int(d["boot_us"]), int(d["uptime_us"]),
-                       int(d["kernel_us"]), int(d.get("kernel_us", 0)))
+            kernel = int(d["kernel_us"])
+            # A checkpoint keeps no process realtime: it was the kernel's when it was taken.
+            return cls(str(d["boot_id"]), int(d["boot_us"]), int(d["uptime_us"]), kernel,
+                       kernel)
         except (KeyError, TypeError, ValueError):
             return None
 

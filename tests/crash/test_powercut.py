@@ -13,7 +13,6 @@ default run because two of about eight runs here stalled or lost a disk for reas
 understood (LazyFS itself died once with a general protection fault in libc; once the run
 hung during cut 37 with the daemon already gone), and a hang in CI would hold back every
 change. Each run so far that finished passed every check."""
-import json
 import os
 import random
 import signal

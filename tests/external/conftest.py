@@ -1,1 +1,1 @@
-from tests.fs.conftest import mount_factory  # noqa: F401
+from tests.fs.conftest import mount_factory  # noqa: F401  (the fixture, for pytest)

@@ -8,8 +8,8 @@ import subprocess
 from tests.fs.conftest import (ATTEMPT, NOBODY, as_user, mnt, mount_factory,  # noqa: F401
                                wormfs, is_mounted)
 
-__all__ = ["ATTEMPT", "NOBODY", "as_user", "mnt", "mount_factory", "wormfs", "assert_sound", "setpriv",
-           "xattr", "events_since"]
+__all__ = ["ATTEMPT", "NOBODY", "as_user", "mnt", "mount_factory", "wormfs", "assert_sound",
+           "setpriv", "xattr", "events_since"]
 
 
 def setpriv(uid, *cmd, check=False):

@@ -4,8 +4,6 @@ import json
 import os
 import stat
 
-import pytest
-
 from wormfs.store.store import Store
 
 from .conftest import wormfs

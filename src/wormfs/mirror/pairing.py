@@ -81,11 +81,7 @@ def copy_to_new_unit(st, mirror_path, serial, same_device):
     from .replica import Replica
     from .shipper import Replicator
     unit = st.unit
-    log_uuid = unit.get("log_uuid", unit["uuid"])
-    write_unit(mirror_path, role="mirror", mode=unit["mode"], label=unit.get("label", ""),
-               peer_serial=unit["serial"], peer_path=st.path, same_device=same_device,
-               serial=serial, log_uuid=log_uuid, segment_size=unit["segment_size"],
-               chunking=unit.get("chunking"))
+    log_uuid = _write_mirror_unit(unit, st.path, mirror_path, serial, same_device)
     scratch = tempfile.mkdtemp(prefix="wormfs-resync-")  # the copy's own mirror.json
     try:
         st.sync()
@@ -150,21 +146,20 @@ def new_mirror(primary_path, mirror_path, allow_same_device=False):
     """Create an empty mirror unit for an unmounted primary and name it in the primary's
     unit.json. Returns (old peer serial, new serial). The primary ships its whole log to it
     the next time it is opened."""
-    unit = read_unit(primary_path)
     same = check_mirror_place(primary_path, mirror_path, allow_same_device)
     serial = new_serial()
+    _write_mirror_unit(read_unit(primary_path), primary_path, mirror_path, serial, same)
+    return switch_mirror(primary_path, mirror_path, serial, same), serial
+
+
+def _write_mirror_unit(unit, primary_path, mirror_path, serial, same_device):
+    """An empty mirror unit ``serial`` for the primary ``unit``; returns the log uuid."""
+    log_uuid = unit.get("log_uuid", unit["uuid"])
     write_unit(mirror_path, role="mirror", mode=unit["mode"], label=unit.get("label", ""),
-               peer_serial=unit["serial"], peer_path=primary_path, same_device=same,
-               serial=serial, log_uuid=unit.get("log_uuid", unit["uuid"]),
-               segment_size=unit["segment_size"], chunking=unit.get("chunking"))
-    old = unit.get("peer_serial")
-    unit.update(peer_serial=serial, peer_path=mirror_path, same_device=same, no_mirror=False)
-    rewrite_unit(primary_path, unit)
-    try:
-        os.unlink(os.path.join(primary_path, STATE_FILE))  # about the old mirror
-    except FileNotFoundError:
-        pass
-    return old, serial
+               peer_serial=unit["serial"], peer_path=primary_path, same_device=same_device,
+               serial=serial, log_uuid=log_uuid, segment_size=unit["segment_size"],
+               chunking=unit.get("chunking"))
+    return log_uuid
 
 
 def promote(mirror_path, force=False):

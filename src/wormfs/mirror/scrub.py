@@ -24,6 +24,7 @@ Only the log up to each index's ``applied`` position (read at the start) is walk
 mounted store can be checked while it takes new writes.
 """
 import itertools
+import os
 import shutil
 import tempfile
 
@@ -33,10 +34,14 @@ from ..errors import IntegrityError, WormError
 from ..store import events as E
 from ..store import frames as F
 from ..store.index import DBS, U64, Index
+from ..store.hostfs import fsync_dir, set_immutable
 from ..store.maintenance import apply_frames, event_hash_at
 from ..store.localchain import skipped_seqs
 from ..store.replay import Replayer
+from ..store.segments import seg_name, segment_files
 from ..store.unit import read_unit
+from .s3bucket import is_s3
+
 
 class Finding(dict):
     """One problem: unit (serial), kind, detail, and where (segment, offset) if it is in a
@@ -500,16 +505,12 @@ def restore_missing_tail(unit_path, unit):
     before the log is opened (the log would otherwise start an empty segment there and the
     index would point past its end). Returns [(segno, length)] restored; IntegrityError if
     the mirror's copy is damaged (nothing is restored then)."""
-    import os
-    from ..store.hostfs import fsync_dir, set_immutable
-    from ..store.segments import seg_name
-    from .s3bucket import is_s3
     peer = unit.get("peer_path")
     if unit.get("role") != "primary" or not peer or is_s3(peer):
         return []
     mine_dir, theirs_dir = os.path.join(unit_path, "segments"), os.path.join(peer, "segments")
     try:
-        mine, theirs = _segment_files(mine_dir), _segment_files(theirs_dir)
+        mine, theirs = dict(segment_files(mine_dir)), dict(segment_files(theirs_dir))
     except OSError:
         return []
     if any(name.endswith(".open") for name in mine.values()):
@@ -539,13 +540,3 @@ def restore_missing_tail(unit_path, unit):
             set_immutable(final, True)
         restored.append((n, len(data)))
     return restored
-
-
-def _segment_files(d):
-    import os
-    out = {}
-    for name in os.listdir(d):
-        stem, _, ext = name.partition(".")
-        if ext in ("seg", "open") and stem.isdigit():
-            out[int(stem)] = name
-    return out

@@ -7,9 +7,9 @@ log that it knows existed:
 - a mirror, the head it received and made durable (``head`` events);
 - a primary, the head its mirror acknowledged (``peer_head`` events): proof that the log
   reached that far, held by two units.
-Each carries ``event_seq`` and ``event_hash`` of that event and ``next_serial``, the next record serial
-then, so a serial handed out once is never handed out again even if the events that used it
-are gone. They are written at most every HEAD_INTERVAL_US (and at close), so a cut of the
+Each carries ``event_seq`` and ``event_hash`` of that event and ``next_serial``, the next
+record serial then, so a serial handed out once is never handed out again even if the events
+that used it are gone. They are written at most every HEAD_INTERVAL_US (and at close), so a cut of the
 last few seconds before a crash can go unseen; anything longer is reported by ``verify`` and
 ``status`` naming the missing sequence numbers (``problems``).
 """
@@ -25,11 +25,6 @@ class HeadKeeper:
         last = chain.last_head
         self._seq = last["event_seq"] if last else 0
         self._at = None
-
-    @property
-    def serial_floor(self):
-        last = self.chain.last_head
-        return int(last.get("next_serial") or 1) if last else 1
 
     def due(self, now_us):
         return self._at is None or now_us - self._at >= HEAD_INTERVAL_US

@@ -23,6 +23,14 @@ def seg_name(segno, open_=False):
     return f"{segno:010d}.{'open' if open_ else 'seg'}"
 
 
+def segment_files(dirpath):
+    """(segno, file name) of every segment file in ``dirpath`` (NNNNNNNNNN.seg or .open)."""
+    for name in os.listdir(dirpath):
+        stem, _, ext = name.partition(".")
+        if ext in ("seg", "open") and stem.isdigit():
+            yield int(stem), name
+
+
 class Frame:
     """One scanned frame. ``payload`` is the event's bytes, or the chunk's bytes when the scan
     was asked for them (None otherwise); ``payload_len`` is always set."""
@@ -57,14 +65,12 @@ class SegmentLog:
     def segment_numbers(self):
         """All segment numbers on disk, ascending, and the number of the open one (or None)."""
         nums, open_no = [], None
-        for name in os.listdir(self.dir):
-            stem, _, ext = name.partition(".")
-            if ext in ("seg", "open") and stem.isdigit():
-                nums.append(int(stem))
-                if ext == "open":
-                    if open_no is not None:
-                        raise StoreError(f"two open segments in {self.dir}")
-                    open_no = int(stem)
+        for segno, name in segment_files(self.dir):
+            nums.append(segno)
+            if name.endswith(".open"):
+                if open_no is not None:
+                    raise StoreError(f"two open segments in {self.dir}")
+                open_no = segno
         nums.sort()
         if open_no is not None and open_no != nums[-1]:
             raise StoreError(f"open segment {open_no} is not the last one in {self.dir}")

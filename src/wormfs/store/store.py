@@ -197,10 +197,9 @@ class Store:
             log.warning("segment %s was missing; copied back from the mirror %s (%s bytes)",
                         segno, self.unit.get("peer_serial"), length)
             self._event_now("repair", durable=True, unit=self.unit["serial"], segment=segno,
-                            offset=0,
-                            length=length, source=self.unit.get("peer_serial"),
-                            cause="open", detail=f"segment {segno} was missing; copied "
-                            f"from the mirror")
+                            offset=0, length=length, source=self.unit.get("peer_serial"),
+                            cause="open",
+                            detail=f"segment {segno} was missing; copied from the mirror")
         if not self.readonly and self._last_seq:
             # A restart or a clock jump noticed at open goes on record now; the checkpoint
             # waits until the mirror is attached (it then ships with the next seal).
@@ -584,9 +583,9 @@ class Store:
     def now(self):
         return self.clock.now()
 
-    def tick(self, checkpoint=False, allow_checkpoint=True):
+    def tick(self, allow_checkpoint=True):
         """Read the clock and write any anomaly it noticed into the audit trail, and a clock
-        checkpoint when one is due (every CHECKPOINT_INTERVAL_US, or ``checkpoint``). The
+        checkpoint when one is due (every CHECKPOINT_INTERVAL_US). The
         mount calls this periodically, so an idle store still records a clock jump
         promptly and its clock state stays in the log."""
         if self.readonly or self.failed:
@@ -594,8 +593,8 @@ class Store:
         if space_reserve.in_use(self.path):
             space_reserve.ensure(self.path)  # back as soon as there is room
         now = self.clock.now(strict=True)
-        due = checkpoint or (allow_checkpoint and (
-            self._checkpointed is None or now - self._checkpointed >= CHECKPOINT_INTERVAL_US))
+        due = allow_checkpoint and (
+            self._checkpointed is None or now - self._checkpointed >= CHECKPOINT_INTERVAL_US)
         if self.clock.anomalies or due:
             self._mutate(self._append_checkpoint, durable=True, reserve=True)
 
@@ -627,7 +626,7 @@ class Store:
         (SPEC "Compliance clock"): the time it would be judged by is in doubt."""
         why = self.clock.why_unsettled()
         if why is not None:
-            self.tick()
+            # The refusal's event carries the clock's anomalies before it (_append_event).
             self.refuse(op, f"deletions wait until the compliance clock's sources agree "
                         f"again: {why}", actor, **where)
 
@@ -1056,7 +1055,8 @@ class Store:
         if rec.get("state") == "sealed":
             return self._delete_record(rec, actor)
         self._mutate(lambda txn: self._append_event(txn, "unlink", actor, ino=rec["ino"],
-                                                    parent=parent, name=E.name_str(name)), reserve=True)
+                                                    parent=parent, name=E.name_str(name)),
+                     reserve=True)
         self._drop_staging(rec["ino"], rec)
 
     def _delete_record(self, rec, actor):
@@ -1404,7 +1404,8 @@ class Store:
             self.refuse("set_event_date", str(e), actor, ino=ino)
         self._mutate(lambda txn: self._append_event(
             txn, "event_date", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
-            date=format_us(date), before=rec["retention"], after=after), durable=True, reserve=True)
+            date=format_us(date), before=rec["retention"], after=after), durable=True,
+            reserve=True)
 
     def place_hold(self, ino, name, reason, actor):
         if not name or len(name) > 64 or not set(name) <= HOLD_NAME_CHARS:
