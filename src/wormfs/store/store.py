@@ -228,6 +228,8 @@ class Store:
         if self.heads is None or self.mirror is None or not self.mirror.acked_seq or \
                 not self.mirror.connected:
             return  # only a head the connected mirror itself acknowledged
+        if not force and not self.heads.due(self.clock.now()):
+            return  # rate-limited: no index read or frame read for a head not yet due
         seq = self.mirror.acked_seq
         with self.ix.read() as txn:
             next_serial = self.ix.meta(txn, "next_serial", 1)
