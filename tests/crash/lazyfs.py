@@ -25,6 +25,28 @@ def _mounted(path):
         return any(line.split()[4] == str(path) for line in f)
 
 
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def abort_fuse(path):
+    """Abort the FUSE connection mounted on ``path`` (its requests fail at once, ENOTCONN),
+    as a hung FUSE server is dealt with by hand. False if nothing is mounted there."""
+    if not os.path.isdir(os.path.join(FUSECTL, ".")) or not os.listdir(FUSECTL):
+        subprocess.run(["mount", "-t", "fusectl", "none", FUSECTL], capture_output=True)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if parts[4] == str(path):
+                minor = parts[2].split(":")[1]
+                try:
+                    with open(os.path.join(FUSECTL, minor, "abort"), "w") as a:
+                        a.write("1")
+                    return True
+                except OSError:
+                    return False
+    return False
+
+
 class LazyFS:
     """One LazyFS mount of ``root`` (the disk) on ``mnt``."""
 
@@ -93,8 +115,11 @@ class LazyFS:
         return True
 
     def restart(self):
-        """After LazyFS itself crashed (a bug of LazyFS: it has done so here, a general
-        protection fault in libc): mount it again over the same disk."""
+        """After LazyFS itself crashed or hung (bugs of LazyFS seen here: a general
+        protection fault in libc; all its threads waiting on a lock after an extending
+        truncate, ">> FTRUNCATE ... BEHAVE AS" in its log): mount it again over the same
+        disk. What its cache held is lost, as in a power cut."""
+        abort_fuse(self.mnt)
         self.stop()
         self.start()
 
@@ -107,5 +132,6 @@ class LazyFS:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(timeout=30)
             self.proc = None
             os.close(self._done_fd)

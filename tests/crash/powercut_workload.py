@@ -6,18 +6,41 @@ that is not cut (fsynced line by line):
     intent NAME BLAKE3      about to write NAME with that content (so a sealed NAME is whole)
     retain NAME DATE        a retain-until extension returned
     hold NAME CASE          a legal hold returned
+    aged NAME EPOCH         NAME (under short/, retained for seconds) was closed at EPOCH
+    unlinking NAME -        about to unlink the expired record NAME (so it may be gone)
+    deleted NAME -          unlink of an expired record returned: NAME is gone for good
+    disposing - EPOCH       about to run ``wormfs dispose``, which deletes what has expired
 
-Small and large files, repeated content (dedup), retention changes and holds; the parent
-cuts the power at a random moment (tests/crash/test_powercut.py)."""
+Small and large files, repeated content (dedup), retention changes and holds, deletions of
+expired records and disposal; the parent cuts the power at a random moment
+(tests/crash/test_powercut.py)."""
 import os
 import random
+import subprocess
 import sys
 import threading
+import time
+
+# An expired record is deleted only well after its retention ends, so that a mirror whose
+# clock restarted a little behind the primary's still agrees it has expired.
+DELETE_AFTER_S = 60
 
 import blake3
 
+# What a call gets when the daemon dies under it (the cut): ENOTCONN, EIO, ENOENT, and
+# ECONNABORTED for a request the kernel had already sent.
+CUT_ERRNOS = (107, 5, 2, 103)
 
-def main(mnt, journal, seed, threads):
+
+def main(mnt, journal, seed, threads, store):
+    aged, deleted = [], set()
+    for line in open(journal).read().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "aged":
+            aged.append((float(parts[2]), parts[1]))
+        elif len(parts) == 3 and parts[0] == "deleted":
+            deleted.add(parts[1])
+    due = [n for t, n in aged if t < time.time() - DELETE_AFTER_S and n not in deleted]
     jf = open(journal, "a")
     lock = threading.Lock()
 
@@ -60,12 +83,44 @@ def main(mnt, journal, seed, threads):
                     os.setxattr(os.path.join(mnt, victim), f"user.worm.hold.{case}", b"cut")
                     note(f"hold {victim} {case}")
             except OSError as e:
-                if e.errno in (107, 5, 2):  # ENOTCONN, EIO, ENOENT after the cut
+                if e.errno in CUT_ERRNOS:
                     return
                 if e.errno != 1:            # EPERM: an extension that is no extension
                     raise
 
+    def reaper():
+        """Short-lived records: write some, delete those long expired, now and then
+        dispose."""
+        rng = random.Random(seed * 100 + 99)
+        os.makedirs(os.path.join(mnt, "short"), exist_ok=True)
+        try:
+            os.setxattr(os.path.join(mnt, "short"), "user.worm.retention", b"2s")
+            for i in range(1, 4):
+                name = f"short/s{seed}-{i}.eml"
+                data = rng.randbytes(rng.choice([100, 9000, 200_000]))
+                digest = blake3.blake3(data).hexdigest()
+                note(f"intent {name} {digest}")
+                with open(os.path.join(mnt, name), "wb") as f:
+                    f.write(data)
+                note(f"closed {name} {digest}")
+                note(f"aged {name} {time.time():.3f}")
+            for name in due:
+                if not os.path.exists(os.path.join(mnt, name)):
+                    note(f"deleted {name} -")   # an unlink a cut interrupted did happen
+                    continue
+                note(f"unlinking {name} -")
+                os.unlink(os.path.join(mnt, name))
+                note(f"deleted {name} -")
+            if due and rng.random() < 0.5:
+                note(f"disposing - {time.time():.3f}")
+                subprocess.run([sys.executable, "-m", "wormfs", "dispose", store],
+                               capture_output=True, timeout=120)
+        except OSError as e:
+            if e.errno not in CUT_ERRNOS:
+                raise
+
     ts = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
+    ts.append(threading.Thread(target=reaper, daemon=True))
     for t in ts:
         t.start()
     for t in ts:
@@ -73,4 +128,4 @@ def main(mnt, journal, seed, threads):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])

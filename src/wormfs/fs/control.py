@@ -3,7 +3,10 @@ store, asked for by the ``wormfs`` command while the store is mounted (verify an
 repairs and results are events in the store's chain).
 
 ``UNIT/control.sock``: a unix stream socket, mode 0600, so only root (the owner of the mount)
-can use it. One request per connection, as one JSON line, checked field by field (requests.py):
+can use it. A unit on a file system that cannot hold a socket (a FUSE file system such as
+LazyFS, some network file systems: ENOSYS, EOPNOTSUPP, EPERM) has it in
+``/run/wormfs/control-DEV-INO.sock`` instead (the unit directory's device and inode; /run/wormfs
+is root's, 0700); the command looks in both places. One request per connection, as one JSON line, checked field by field (requests.py):
 ``{"op": "check", "deep": bool, "repair": bool}``, ``{"op": "note", "type": "export",
 "fields": {...}}``, ``{"op": "dispose", "dry_run": bool}`` or ``{"op": "delete", "path":
 str, "reason": str}``. The caller is known from the socket's peer credentials, and the
@@ -32,25 +35,47 @@ PROGRESS_EVERY = 0.5  # seconds between progress lines
 MAX_REQUEST = 64 << 20  # one request line (an export note lists every serial it holds)
 
 
-def socket_path(unit_path):
-    return os.path.join(unit_path, SOCKET_NAME)
+RUN_DIR = "/run/wormfs"
+
+
+def socket_paths(unit_path):
+    """Where the socket of the unit's mount can be: in the unit, else under /run."""
+    st = os.stat(unit_path)
+    return [os.path.join(unit_path, SOCKET_NAME),
+            os.path.join(RUN_DIR, f"control-{st.st_dev:x}-{st.st_ino:x}.sock")]
+
+
+def _bind(sock, path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
 
 
 class ControlServer:
     def __init__(self, unit_path, handlers):
         """``handlers``: op name -> fn(request, progress) returning a JSON-able result."""
-        self.path = socket_path(unit_path)
         self.handlers = handlers
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        here, run = socket_paths(unit_path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
         try:
-            self.sock.bind(self.path)
-        finally:
-            os.umask(old)
+            _bind(self.sock, here)
+            self.path = here
+        except OSError as e:
+            # The unit's file system holds no sockets: root's /run does.
+            log.info("no socket in %s (%s): the control socket is %s", unit_path,
+                     e.strerror, run)
+            os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+            os.chmod(RUN_DIR, 0o700)
+            self.sock.close()
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            _bind(self.sock, run)
+            self.path = run
         self.sock.listen(4)
         self.thread = threading.Thread(target=self._serve, name="wormfs-control", daemon=True)
         self.thread.start()
@@ -128,13 +153,18 @@ def request(unit_path, req, progress=None):
     """Ask the daemon that has the store mounted (``req``: a typed request of requests.py);
     its result, or StoreError."""
     req = requests.encode(req)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(socket_path(unit_path))
-    except OSError as e:
-        s.close()
+    err = None
+    for path in socket_paths(unit_path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            break
+        except OSError as e:
+            s.close()
+            err = err or e
+    else:
         raise StoreError(f"{unit_path} is in use by another process and its mount does not "
-                         f"answer ({e.strerror}); unmount it first") from None
+                         f"answer ({err.strerror}); unmount it first") from None
     with s, s.makefile("rwb") as f:
         f.write(json.dumps(req).encode() + b"\n")
         f.flush()
