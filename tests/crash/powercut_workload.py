@@ -92,8 +92,8 @@ def main(mnt, journal, seed, threads, store):
         """Short-lived records: write some, delete those long expired, now and then
         dispose."""
         rng = random.Random(seed * 100 + 99)
-        os.makedirs(os.path.join(mnt, "short"), exist_ok=True)
         try:
+            os.makedirs(os.path.join(mnt, "short"), exist_ok=True)
             os.setxattr(os.path.join(mnt, "short"), "user.worm.retention", b"2s")
             for i in range(1, 4):
                 name = f"short/s{seed}-{i}.eml"
@@ -119,8 +119,19 @@ def main(mnt, journal, seed, threads, store):
             if e.errno not in CUT_ERRNOS:
                 raise
 
-    ts = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
-    ts.append(threading.Thread(target=reaper, daemon=True))
+    errors = os.open(journal + ".errors", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def guarded(fn, *args):
+        """An unexpected error goes to JOURNAL.errors in one write (a traceback printed to
+        stderr may be cut short by the kill that follows)."""
+        try:
+            fn(*args)
+        except BaseException as e:
+            os.write(errors, f"{fn.__name__}{args}: {type(e).__name__}: {e}\n".encode())
+
+    ts = [threading.Thread(target=guarded, args=(worker, k), daemon=True)
+          for k in range(threads)]
+    ts.append(threading.Thread(target=guarded, args=(reaper,), daemon=True))
     for t in ts:
         t.start()
     for t in ts:
