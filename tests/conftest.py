@@ -24,6 +24,10 @@ class FakeTime:
         # clocks (wall and boot) against the kernel's file times.
         self.uptime_skew = 0
         self.process_skew = 0
+        # The true time of this fake world, as another machine's clock (an S3 bucket's Date)
+        # shows it: real time passing moves it, setting this host's clock does not.
+        self.true = self.wall
+        self.server_skew = 0
 
     def wall_us(self):
         return self.wall
@@ -40,11 +44,14 @@ class FakeTime:
     def kernel_wall_us(self, probe_path):
         return self.wall - self.process_skew
 
+    def server_us(self, date_us):
+        return self.true + self.server_skew
 
     def advance(self, seconds):
         """Real time passes: both clocks move."""
         self.wall += int(seconds * US)
         self.boot += int(seconds * US)
+        self.true += int(seconds * US)
 
     def jump_wall(self, seconds):
         """Someone sets the system clock; no real time passes."""
@@ -55,6 +62,7 @@ class FakeTime:
         self.bid = f"boot-{self._boots}"
         self.boot = 5 * US
         self.wall += int(downtime_seconds * US)
+        self.true += int(downtime_seconds * US)
 
 
 def flip_byte(path, offset, mask=0x40):

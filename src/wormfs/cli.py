@@ -160,6 +160,16 @@ def status_report(path):
                                    for t in ms.tamper_problems()]
         except WormError:
             pass  # unreachable or unreadable: the mirror's state says so
+    if unit["role"] == "primary" and is_s3(peer) and not unit.get("no_mirror"):
+        # The bucket's settings, asked every time (three requests): a weakened bucket is
+        # NOT COMPLIANT at once. What it holds is checked by verify and the scrub.
+        from .mirror.s3bucket import Bucket
+        try:
+            clock_problems += [f"mirror {unit.get('peer_serial')}: {peer}: {t}"
+                               for t in Bucket(peer, unit.get("peer_endpoint"))
+                               .config_problems()]
+        except (StoreError, OSError):
+            pass  # unreachable: the mirror's state says so
     degraded = mirror is not None and mirror["state"] not in ("synced", "none")
     if unit["role"] != "primary":
         reasons.append(f"this is the {unit['role']} unit of {unit.get('peer_serial')}")
@@ -273,7 +283,9 @@ def _run_check(path, deep, repair, progress, s3_url=None):
             rep = verification.run_readonly(st, os.path.join(path, "local"))
             if s3_url:
                 _check_bucket_alone(s3_url, path, st, rep, deep)
-            rep.add(None, "unit", f"only this {unit['role']} unit was checked")
+            # Not a finding: a clean mirror on its own verifies OK, saying what it left out.
+            rep.notes.append(f"only this {unit['role']} unit was checked (its primary "
+                             f"{unit.get('peer_serial')} was not)")
             return rep.as_dict()
     if unit_in_use(path):  # mounted: the daemon that owns the store does the work
         return control.request(path, requests.Check(deep=deep, repair=repair),
@@ -284,12 +296,11 @@ def _run_check(path, deep, repair, progress, s3_url=None):
 
 def _check_bucket_alone(url, copy, st, rep, deep):
     """verify s3://…: the bucket's objects and locks, against the unit read back from it."""
-    from .mirror.s3bucket import Bucket
-    from .mirror.s3copy import check_bucket
+    from .mirror.s3copy import bucket_for, check_bucket
     from .mirror.s3state import STATE_FILE, S3State
     state = S3State(os.path.join(copy, STATE_FILE), readonly=True)
     try:
-        check_bucket(Bucket(url), state, st.ix, rep, rep.units[0], deep=deep)
+        check_bucket(bucket_for(url), state, st.ix, rep, rep.units[0], deep=deep, copy=copy)
     finally:
         state.close()
 
@@ -301,6 +312,8 @@ def _print_check(r, what):
     for f in r["findings"]:
         where = f" [repaired from {f['source']}]" if f.get("repaired") else ""
         print(f"  {f['unit'] or 'store'}: {f['kind']}: {f['detail']}{where}")
+    for n in r.get("notes", []):
+        print(f"note: {n}")
     bad = [f for f in r["findings"] if not f.get("repaired")]
     if not bad:
         fixed = len(r["findings"])
@@ -478,8 +491,7 @@ def cmd_mirror_promote(args):
 def _promote_copy_of_bucket(args):
     """An S3 unit is promoted by reading it into a local directory (--to), which then
     continues the log as the primary; the bucket keeps what it holds, locked."""
-    from .mirror.s3bucket import Bucket
-    from .mirror.s3copy import fetch
+    from .mirror.s3copy import bucket_for, fetch
     from .mirror.s3state import STATE_FILE, S3State
     from .store.unit import rewrite_unit
     if not args.to:
@@ -489,9 +501,12 @@ def _promote_copy_of_bucket(args):
     _check_empty(path, "--to directory")
     progress = Progress(f"fetch {args.store}")
     try:
-        fetch(Bucket(args.store), path, progress).close()
+        state, findings = fetch(bucket_for(args.store), path, progress)
+        state.close()
     finally:
         progress.done()
+    for text in findings:
+        print(f"ignored: {text}")
     S3State.remove(os.path.join(path, STATE_FILE))   # the bucket's, not the new primary's
     unit = read_unit(path)
     unit["promoted_from_s3"] = unit.pop("s3", args.store)

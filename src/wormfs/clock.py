@@ -12,6 +12,12 @@ Rules (SPEC.md "Compliance clock", R12):
               nor a time namespace changes it; only setting the system clock does).
   Faking one of them never makes the clock run faster than the others. Across a reboot no
   source measures the time spent down: the clock resumes where it stopped.
+- Where the duplicate is an S3 bucket, the bucket's clock (the Date of its responses,
+  ``server``: mirror/s3clock.py) bounds it from above: the compliance clock is never ahead
+  of what the bucket's clock can be now. It is a clock on another machine, which no setting
+  of this host moves: faking all three local sources together (a time namespace and a
+  ``settimeofday``) still cannot expire a record before the bucket's time says so. A clock
+  that would run ahead of it is held at it, and that is a disagreement like any other.
 - When the kernel's realtime is ahead of it (a forward jump, time spent powered off) it
   catches up by at most CATCHUP_RATE of the elapsed time: 7 days per 365 days, as
   SnapLock's ComplianceClock. A 10-year jump therefore expires nothing.
@@ -48,6 +54,10 @@ SETTLE_US = 600 * US             # agreement needed after a disagreement before 
 
 class SystemTimeSource:
     """The real clocks of this machine."""
+
+    def server_us(self, date_us):
+        """A server's clock reading (an HTTP Date) on this source's time line: as it is."""
+        return date_us
 
     def wall_us(self):
         return time.time_ns() // 1000
@@ -187,15 +197,19 @@ def trusted_start(checkpoint, floor_us, now):
 
 class ComplianceClock:
     def __init__(self, state_path, source=None, floor_us=0, initial_us=None, persist=True,
-                 checkpoint=None):
+                 checkpoint=None, server=None):
         """Load or start the clock. ``floor_us``: newest time already recorded in the log.
         ``checkpoint``: the log's newest clock checkpoint, (compliance_us, Readings fields).
         ``initial_us``: for a new unit, the time to start from (the system clock).
-        ``persist=False``: a reader's view (status of a mounted store) that writes nothing."""
+        ``persist=False``: a reader's view (status of a mounted store) that writes nothing.
+        ``server``: a clock on another machine that bounds this one from above (an S3
+        bucket's, mirror/s3clock.py): ``refresh()`` and ``upper_us(source)``."""
         self.path = state_path
         self.probe = probe_path(os.path.dirname(state_path))
         self._persist = persist
         self.src = source or SystemTimeSource()
+        self.server = server
+        self._floor = floor_us
         self.anomalies = []
         self.file_problem = None
         self.unsettled = None        # why deletions wait (a disagreement), or None
@@ -231,6 +245,9 @@ class ComplianceClock:
             if state.get("unsettled") and not self.unsettled:
                 self.unsettled = str(state["unsettled"])
                 self._settle_at = c + SETTLE_US
+        c, why = self._server_bound(c, strict=True)
+        if why:
+            self._disagree(r, c, why)
         self._c = self._shown = c
         self._last = r
         self._agree = abs(r.kernel_us - c) <= TOLERANCE_US
@@ -319,7 +336,12 @@ class ComplianceClock:
         lag = r.kernel_us - c
         if lag > 0:
             c += min(lag, int(e * CATCHUP_RATE))
+        c, ahead = self._server_bound(c, strict)
+        why = why or ahead
         self._c, self._last = c, r
+        if ahead:
+            # Held at the bucket's time: what was shown beyond it is not kept either.
+            self._shown = max(c, self._floor)
         c = self._shown = max(self._shown, c)
         if why:
             self._disagree(r, c, why)
@@ -340,6 +362,20 @@ class ComplianceClock:
         if self._persisted_at is None or c - self._persisted_at >= PERSIST_INTERVAL_US:
             self.persist()
         return c
+
+    def _server_bound(self, c, strict):
+        """(c held at the server's clock, why it had to be, or None)."""
+        if self.server is None:
+            return c, None
+        if strict:
+            self.server.refresh()
+        hi = self.server.upper_us(self.src)
+        if hi is None or c <= hi + TOLERANCE_US:
+            return c, None
+        return max(hi, self._floor), (
+            f"the compliance clock would read {format_us(c)}, ahead of {self.server.name}'s "
+            f"clock ({format_us(hi)} at most): this host's clocks run fast or were set "
+            f"ahead; held at the bucket's time")
 
     def why_unsettled(self):
         """None when deletions may go by this clock, else why they wait."""

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import FakeTime, clear_immutable
 from wormfs.mirror import verification
 from wormfs.mirror.s3bucket import Bucket
+from wormfs.mirror.s3copy import fetch
 from wormfs.mirror.s3state import S3State
 from wormfs.mirror.s3target import cache_path, create_unit
 from wormfs.store import disposal
@@ -50,13 +51,18 @@ def test_disposal_with_an_s3_duplicate_leaves_both_sound(s3_store):
     path, clock, url = s3_store
     rnd = random.Random(5)
     with Store(path, time_source=clock, mirror_time_source=clock) as st:
-        gone = put(st, b"gone.eml", rnd.randbytes(600_000))
+        gone_data = rnd.randbytes(600_000)
+        gone = put(st, b"gone.eml", gone_data)
         put(st, b"kept.eml", rnd.randbytes(300_000))
         st.set_retain_until(st.lookup(1, b"kept.eml")["ino"], "2040-01-01", None)
         st.mirror_poll()
         clock.advance(2 * DAY)
         cert = disposal.run(st, None)
         assert [r["serial"] for r in cert["records"]] == [gone["serial"]]
+        # The certificate tells the truth: destroyed on the primary (and its shipping cache),
+        # still held in the bucket's locked objects.
+        assert cert["destroyed_on"] == ["WU-P"]
+        assert cert["still_held"]["unit"] == "WU-M" and cert["still_held"]["objects"]
         st.mirror_poll()
         assert st.mirror_state()[0] == "synced"
         rep = verification.run(st, deep=True)
@@ -68,6 +74,15 @@ def test_disposal_with_an_s3_duplicate_leaves_both_sound(s3_store):
         assert all(o.retain_until > time.time() * US for o in state.live())
     finally:
         state.close()
+    # Read back by a stranger: the log is whole, no finding, and no plaintext of the
+    # disposed record lands in the local copy.
+    dest = os.path.join(os.path.dirname(path), "readback")
+    state, findings = fetch(Bucket(url), dest)
+    state.close()
+    assert findings == []
+    segdir = os.path.join(dest, "segments")
+    blob = b"".join(open(os.path.join(segdir, n), "rb").read() for n in os.listdir(segdir))
+    assert gone_data[:4096] not in blob and gone_data[-4096:] not in blob
 
 
 def test_a_lost_shipping_cache_is_rebuilt_from_the_bucket(s3_store):
@@ -85,5 +100,42 @@ def test_a_lost_shipping_cache_is_rebuilt_from_the_bucket(s3_store):
         assert st.mirror.acked_seq == st._last_seq
         rep = verification.run(st, deep=True)
         assert rep.ok, rep.findings
-    listed = [rel for rel, _ in Bucket(url).list()]
+    listed = [v.rel for v in Bucket(url).versions()]
     assert any(r.startswith("seg/") for r in listed)
+
+
+def test_every_local_clock_set_ahead_is_held_at_the_buckets_clock(s3_store):
+    """A time namespace and a settimeofday together move all three local sources by the same
+    two years, so they agree with each other: only the bucket's clock, on another machine,
+    says otherwise. Nothing expires early; deletion and disposal are refused, audited, and
+    status names the bucket."""
+    from wormfs.clock import SETTLE_US
+    from wormfs.errors import Refused
+    path, clock, url = s3_store
+    two_years = 2 * 365 * DAY * US
+    with Store(path, time_source=clock, mirror_time_source=clock) as st:
+        put(st, b"a.eml", os.urandom(1000))
+        st.mirror_poll()
+        t0 = st.now()
+        clock.wall += two_years
+        clock.boot += two_years
+        clock.advance(5)
+        assert st.now() <= t0 + 10 * US      # held at the bucket's time
+        with pytest.raises(Refused, match="retained until 2026"):
+            st.unlink(1, b"a.eml", None)     # by the bucket's time it has not expired
+        with pytest.raises(Refused, match="S3 bucket"):
+            disposal.run(st, None)
+        assert st.lookup(1, b"a.eml") is not None
+        assert any("S3 bucket" in p for p in st.clock_problems())
+        rows = [e for e in st.events() if e["type"] == "clock" and e["kind"] == "disagree"]
+        assert rows and "S3 bucket" in rows[-1]["detail"]
+        # The host's clocks are put right; two days later the record has expired by every
+        # clock, and after SETTLE of agreement deletions go by it.
+        clock.wall -= two_years
+        clock.boot -= two_years
+        st.now()
+        clock.advance(2 * DAY)
+        st.now()
+        clock.advance(SETTLE_US / US + 1)
+        st.unlink(1, b"a.eml", None)
+        assert "settled" in [e["kind"] for e in st.events() if e["type"] == "clock"]

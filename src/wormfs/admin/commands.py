@@ -415,6 +415,12 @@ def cmd_dispose(args):
     if cert.get("event"):
         print(f"certificate of destruction: event {cert['event']} of the audit trail; "
               f"destroyed on {', '.join(cert.get('destroyed_on') or [])}")
+    held = cert.get("still_held")
+    if held:
+        last = max(o["retain_until"] for o in held["objects"])
+        print(f"NOT destroyed yet on the S3 unit {held['unit']}: {len(held['objects'])} "
+              f"objects still hold the data, locked until {last} at the latest (a lock "
+              f"cannot end early; the objects are listed in the disposal_done event)")
     return 0
 
 

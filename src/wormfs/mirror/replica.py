@@ -86,7 +86,7 @@ def parse_frames(data, check_ids=True):
 
 
 class Replica:
-    def __init__(self, path, *, serial, log_uuid, time_source=None):
+    def __init__(self, path, *, serial, log_uuid, time_source=None, server=None):
         """Open the mirror unit at ``path`` for receiving; ``serial`` and ``log_uuid`` are
         what the primary expects to find there."""
         self.path = os.path.abspath(path)
@@ -107,12 +107,12 @@ class Replica:
         self._lock = threading.Lock()
         self._noted = set()
         try:
-            self._open_parts(time_source or SystemTimeSource())
+            self._open_parts(time_source or SystemTimeSource(), server)
         except BaseException:
             os.close(self._lockfd)
             raise
 
-    def _open_parts(self, src):
+    def _open_parts(self, src, server=None):
         self.log = SegmentLog(os.path.join(self.path, "segments"), log_uuid_bytes(self.unit),
                               self.unit["segment_size"])
         self.ix = open_index(self.path, src.boot_id())
@@ -130,7 +130,7 @@ class Replica:
         # lets it refuse a delete a primary with a wrong clock asks for. Its state is in
         # its own chain (checkpoints in local/); clock.json is a cache, as on a primary.
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), src,
-                                     checkpoint=self.local.last_checkpoint)
+                                     checkpoint=self.local.last_checkpoint, server=server)
         self._note_clock()
         if torn:
             segno, offset, qpath, nbytes = torn

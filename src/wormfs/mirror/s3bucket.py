@@ -78,10 +78,12 @@ def _client(endpoint):
 
 
 class Bucket:
-    def __init__(self, url, endpoint=None):
+    def __init__(self, url, endpoint=None, clock=None):
+        """``clock``: a BucketClock (s3clock.py) told the Date of every response."""
         self.url = url
         self.name, self.prefix = parse_url(url)
         self.endpoint = endpoint
+        self.clock = clock
         self.s3 = _client(endpoint)
 
     def key(self, rel):
@@ -91,9 +93,16 @@ class Bucket:
 
     def _call(self, what, fn, **kw):
         from botocore.exceptions import BotoCoreError, ClientError
+        sent = self.clock.sent() if self.clock is not None else None
         try:
-            return fn(Bucket=self.name, **kw)
+            r = fn(Bucket=self.name, **kw)
+            if sent is not None:
+                self.clock.note(r.get("ResponseMetadata", {}).get("HTTPHeaders"), sent)
+            return r
         except ClientError as e:
+            if sent is not None:
+                self.clock.note(e.response.get("ResponseMetadata", {}).get("HTTPHeaders"),
+                                sent)
             err = e.response.get("Error", {})
             code = err.get("Code", "?")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -160,20 +169,75 @@ class Bucket:
                        MaxKeys=1)
         return not r.get("Versions") and not r.get("DeleteMarkers")
 
-    def list(self, rel_prefix=""):
-        """Yield (relative key, size) of the current version of every object under the
-        unit's prefix (+ ``rel_prefix``), in key order."""
-        token = None
+    def versions(self, rel_prefix=""):
+        """Yield a Version for every version and delete marker under the unit's prefix
+        (+ ``rel_prefix``). The versions of a key come newest first, as S3 lists them (the
+        order, not the timestamps, says which is first: two PUTs can share a second); the
+        delete markers of a page follow its versions."""
+        kw = {"Prefix": self.key(rel_prefix)}
+        cut = len(self.prefix) + 1
         while True:
-            kw = {"Prefix": self.key(rel_prefix)}
-            if token:
-                kw["ContinuationToken"] = token
-            r = self._call("list", self.s3.list_objects_v2, **kw)
-            for o in r.get("Contents", []):
-                yield o["Key"][len(self.prefix) + 1:], o["Size"]
+            r = self._call("list versions", self.s3.list_object_versions, **kw)
+            rows = [Version(v["Key"][cut:], v["VersionId"], v["Size"],
+                            (v.get("ETag") or "").strip('"'), to_us(v["LastModified"]),
+                            False) for v in r.get("Versions", [])]
+            rows += [Version(d["Key"][cut:], d["VersionId"], 0, "",
+                             to_us(d["LastModified"]), True)
+                     for d in r.get("DeleteMarkers", [])]
+            yield from rows
             if not r.get("IsTruncated"):
                 return
-            token = r["NextContinuationToken"]
+            kw["KeyMarker"] = r["NextKeyMarker"]
+            if r.get("NextVersionIdMarker"):
+                kw["VersionIdMarker"] = r["NextVersionIdMarker"]
+
+    def config_problems(self):
+        """How the bucket no longer protects what it holds: Object Lock off, versioning not
+        Enabled, a default retention other than COMPLIANCE, a lifecycle rule that expires or
+        removes versions. One line each."""
+        out = []
+        try:
+            cfg = self._call("object lock configuration",
+                             self.s3.get_object_lock_configuration)
+            lock = cfg.get("ObjectLockConfiguration", {})
+            if lock.get("ObjectLockEnabled") != "Enabled":
+                out.append(f"Object Lock is not enabled on bucket {self.name}")
+            rule = lock.get("Rule", {}).get("DefaultRetention")
+            if rule and rule.get("Mode") != "COMPLIANCE":
+                out.append(f"bucket {self.name}'s default retention is {rule.get('Mode')} "
+                           f"({rule.get('Days') or rule.get('Years')} "
+                           f"{'days' if rule.get('Days') else 'years'}), not COMPLIANCE: "
+                           f"objects sent without a lock could be removed")
+        except Unreachable as e:
+            if e.code != "ObjectLockConfigurationNotFoundError":
+                raise
+            out.append(f"bucket {self.name} has no Object Lock configuration")
+        ver = self._call("versioning", self.s3.get_bucket_versioning)
+        if ver.get("Status") != "Enabled":
+            out.append(f"versioning on bucket {self.name} is {ver.get('Status') or 'off'}, "
+                       f"not Enabled")
+        try:
+            rules = self._call("lifecycle", self.s3.get_bucket_lifecycle_configuration)
+        except Unreachable as e:
+            if e.code not in ("NoSuchLifecycleConfiguration",):
+                raise
+            rules = {}
+        for r in rules.get("Rules", []):
+            if r.get("Status") != "Enabled":
+                continue
+            acts = [k for k in ("Expiration", "NoncurrentVersionExpiration",
+                                "AbortIncompleteMultipartUpload", "Transitions",
+                                "NoncurrentVersionTransitions") if r.get(k)]
+            if not acts:
+                continue
+            scope = r.get("Filter", {}).get("Prefix", r.get("Prefix", ""))
+            if scope and not (self.prefix + "/").startswith(scope) and \
+                    not scope.startswith(self.prefix + "/"):
+                continue   # another prefix's rule
+            out.append(f"bucket {self.name} has a lifecycle rule {r.get('ID') or ''!r} "
+                       f"({', '.join(acts)}) over this unit's objects: whatever it removes "
+                       f"once a lock ends is not wormfs's disposal")
+        return out
 
     # -- objects --------------------------------------------------------------------------
 
@@ -224,10 +288,30 @@ class Bucket:
         if h["etag"] and h["etag"] != md5.hexdigest():
             problems.append("its ETag is not the MD5 of what was sent")
         problems += lock_problems(h, until, legal_hold)
+        first = self.first_version(rel)
+        if first != version:
+            # Another writer put this key first: the bucket's truth for it (its first
+            # version, s3survey.py) is not what wormfs wrote, so it does not count as stored.
+            problems.append(f"the key's first version is {first}, not this one: another "
+                            f"writer was first")
         if problems:
             raise IntegrityError(f"{self.url}: {rel} version {version} read back wrong: "
                                  f"{'; '.join(problems)}")
         return version, h["retain_until"], b3
+
+    def first_version(self, rel):
+        """The id of the oldest version of exactly ``rel`` (None if it has none)."""
+        key, first, kw = self.key(rel), None, {"Prefix": self.key(rel)}
+        while True:
+            r = self._call(f"list versions of {rel}", self.s3.list_object_versions, **kw)
+            for v in r.get("Versions", []):
+                if v["Key"] == key:
+                    first = v["VersionId"]   # newest first: the last one seen is the oldest
+            if not r.get("IsTruncated"):
+                return first
+            kw["KeyMarker"] = r["NextKeyMarker"]
+            if r.get("NextVersionIdMarker"):
+                kw["VersionIdMarker"] = r["NextVersionIdMarker"]
 
     def head(self, rel, version=None):
         kw = {"Key": self.key(rel)}
@@ -277,6 +361,15 @@ class Bucket:
         if h["legal_hold"] != bool(on):
             raise IntegrityError(f"{self.url}: {rel} version {version}: the legal hold reads "
                                  f"back {'ON' if h['legal_hold'] else 'OFF'}")
+
+
+class Version:
+    """One entry of a version listing: an object version or a delete marker."""
+    __slots__ = ("rel", "version", "size", "etag", "modified_us", "delete_marker")
+
+    def __init__(self, rel, version, size, etag, modified_us, delete_marker):
+        self.rel, self.version, self.size, self.etag = rel, version, size, etag
+        self.modified_us, self.delete_marker = modified_us, delete_marker
 
 
 class _Bounded(io.RawIOBase):

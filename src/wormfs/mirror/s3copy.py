@@ -15,19 +15,22 @@ back from the bucket, so that the usual scrub then repairs the primary from soun
 import json
 import os
 import shutil
+import sys
 
 import blake3
 
 from .. import retention
 from ..errors import IntegrityError, StoreError
+from ..store import events as E
 from ..store import frames as F
 from ..store.hostfs import atomic_write, fsync_dir, unit_in_use
 from ..store.index import Index
-from ..store.maintenance import rebuild_index
-from ..store.segments import seg_name
+from ..store.maintenance import event_hash_at, rebuild_index
+from ..store.segments import SegmentLog, seg_name
 from ..store.unit import SUBDIRS, format_doc, log_uuid_bytes
 from . import s3bucket
 from .s3state import STATE_FILE, S3State
+from .s3survey import survey
 
 DEFAULT_CACHE = "~/.cache/wormfs/s3"
 
@@ -40,35 +43,51 @@ def read_cache_dir(url):
     return os.path.join(base, bucket, prefix)
 
 
-def inventory(bucket, state):
-    """Fill ``state`` (s3state.py) from the bucket: one HEAD per object. Returns
-    (finished segment numbers, {segno: [tail offsets]})."""
-    segs, tails = [], {}
-    for rel, size in bucket.list():
-        parts = rel.split("/")
-        if parts[0] == "seg" and len(parts) == 2 and parts[1].isdigit():
-            segno, off = int(parts[1]), 0
-            segs.append(segno)
-        elif parts[0] == "tail" and len(parts) == 3 and parts[1].isdigit() and \
-                parts[2].isdigit():
-            segno, off = int(parts[1]), int(parts[2])
-            tails.setdefault(segno, []).append(off)
-        elif rel == "unit.json":
-            segno, off = 0, 0   # no log position: kept locked with the rest (the sweep)
-        else:
-            continue
-        h = bucket.head(rel)
-        state.add(rel, segno, off, size, h["version"], h["b3"] or "", h["retain_until"] or 0,
-                  h["legal_hold"])
-    for segno in segs:
-        state.supersede(segno)
-    return sorted(segs), {s: sorted(o) for s, o in tails.items()}
+def inventory(bucket, state, sv):
+    """Fill ``state`` (s3state.py) from the first version of each key of the survey ``sv``:
+    one HEAD per object (its lock and BLAKE3)."""
+    for e in sv.entries.values():
+        h = bucket.head(e.rel, e.first.version)
+        state.add(e.rel, e.segno, e.offset, e.size, e.first.version, h["b3"] or "",
+                  h["retain_until"] or 0, h["legal_hold"])
+
+
+def plan_log(sv):
+    """How the log is assembled from the survey: [(segno, seg Entry or None, [tail
+    Entries]), ...] from segment 1 on, each segment's tails continuing one another from the
+    segment header. What does not fit is a finding in ``sv`` and left out."""
+    segs, tails = sv.segs(), sv.tails()
+    numbers = sorted(set(segs) | set(tails))
+    plan = []
+    for segno in numbers:
+        if segno != len(plan) + 1:
+            for n in numbers[numbers.index(segno):]:
+                for e in ([segs[n]] if n in segs else []) + tails.get(n, []):
+                    sv.find(e.rel, f"segment {n} does not follow the log, which ends at "
+                            f"segment {len(plan)}: left out")
+            break
+        kept, end = [], F.SEG_HEADER_LEN
+        for e in tails.get(segno, []):
+            if e.offset != end:
+                sv.find(e.rel, f"does not continue segment {segno} at offset {end}: left "
+                        f"out")
+                continue
+            kept.append(e)
+            end = e.end
+        plan.append((segno, segs.get(segno), kept))
+    return plan
+
+
+CHECKED_FILE = "s3checked.json"   # {segno: seg version} whose tails were compared once
 
 
 def fetch(bucket, dest, progress=None):
     """Lay the bucket's unit out as a local mirror unit in ``dest`` (created if absent) and
-    build its index. Returns the S3State of the bucket's objects (kept in dest)."""
-    unit = read_bucket_unit(bucket)
+    build its index, from the first version of each object (s3survey.py). Returns
+    (S3State of the bucket's objects, kept in dest; the findings, one line each: what the
+    bucket holds besides the unit's truth, which was not read)."""
+    sv = survey(bucket)
+    unit = read_bucket_unit(bucket, sv)
     segdir = os.path.join(dest, "segments")
     if os.path.exists(os.path.join(dest, "unit.json")):
         with open(os.path.join(dest, "unit.json")) as f:
@@ -84,55 +103,163 @@ def fetch(bucket, dest, progress=None):
     statefile = os.path.join(dest, STATE_FILE)
     S3State.remove(statefile)   # rebuilt from the bucket below
     state = S3State(statefile)
-    segs, tails = inventory(bucket, state)
+    inventory(bucket, state, sv)
+    plan = plan_log(sv)
+    checked = _read_json(os.path.join(dest, CHECKED_FILE), {})
     uuid_bytes = log_uuid_bytes(unit)
-    total = sum(o.length for o in state.live())
+    total = sum(e.size for _, seg, tails in plan for e in ([seg] if seg else []) + tails)
     done = 0
-    for segno in segs:
-        path = os.path.join(segdir, seg_name(segno))
-        o = state.obj(f"seg/{segno:010d}")
-        if not (os.path.exists(path) and os.path.getsize(path) == o.length):
-            data = _checked_get(bucket, o)
-            atomic_write(path, data)
-        done += o.length
-        if progress:
-            progress(done, total)
-    last = segs[-1] if segs else 0
-    opened = [s for s in tails if s > last]
     for name in os.listdir(segdir):
         if name.endswith(".open"):
             os.unlink(os.path.join(segdir, name))
-    if opened:
-        segno = min(opened)
-        buf = bytearray(F.encode_segment_header(segno, uuid_bytes))
-        for off in tails[segno]:
-            o = state.obj(f"tail/{segno:010d}/{off:012d}")
-            if off != len(buf):
-                break  # a gap: nothing after it continues the log
-            buf += _checked_get(bucket, o)
-            done += o.length
-            if progress:
-                progress(done, total)
-        atomic_write(os.path.join(segdir, seg_name(segno, open_=True)), buf)
-        end = [segno, len(buf)]
-    else:
-        end = [last + 1, F.SEG_HEADER_LEN]
+    end = [1, F.SEG_HEADER_LEN]
+    for i, (segno, seg, tails) in enumerate(plan):
+        last = i == len(plan) - 1
+        path = os.path.join(segdir, seg_name(segno))
+        if seg is not None and checked.get(str(segno)) == seg.first.version and \
+                os.path.exists(path) and os.path.getsize(path) == seg.size:
+            done += seg.size + sum(t.size for t in tails)   # read and compared before
+            end = [segno + 1, F.SEG_HEADER_LEN]
+            continue
+        data = None
+        if tails:
+            buf = bytearray(F.encode_segment_header(segno, uuid_bytes))
+            for t in tails:
+                buf += _checked_get(bucket, state.obj(t.rel))
+                done += t.size
+                if progress:
+                    progress(done, total)
+            data = bytes(buf)
+        if seg is not None:
+            whole = _checked_get(bucket, state.obj(seg.rel))
+            done += seg.size
+            if data is not None and whole != data:
+                sv.find(seg.rel, f"is not byte-identical to the {len(tails)} tail objects of "
+                        f"segment {segno}: ignored; the tails are read")
+                seg = None
+            else:
+                data = whole
+                checked[str(segno)] = seg.first.version
+        if progress:
+            progress(done, total)
+        if seg is not None or not last:
+            atomic_write(path, data)
+            end = [segno + 1, F.SEG_HEADER_LEN]
+        else:
+            atomic_write(os.path.join(segdir, seg_name(segno, open_=True)), data)
+            end = [segno, len(data)]
+    atomic_write(os.path.join(dest, CHECKED_FILE), json.dumps(checked).encode())
     index = os.path.join(dest, "index")
     shutil.rmtree(index, ignore_errors=True)
     os.makedirs(index)
     rebuild_index(dest)
+    _destroy_disposed(dest, unit)
     ix = Index(index, readonly=True)
     try:
         with ix.read() as txn:
             seq = ix.meta(txn, "last_seq", 0)
             head = [seq, ix.meta(txn, "last_hash")] if seq else [0, None]
+        log = SegmentLog(segdir, uuid_bytes, unit["segment_size"], readonly=True)
+        try:
+            for text in head_problems(bucket, sv, log, ix):
+                sv.find("head/", text)
+        finally:
+            log.close()
     finally:
         ix.close()
     with state.transaction():
         state.put("end", end)
         state.put("head", head)
     fsync_dir(segdir)
-    return state
+    findings = [text for _, text in sv.findings]
+    atomic_write(os.path.join(dest, FINDINGS_FILE), json.dumps(findings, indent=1).encode())
+    return state, findings
+
+
+FINDINGS_FILE = "s3findings.json"   # what the last fetch found besides the truth
+
+
+def read_findings(dest):
+    return _read_json(os.path.join(dest, FINDINGS_FILE), [])
+
+
+def _read_json(path, default):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def _destroy_disposed(dest, unit):
+    """The bucket keeps a disposed chunk until its object's lock ends; the local copy
+    destroys it as every unit does (disposal.py), so it holds no plaintext of a record that
+    was disposed."""
+    from ..store import disposal
+    log = SegmentLog(os.path.join(dest, "segments"), log_uuid_bytes(unit),
+                     unit["segment_size"])
+    try:
+        for fr in log.scan():
+            if fr.ftype == F.T_EVENT:
+                ev = E.decode(fr.payload)
+                if ev.get("type") == "dispose" and ev.get("chunks"):
+                    disposal.destroy(log, ev)
+        log.sync()
+    finally:
+        log.close()
+
+
+def head_problems(bucket, sv, log, ix):
+    """The newest head object (the chain head the unit once held) against the log that was
+    read: a log that ends before it, or holds another event there, lost or changed events."""
+    e = sv.last_head()
+    if e is None:
+        return []
+    try:
+        h = json.loads(bucket.get(e.rel, e.first.version))
+        seq, want = int(h["event_seq"]), h["event_hash"]
+    except (ValueError, KeyError, TypeError) as err:
+        return [f"{bucket.url}/{e.rel} cannot be read as a head: {err}"]
+    with ix.read() as txn:
+        have = ix.meta(txn, "last_seq", 0)
+    if have < seq:
+        missing = f"{have + 1}" if have + 1 == seq else f"{have + 1} to {seq}"
+        return [f"{bucket.url}/{e.rel} says the unit held event {seq} on {h.get('time')}, "
+                f"but the log read from the bucket ends at event {have}: events {missing} "
+                f"are missing"]
+    try:
+        mine = event_hash_at(log, ix, seq)
+    except Exception as err:  # damage: the walk reports it in its own words
+        return [f"event {seq}, which {bucket.url}/{e.rel} names, cannot be read: {err}"]
+    if mine != want:
+        return [f"event {seq} of the log read from the bucket is not the one "
+                f"{bucket.url}/{e.rel} names (its hash differs)"]
+    return []
+
+
+def bucket_for(url, endpoint=None):
+    """The Bucket of an S3 unit for a command: at ``endpoint``, or AWS_ENDPOINT_URL, if the
+    command names one; else where the local copy of the unit says it lives (unit.json's
+    s3_endpoint); else the AWS configuration's (~/.aws/config, AWS's own). Without an
+    endpoint named, ``read_bucket_unit`` refuses a unit that says it lives elsewhere than
+    where it was reached: a bucket of the same name elsewhere is not the unit."""
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+    explicit = endpoint is not None
+    if endpoint is None:
+        endpoint = _read_json(os.path.join(read_cache_dir(url), "unit.json"), {}) \
+            .get("s3_endpoint") or None
+    b = s3bucket.Bucket(url, endpoint)
+    b.explicit_endpoint = explicit
+    return b
+
+
+def _check_endpoint(bucket, unit):
+    want = (unit.get("s3_endpoint") or "").rstrip("/")
+    got = (bucket.s3.meta.endpoint_url or "").rstrip("/")
+    if want and got != want and not getattr(bucket, "explicit_endpoint", False):
+        raise StoreError(f"{bucket.url} was reached at {got}, but the unit there says it "
+                         f"lives at {want}: a bucket of the same name elsewhere is not "
+                         f"trusted (set AWS_ENDPOINT_URL={want} to read it there)")
 
 
 def fetch_for_reading(url, endpoint=None, progress=None):
@@ -144,23 +271,29 @@ def fetch_for_reading(url, endpoint=None, progress=None):
         return dest   # mounted from this copy: it is what the mount serves
     bar = progress or Progress(f"fetch {url}")
     try:
-        state = fetch(s3bucket.Bucket(url, endpoint), dest, bar)
+        state, findings = fetch(bucket_for(url, endpoint), dest, bar)
     finally:
         if progress is None:
             bar.done()
     state.close()
+    for text in findings:
+        print(f"warning: {text}", file=sys.stderr)
     return dest
 
 
-def read_bucket_unit(bucket):
+def read_bucket_unit(bucket, sv):
+    e = sv.get("unit.json")
+    if e is None:
+        raise StoreError(f"{bucket.url} holds no wormfs unit (no unit.json)")
     try:
-        unit = json.loads(bucket.get("unit.json"))
+        unit = json.loads(bucket.get("unit.json", e.first.version))
     except FileNotFoundError:
         raise StoreError(f"{bucket.url} holds no wormfs unit (no unit.json)") from None
     except ValueError as e:
         raise StoreError(f"{bucket.url}/unit.json cannot be read: {e}") from None
     if unit.get("kind") != "wormfs-unit":
         raise StoreError(f"{bucket.url}/unit.json does not describe a wormfs unit")
+    _check_endpoint(bucket, unit)
     return unit
 
 
@@ -209,17 +342,28 @@ def required_locks(ix, state):
 
 
 def check_bucket(bucket, state, ix, rep, unit, *, deep=False, log=None, repair=False,
-                 on_repair=None):
-    """Findings about the bucket go into ``rep`` (scrub.Report) under ``unit``."""
+                 on_repair=None, copy=None):
+    """Findings about the bucket go into ``rep`` (scrub.Report) under ``unit``.
+
+    On a primary (``copy`` None) ``state`` is what this primary wrote and verified: the
+    bucket's first version of each key must be that one, and nothing else may be there. For
+    a bucket read alone, ``copy`` is the local copy that ``fetch`` assembled, whose findings
+    (what it found besides the truth and did not read) are reported."""
+    for text in bucket.config_problems():
+        rep.add(unit, "s3", f"{bucket.url}: {text}")
+    if copy is None:
+        sv = survey(bucket)
+        for _, text in sv.findings:
+            rep.add(unit, "s3", text)
+        _check_versions(bucket, sv, state, rep, unit)
+        if log is not None:
+            for text in head_problems(bucket, sv, log, ix):
+                rep.add(unit, "tamper", text)
+    else:
+        for text in read_findings(copy):
+            rep.add(unit, "s3", text)
     live = {o.rel: o for o in state.live()}
-    listed = dict(bucket.list())
-    if "unit.json" not in listed:
-        rep.add(unit, "s3", f"{bucket.url}/unit.json is missing")
     for o in live.values():
-        if o.rel not in listed:
-            rep.add(unit, "s3", f"{bucket.url}/{o.rel} is missing from the bucket",
-                    segment=o.segno, offset=o.offset)
-            continue
         try:
             h = bucket.head(o.rel, o.version)
         except FileNotFoundError:
@@ -243,14 +387,54 @@ def check_bucket(bucket, state, ix, rep, unit, *, deep=False, log=None, repair=F
                     f"record needs")
             continue
         if until and o.retain_until < until:
-            rep.add(unit, "s3", f"{bucket.url}/{o.rel} is locked until "
-                    f"{s3bucket.to_datetime(o.retain_until):%Y-%m-%d}, before a record it "
-                    f"holds expires ({s3bucket.to_datetime(until):%Y-%m-%d})",
-                    segment=o.segno, offset=o.offset)
+            f = rep.add(unit, "s3", f"{bucket.url}/{o.rel} is locked until "
+                        f"{s3bucket.to_datetime(o.retain_until):%Y-%m-%d}, before a record it "
+                        f"holds expires ({s3bucket.to_datetime(until):%Y-%m-%d})",
+                        segment=o.segno, offset=o.offset)
+            if repair and copy is None:
+                _restore(f, lambda: state.set_lock(
+                    o.rel, retain_until=bucket.extend(o.rel, o.version, until)), bucket,
+                    on_repair, "lock lengthened")
         if hold and not o.legal_hold:
-            rep.add(unit, "s3", f"{bucket.url}/{o.rel} holds a record that is held or "
-                    f"retained indefinitely, but has no legal hold",
-                    segment=o.segno, offset=o.offset)
+            f = rep.add(unit, "s3", f"{bucket.url}/{o.rel} holds a record that is held, "
+                        f"retained indefinitely or waiting for its event, but its legal hold "
+                        f"is off", segment=o.segno, offset=o.offset)
+            if repair and copy is None:
+                def put_back(o=o):
+                    bucket.legal_hold(o.rel, o.version, True)
+                    state.set_lock(o.rel, legal_hold=True)
+                _restore(f, put_back, bucket, on_repair, "legal hold put back")
+
+
+def _restore(finding, fn, bucket, on_repair, what):
+    """A protection found missing on the bucket, put back (scrub --repair), audited."""
+    try:
+        fn()
+    except (StoreError, OSError) as e:
+        finding["detail"] += f"; could not be put back: {e}"
+        return
+    finding.update(repaired=True, source=bucket.url)
+    finding["detail"] += f" ({what})"
+    if on_repair:
+        on_repair(finding)
+
+
+def _check_versions(bucket, sv, state, rep, unit):
+    """The primary's record of what it wrote against the bucket's versions."""
+    mine = {o.rel: o for o in state.all()}
+    for rel, o in mine.items():
+        e = sv.get(rel)
+        if e is None:
+            rep.add(unit, "s3", f"{bucket.url}/{rel}: no version of it is listed, but "
+                    f"wormfs wrote version {o.version}", segment=o.segno, offset=o.offset)
+        elif e.first.version != o.version:
+            rep.add(unit, "s3", f"{bucket.url}/{rel}: its first version is "
+                    f"{e.first.version}, not version {o.version} which wormfs wrote and "
+                    f"verified: another writer was first", segment=o.segno, offset=o.offset)
+    for rel in sv.entries:
+        if rel not in mine:
+            rep.add(unit, "s3", f"{bucket.url}/{rel}: an object this primary never wrote "
+                    f"(forged, or from another writer): ignored")
 
 
 def _deep_object(bucket, o, rep, unit, log, repair, on_repair):

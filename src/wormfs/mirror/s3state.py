@@ -118,6 +118,11 @@ class S3State:
         return [Obj(r) for r in self.db.execute(
             f"SELECT {_COLS} FROM objects WHERE superseded=0 ORDER BY segno, offset")]
 
+    def all(self):
+        """Every object wormfs wrote, superseded tails included."""
+        return [Obj(r) for r in self.db.execute(
+            f"SELECT {_COLS} FROM objects ORDER BY segno, offset, rel")]
+
     def locked_short(self, until, limit):
         """Up to ``limit`` live objects locked short of ``until``."""
         return [Obj(r) for r in self.db.execute(

@@ -6,6 +6,9 @@ What the bucket holds, under the unit's prefix:
     tail/S/O         the frames the primary shipped in one batch: segment S from offset O
     seg/S            segment S as a whole, once the primary finished it (the same bytes as
                      the segment file, header included)
+    head/Q           the chain head the bucket held (event Q), written at most every
+                     HEAD_OBJECT_INTERVAL_US, when a segment is finished and at close: a
+                     log read back shorter than the newest one lost events (s3copy.py)
 Every object is one PUT, locked in COMPLIANCE mode and read back (s3bucket.py) before the
 primary hears that it is stored, so a record counts as duplicated only once its frames are
 locked objects. The tail objects make that happen before close() returns; the segment object
@@ -41,11 +44,13 @@ from ..errors import IntegrityError, StoreError
 from ..store import events as E
 from ..store import frames as F
 from ..store.unit import new_unit
-from ..timeutil import US, parse_duration
+from ..timeutil import US, format_us, parse_duration
 from . import s3bucket
 from .replica import MirrorRefused, PositionMismatch, Replica, parse_frames
+from .s3clock import BucketClock
 from .s3copy import check_bucket, fetch, record_needs
 from .s3state import STATE_FILE, S3State, seg_rel, tail_rel
+from .s3survey import head_rel
 
 log = logging.getLogger("wormfs.mirror.s3")
 
@@ -53,6 +58,7 @@ DAY_US = 86400 * US
 MIN_LOCK = "1y"
 LOCK_STEP_US = 30 * DAY_US
 SWEEP_PER_BATCH = 32
+HEAD_OBJECT_INTERVAL_US = 600 * US
 RECORD_EVENTS = ("seal", "retention", "event_date", "hold", "release")
 
 
@@ -67,14 +73,22 @@ def step_up(us):
 
 
 class S3Target:
-    def __init__(self, url, endpoint, cache, *, serial, log_uuid, time_source=None):
+    def __init__(self, url, endpoint, cache, *, serial, log_uuid, time_source=None,
+                 server=None):
         self.url = url
-        self.bucket = s3bucket.Bucket(url, endpoint)
+        # The bucket's clock bounds the cache's clock (which judges deletions for the
+        # bucket) and, shared with it, the primary's.
+        server = server or BucketClock(url, endpoint)
+        self.bucket = s3bucket.Bucket(url, endpoint, clock=server)
         self._check_unit()   # first: an unreachable bucket costs one request per retry
         if not os.path.exists(os.path.join(cache, "unit.json")):
-            fetch(self.bucket, cache).close()   # rebuilt from the bucket (first use, or lost)
+            state, findings = fetch(self.bucket, cache)   # first use, or the cache was lost
+            state.close()
+            for text in findings:
+                log.warning("the shipping cache was rebuilt from %s, which also holds: %s",
+                            url, text)
         self.replica = Replica(cache, serial=serial, log_uuid=log_uuid,
-                               time_source=time_source)
+                               time_source=time_source, server=server)
         try:
             self.state = S3State(os.path.join(cache, STATE_FILE))
         except BaseException:
@@ -82,8 +96,12 @@ class S3Target:
             raise
 
     def _check_unit(self):
-        """The bucket must hold this unit, locked."""
-        h = self.bucket.head("unit.json")
+        """The bucket must hold this unit, locked: its first version (a delete marker or a
+        newer version over it is verify's finding, not a reason to stop)."""
+        first = self.bucket.first_version("unit.json")
+        if first is None:
+            raise StoreError(f"{self.url} holds no unit.json")
+        h = self.bucket.head("unit.json", first)
         if h["mode"] != "COMPLIANCE":
             raise StoreError(f"{self.url}/unit.json is not locked in COMPLIANCE mode")
 
@@ -179,11 +197,24 @@ class S3Target:
             self.state.move_holders([t.rel for t in tails], rel)
             self.state.supersede(segno)
             self.state.put("end", [segno + 1, F.SEG_HEADER_LEN])
+        self._store_head(force=True)
         # The tails' legal holds pass to the segment object: theirs can go.
         for t in tails:
             if t.legal_hold:
                 self.bucket.legal_hold(t.rel, t.version, False)
                 self.state.set_lock(t.rel, legal_hold=False)
+
+    def objects_holding(self, places):
+        """The bucket's objects that hold log positions ``places`` [(segno, offset)]: a
+        disposal's chunks, which stay there until the objects' locks end. [{rel, version,
+        retain_until}] by key."""
+        out = {}
+        for segno, off in places:
+            o = self.state.carrier(segno, off)
+            if o is not None:
+                out[o.rel] = {"rel": o.rel, "version": o.version,
+                              "retain_until": format_us(o.retain_until)}
+        return [out[k] for k in sorted(out)]
 
     def kept_refusals(self):
         return self.replica.kept_refusals()  # the shipping cache judged for the bucket
@@ -236,6 +267,10 @@ class S3Target:
 
     def close(self):
         try:
+            try:
+                self._store_head(force=True)
+            except (StoreError, OSError) as e:
+                log.warning("could not store the head object on %s: %s", self.url, e)
             self.state.close()
         finally:
             self.replica.close()
@@ -262,7 +297,29 @@ class S3Target:
             self.state.put("end", [segno, offset + len(data)])
             if head is not None:
                 self.state.put("head", head)
+        self._store_head()
         self._sweep()
+
+    def _store_head(self, force=False):
+        """A head object (head/Q): the newest event the bucket holds, locked as the log is,
+        so that a log read back from the bucket that ends before it is known to have lost
+        events. At most every HEAD_OBJECT_INTERVAL_US unless ``force``."""
+        seq, h = self.state.get("head", [0, None])
+        last_seq, last_at = self.state.get("head_object", [0, None])
+        now = self.replica.clock.now()
+        if not seq or seq <= last_seq or \
+                (not force and last_at is not None and now - last_at < HEAD_OBJECT_INTERVAL_US):
+            return
+        with self.ix.read() as txn:
+            next_serial = self.ix.meta(txn, "next_serial", 1)
+        body = json.dumps({"kind": "wormfs-head", "event_seq": seq, "event_hash": h,
+                           "next_serial": next_serial, "end": list(self.end()),
+                           "time": format_us(now)}).encode() + b"\n"
+        rel = head_rel(seq)
+        version, until, b3 = self.bucket.put(rel, body, self._floor())
+        with self.state.transaction():
+            self.state.add(rel, 0, 0, len(body), version, b3, until, False)
+            self.state.put("head_object", [seq, now])
 
     def _floor(self):
         """The retain-until every live object must have now (see the module's doc)."""
@@ -319,10 +376,10 @@ class S3Target:
                     self.state.set_lock(o.rel, legal_hold=want)
 
 
-def open_s3_target(unit, primary_path, time_source=None):
+def open_s3_target(unit, primary_path, time_source=None, server=None):
     return S3Target(unit["peer_path"], unit.get("peer_endpoint"), cache_path(primary_path),
                     serial=unit["peer_serial"], log_uuid=unit.get("log_uuid", unit["uuid"]),
-                    time_source=time_source)
+                    time_source=time_source, server=server)
 
 
 def create_unit(url, endpoint, unit_fields):

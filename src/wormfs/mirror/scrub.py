@@ -82,6 +82,7 @@ class Report:
     def __init__(self, units, deep, repair):
         self.units, self.deep, self.repair = units, deep, repair
         self.findings = []
+        self.notes = []      # what the check left out: said, but not a finding
         self.frames = {u.serial: 0 for u in units}
         self.bytes = 0
         self.records = {u.serial: 0 for u in units}
@@ -109,7 +110,7 @@ class Report:
                            "frames": self.frames[u.serial], "records": self.records[u.serial],
                            "events": u.chain_seq} for u in self.units],
                 "bytes": self.bytes, "pending_records": self.pending,
-                "findings": list(self.findings),
+                "findings": list(self.findings), "notes": list(self.notes),
                 "repaired": sum(1 for f in self.findings if f["repaired"])}
 
 

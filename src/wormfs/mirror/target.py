@@ -28,13 +28,23 @@ from .replica import Replica
 from .s3bucket import is_s3
 
 
-def open_target(unit, primary_path, time_source=None):
-    """Open the peer named by a primary's unit.json for replication."""
+def server_clock(unit):
+    """The clock outside this host that bounds a primary's compliance clock: its S3
+    duplicate's (s3clock.py), or None for a local mirror."""
+    if not is_s3(unit.get("peer_path")):
+        return None
+    from .s3clock import BucketClock
+    return BucketClock(unit["peer_path"], unit.get("peer_endpoint"))
+
+
+def open_target(unit, primary_path, time_source=None, server=None):
+    """Open the peer named by a primary's unit.json for replication. ``server``: the
+    primary's BucketClock for an S3 peer, which the target's requests keep fresh."""
     path = unit.get("peer_path")
     if not path:
         raise ValueError("the unit has no mirror")
     if is_s3(path):
         from .s3target import open_s3_target
-        return open_s3_target(unit, primary_path, time_source)
+        return open_s3_target(unit, primary_path, time_source, server)
     return Replica(path, serial=unit["peer_serial"], log_uuid=unit.get("log_uuid", unit["uuid"]),
                    time_source=time_source)

@@ -156,11 +156,20 @@ def run(store, actor, dry_run=False):
         return cert
     destroyed = destroy(store.log, ev)
     units = [store.unit["serial"]]
-    if store.mirror is not None and store.mirror.state == "synced":
+    kept = []
+    target = store.mirror.target if store.mirror is not None else None
+    if target is not None and hasattr(target, "objects_holding"):
+        # An S3 unit destroys nothing before its objects' locks end: say where the data
+        # still is, and until when (the shipping cache destroyed its copy like any unit).
+        kept = target.objects_holding([(c[1], c[2]) for c in p.chunks])
+    elif store.mirror is not None and store.mirror.state == "synced":
         units.append(store.unit.get("peer_serial"))
+    fields = {"still_held": kept} if kept else {}
     store.note("disposal_done", actor, dispose_seq=ev["seq"], frames=destroyed,
-               bytes=p.bytes, units=units)
+               bytes=p.bytes, units=units, **fields)
     cert["destroyed_on"] = units
+    if kept:
+        cert["still_held"] = {"unit": store.unit.get("peer_serial"), "objects": kept}
     return cert
 
 

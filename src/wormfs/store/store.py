@@ -27,7 +27,7 @@ from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTo
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
                       StoreFull, WormError, FileTooBig)
 from ..mirror.shipper import Replicator, read_state
-from ..mirror.target import open_target
+from ..mirror.target import open_target, server_clock
 from ..timeutil import format_us, parse_date, parse_duration
 from . import events as E
 from . import frames as F
@@ -183,9 +183,10 @@ class Store:
             checkpoint = self.ix.meta(txn, "clock_checkpoint")
         self._open_local()
         # The log's checkpoint is the clock's truth; clock.json only a cache (clock.py).
+        self.server_clock = server_clock(self.unit) if not self.readonly else None
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), time_source,
                                      floor_us=floor, persist=not self.readonly,
-                                     checkpoint=checkpoint)
+                                     checkpoint=checkpoint, server=self.server_clock)
         self._checkpointed = checkpoint[0] if checkpoint else None
         self._opened_at = self.clock.now()
         if not self.readonly and self._last_seq and self.recovered_tail:
@@ -253,7 +254,8 @@ class Store:
 
     def _attach_mirror(self, time_source):
         self.mirror = Replicator(
-            self.log, self.group, lambda: open_target(self.unit, self.path, time_source),
+            self.log, self.group,
+            lambda: open_target(self.unit, self.path, time_source, self.server_clock),
             self.path, self.clock.now,
             lambda seq: event_hash_at(self.log, self.ix, seq))
         # Connect only: a backlog is shipped by mirror_poll (the mount's keeper, or the
