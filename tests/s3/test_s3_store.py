@@ -83,6 +83,9 @@ def test_disposal_with_an_s3_duplicate_leaves_both_sound(s3_store):
     segdir = os.path.join(dest, "segments")
     blob = b"".join(open(os.path.join(segdir, n), "rb").read() for n in os.listdir(segdir))
     assert gone_data[:4096] not in blob and gone_data[-4096:] not in blob
+    with Store(dest, readonly=True) as copy:   # and it verifies clean: no false findings
+        rep = verification.run_readonly(copy)
+        assert rep.ok, rep.findings
 
 
 def test_a_lost_shipping_cache_is_rebuilt_from_the_bucket(s3_store):
