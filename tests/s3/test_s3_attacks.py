@@ -263,3 +263,22 @@ def test_a_weakened_default_retention_is_reported(tmp_path, rgw, monkeypatch):
     st = wormfs("status", m.store, check=False)
     assert st.returncode == 1 and "GOVERNANCE" in st.stdout, st.stdout
     clear_immutable(str(tmp_path))
+
+
+def test_a_key_forged_before_wormfs_writes_it_never_counts_as_stored(s3_url, rgw):
+    """Someone who can guess the next key puts a forgery there first: wormfs's own PUT then
+    becomes a newer version, which the bucket's truth (the first version) does not hold, so
+    it is refused (the batch stays pending and verify names the key). wormfs's own repeat of
+    an upload that a crash left unrecorded holds the same bytes: its first version counts."""
+    from wormfs.errors import IntegrityError
+    from wormfs.mirror.s3bucket import Bucket
+    b = Bucket(s3_url)
+    until = int((time.time() + 3600) * US)
+    v1, _, _ = b.put("tail/0000000001/000000000048", b"frames", until)
+    v2, _, _ = b.put("tail/0000000001/000000000048", b"frames", until + 3600 * US)
+    assert v2 == v1                        # the same bytes: the first version is ours
+    assert b.head("tail/0000000001/000000000048", v1)["retain_until"] >= until + 3600 * US
+    bucket, prefix = parse_url(s3_url)
+    _forge_put(rgw.client(), bucket, f"{prefix}/tail/0000000001/000000000054", b"forged")
+    with pytest.raises(IntegrityError, match="another writer was first"):
+        b.put("tail/0000000001/000000000054", b"genuine", until)
