@@ -10,13 +10,17 @@ it, moves the bytes to ``quarantine/`` and cuts the segment there. Damage anywhe
 cut: it is an integrity error for verify/scrub to repair from the mirror.
 """
 import contextlib
+import json
 import mmap
 import os
 import threading
 
 from ..errors import IntegrityError, StoreError, StoreFull
 from . import frames as F
-from .hostfs import fsync_dir, punch_hole, set_immutable
+from .hostfs import atomic_write, fsync_dir, punch_hole, set_immutable
+
+# In the unit directory, beside segments/: the frames a destroy is changing, while it does.
+DESTROY_JOURNAL = "destroying.json"
 
 
 def seg_name(segno, open_=False):
@@ -59,6 +63,8 @@ class SegmentLog:
         self.cur_end = None
         self.immutable_supported = None
         self._open()
+        if not readonly:
+            self.finish_destroy()   # before anything reads a frame a crash left half-done
 
     # -- opening --------------------------------------------------------------------------
 
@@ -206,6 +212,7 @@ class SegmentLog:
         it changed."""
         hl = F.FIXED_LEN + 32
         todo = []
+        journal = self._destroy_journal()
         for offset, chunk_id, length in frames:
             try:
                 ftype, key, plen, _, _ = F.parse_header(self.read(segno, offset, hl))
@@ -218,6 +225,12 @@ class SegmentLog:
                 todo.append((offset, chunk_id, length))
         if not todo:
             return 0
+        # Between the zeroed payloads and the new headers a frame is neither a chunk nor a
+        # disposed chunk: its checksum fails. The journal says which frames those are, so
+        # that an open after a crash finishes them before anything reads the segment (the
+        # index may be older than the frames and would otherwise replay them as damage).
+        atomic_write(journal, json.dumps(
+            {"segno": segno, "frames": [[o, c.hex(), n] for o, c, n in todo]}).encode())
         end = max(off + hl + length for off, _, length in todo)
         with self._writing(segno, end) as fd:
             for offset, _, length in todo:
@@ -226,7 +239,25 @@ class SegmentLog:
             os.fdatasync(fd)
             for offset, chunk_id, length in todo:
                 _pwrite_all(fd, F.disposed_header(chunk_id, length), offset)
+        os.unlink(journal)
         return len(todo)
+
+    def _destroy_journal(self):
+        return os.path.join(os.path.dirname(os.path.abspath(self.dir)), DESTROY_JOURNAL)
+
+    def finish_destroy(self):
+        """At open: finish the destroy a crash interrupted (its journal is there). Returns
+        how many frames it changed."""
+        try:
+            with open(self._destroy_journal()) as f:
+                j = json.load(f)
+        except FileNotFoundError:
+            return 0
+        except ValueError:
+            os.unlink(self._destroy_journal())   # torn before its payloads were touched
+            return 0
+        return self.destroy(int(j["segno"]),
+                            [(int(o), bytes.fromhex(c), int(n)) for o, c, n in j["frames"]])
 
     @contextlib.contextmanager
     def _writing(self, segno, end):
