@@ -78,6 +78,16 @@ def _verify(target, *extra):
     return r.returncode, r.stdout + r.stderr
 
 
+def _reported_everywhere(store, url, text):
+    """A weakened bucket is NOT COMPLIANT at once: verify of the primary and of the bucket
+    alone, and status (which reads the bucket's settings every time)."""
+    for target in (store, url):
+        code, out = _verify(target)
+        assert code == 1 and text in out, out
+    st = wormfs("status", store, check=False)
+    assert st.returncode == 1 and text in st.stdout, st.stdout
+
+
 def _promote_and_check(s3_url, tmp_path, ignored):
     """The primary is gone: the bucket alone, promoted, must hold every record as written,
     the hold and the extension; the promote names what it ignored."""
@@ -229,12 +239,7 @@ def test_a_lifecycle_rule_is_reported(written, s3_url, rgw):
         "ID": f"sweep-{prefix}", "Status": "Enabled", "Filter": {"Prefix": prefix + "/"},
         "Expiration": {"Days": 1}, "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}]})
     try:
-        code, out = _verify(written.store)
-        assert code == 1 and "lifecycle rule" in out, out
-        code, out = _verify(s3_url)
-        assert code == 1 and "lifecycle rule" in out, out
-        st = wormfs("status", written.store, check=False)
-        assert st.returncode == 1 and "lifecycle rule" in st.stdout, st.stdout
+        _reported_everywhere(written.store, s3_url, "lifecycle rule")
     finally:
         c.delete_bucket_lifecycle(Bucket=bucket)
 
@@ -256,12 +261,7 @@ def test_a_weakened_default_retention_is_reported(tmp_path, rgw, monkeypatch):
     c.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled",
         "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
-    code, out = _verify(m.store)
-    assert code == 1 and "GOVERNANCE" in out, out
-    code, out = _verify(url)
-    assert code == 1 and "GOVERNANCE" in out, out
-    st = wormfs("status", m.store, check=False)
-    assert st.returncode == 1 and "GOVERNANCE" in st.stdout, st.stdout
+    _reported_everywhere(m.store, url, "GOVERNANCE")
     clear_immutable(str(tmp_path))
 
 

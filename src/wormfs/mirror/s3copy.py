@@ -25,7 +25,8 @@ from ..store import events as E
 from ..store import frames as F
 from ..store.hostfs import atomic_write, fsync_dir, unit_in_use
 from ..store.index import Index
-from ..store.maintenance import event_hash_at, rebuild_index
+from ..store import heads
+from ..store.maintenance import rebuild_index
 from ..store.segments import SegmentLog, seg_name
 from ..store.unit import SUBDIRS, format_doc, log_uuid_bytes
 from . import s3bucket
@@ -220,21 +221,18 @@ def head_problems(bucket, sv, log, ix):
         seq, want = int(h["event_seq"]), h["event_hash"]
     except (ValueError, KeyError, TypeError) as err:
         return [f"{bucket.url}/{e.rel} cannot be read as a head: {err}"]
-    with ix.read() as txn:
-        have = ix.meta(txn, "last_seq", 0)
-    if have < seq:
-        missing = f"{have + 1}" if have + 1 == seq else f"{have + 1} to {seq}"
+    c = heads.contradiction(log, ix, seq, want)
+    if c is None:
+        return []
+    kind, what, have = c
+    if kind == "short":
         return [f"{bucket.url}/{e.rel} says the unit held event {seq} on {h.get('time')}, "
-                f"but the log read from the bucket ends at event {have}: events {missing} "
+                f"but the log read from the bucket ends at event {have}: events {what} "
                 f"are missing"]
-    try:
-        mine = event_hash_at(log, ix, seq)
-    except Exception as err:  # damage: the walk reports it in its own words
-        return [f"event {seq}, which {bucket.url}/{e.rel} names, cannot be read: {err}"]
-    if mine != want:
-        return [f"event {seq} of the log read from the bucket is not the one "
-                f"{bucket.url}/{e.rel} names (its hash differs)"]
-    return []
+    if kind == "unreadable":
+        return [f"event {seq}, which {bucket.url}/{e.rel} names, cannot be read: {what}"]
+    return [f"event {seq} of the log read from the bucket is not the one "
+            f"{bucket.url}/{e.rel} names (its hash differs)"]
 
 
 def bucket_for(url, endpoint=None):

@@ -40,26 +40,38 @@ class HeadKeeper:
         self._seq, self._at = seq, now_us
 
 
+def contradiction(log, ix, seq, want):
+    """How the log contradicts a head (event ``seq`` with hash ``want``) that a unit once
+    held: ("short", the events missing as text), ("unreadable", why), ("other", None) when
+    event ``seq`` has another hash, or None when the log agrees."""
+    with ix.read() as txn:
+        have = ix.meta(txn, "last_seq", 0)
+    if have < seq:
+        return "short", (f"{have + 1}" if have + 1 == seq else f"{have + 1} to {seq}"), have
+    try:
+        mine = event_hash_at(log, ix, seq)
+    except Exception as e:  # damage: verify's walk reports it in its own words
+        return "unreadable", str(e), have
+    return ("other", None, have) if mine != want else None
+
+
 def problems(chain, log, ix):
     """One line for each way the log contradicts the newest head ``chain`` recorded."""
     last = chain.last_head if chain is not None else None
     if not last:
         return []
-    with ix.read() as txn:
-        have = ix.meta(txn, "last_seq", 0)
-    seq, h = int(last["event_seq"]), last.get("event_hash")
+    seq = int(last["event_seq"])
     who = ("this unit's mirror acknowledged" if last["type"] == "peer_head"
            else "this unit received")
-    if have < seq:
-        missing = f"{have + 1}" if have + 1 == seq else f"{have + 1} to {seq}"
+    c = contradiction(log, ix, seq, last.get("event_hash"))
+    if c is None:
+        return []
+    kind, what, have = c
+    if kind == "short":
         return [f"the log ends at event {have}, but {who} event {seq} on {last['time']}: "
-                f"events {missing} are missing from the log (cut short outside wormfs?); "
+                f"events {what} are missing from the log (cut short outside wormfs?); "
                 f"repair from the other unit ('wormfs scrub --repair') or examine it"]
-    try:
-        mine = event_hash_at(log, ix, seq)
-    except Exception as e:  # damage: verify's walk reports it in its own words
-        return [f"event {seq}, which {who} on {last['time']}, cannot be read: {e}"]
-    if mine != h:
-        return [f"event {seq} in the log is not the one {who} on {last['time']} (its hash "
-                f"differs): the log was rewritten outside wormfs"]
-    return []
+    if kind == "unreadable":
+        return [f"event {seq}, which {who} on {last['time']}, cannot be read: {what}"]
+    return [f"event {seq} in the log is not the one {who} on {last['time']} (its hash "
+            f"differs): the log was rewritten outside wormfs"]
