@@ -48,6 +48,12 @@ def forget_data(ino):
         pass  # the kernel no longer knows the inode: nothing cached
 
 
+# Errors of the unit's disk, passed on to the caller as they are.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+# The unit's file system is gone: the caller gets EIO, the log one line.
+GONE_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.ENXIO, errno.ENODEV)
+
+
 def _handler(fn):
     @functools.wraps(fn)
     async def wrapper(self, *args):
@@ -59,9 +65,14 @@ def _handler(fn):
             log.debug("%s%r: %s", fn.__name__, args[:2], e)
             raise pyfuse3.FUSEError(e.errno) from None
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG):
+            if e.errno in DISK_ERRNOS:
                 log.error("%s%r: %s", fn.__name__, args[:2], e)
                 raise pyfuse3.FUSEError(e.errno) from None
+            if e.errno in GONE_ERRNOS:
+                # The file system holding the unit went away under us (a network or FUSE
+                # file system that died, a device pulled): the disk failed, not wormfs.
+                log.error("%s%r: the unit's file system failed: %s", fn.__name__, args[:2], e)
+                raise pyfuse3.FUSEError(errno.EIO) from None
             log.exception("%s%r failed", fn.__name__, args[:2])
             raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
