@@ -10,8 +10,8 @@ Every few cuts and at the end, both units pass ``verify --deep``.
 
 Opt-in: WORMFS_POWERCUTS=N runs N cuts (50 is the figure to run); WORMFS_POWERCUT_SEED
 picks the moments; WORMFS_POWERCUT_KEEP=1 keeps the work directory for a post-mortem. It is
-not in the default run yet: run alone it passed 7 runs of 50 cuts in a row here, but inside
-the full suite it has failed once with an open question (cut 40: the mirror would not open,
+not in the default run yet: run alone, its last runs of 50 cuts passed here, but inside the
+full suite it has failed once with an open question (cut 40: the mirror would not open,
 "segment 34 is missing"; its index named a segment whose file was gone). Until that is
 understood, a failure in CI would hold back every change.
 
