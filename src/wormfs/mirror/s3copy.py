@@ -120,6 +120,7 @@ def fetch(bucket, dest, progress=None):
         if seg is not None and checked.get(str(segno)) == seg.first.version and \
                 os.path.exists(path) and os.path.getsize(path) == seg.size:
             done += seg.size + sum(t.size for t in tails)   # read and compared before
+            state.supersede(segno)
             end = [segno + 1, F.SEG_HEADER_LEN]
             continue
         data = None
@@ -137,10 +138,12 @@ def fetch(bucket, dest, progress=None):
             if data is not None and whole != data:
                 sv.find(seg.rel, f"is not byte-identical to the {len(tails)} tail objects of "
                         f"segment {segno}: ignored; the tails are read")
+                state.drop(seg.rel)   # never a carrier of the log (repairs read carriers)
                 seg = None
             else:
                 data = whole
                 checked[str(segno)] = seg.first.version
+                state.supersede(segno)   # the segment object carries what its tails did
         if progress:
             progress(done, total)
         if seg is not None or not last:

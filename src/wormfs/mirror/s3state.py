@@ -142,6 +142,10 @@ class S3State:
             self.db.execute("UPDATE objects SET legal_hold=? WHERE rel=?",
                             (int(legal_hold), rel))
 
+    def drop(self, rel):
+        """Forget an object that is not the unit's (a forged one a reader ignored)."""
+        self.db.execute("DELETE FROM objects WHERE rel=?", (rel,))
+
     def supersede(self, segno):
         self.db.execute("UPDATE objects SET superseded=1 WHERE segno=? AND rel LIKE 'tail/%'",
                         (segno,))
