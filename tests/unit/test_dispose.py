@@ -193,6 +193,35 @@ def test_a_crash_inside_the_destruction_is_finished_before_the_log_is_read(pair,
         assert rep.ok, rep.findings
 
 
+def test_a_crash_just_before_the_journal_goes_leaves_both_units_openable(pair, fake_time):
+    """Power cut after a destroy rewrote the headers and before it removed its journal: the
+    next open has nothing left to do and must remove the journal, and no other log of the
+    unit (its own chain in local/, a log of its own) may take it for its own. Found by the
+    power-cut test: the mirror would not open ('segment 2 is missing': its local/ chain
+    tried to finish the main log's destroy)."""
+    import json
+    p, m = pair
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        put(st, b"gone", blob(8, 400_000), retain="2026-02-01")
+        fake_time.advance(30 * DAY)
+        cert = disposal.run(st, None)
+        ev = next(e for e in st.events() if e["type"] == "dispose")
+    assert cert["records"]
+    segno = ev["chunks"][0][1]
+    journal = json.dumps({"segno": segno, "frames": [[off, cid, n] for cid, s, off, n
+                                                     in ev["chunks"] if s == segno]})
+    for unit in (p, m):
+        with open(f"{unit}/destroying.json", "w") as f:
+            f.write(journal)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        st.mirror_poll()
+        assert st.mirror_state()[0] == "synced"
+        for unit in (p, m):
+            assert not os.path.exists(f"{unit}/destroying.json"), unit
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.findings
+
+
 def test_the_mirror_refuses_a_forged_disposal_of_a_retained_record(pair, fake_time):
     from wormfs.mirror.replica import Replica
     from wormfs.store import events as E

@@ -20,7 +20,8 @@ LOCAL_SEGMENT_SIZE = 16 << 20
 class LocalChain:
     def __init__(self, path, unit_uuid_bytes, readonly=False):
         os.makedirs(path, exist_ok=True) if not readonly else None
-        self.log = SegmentLog(path, unit_uuid_bytes, LOCAL_SEGMENT_SIZE, readonly=readonly)
+        self.log = SegmentLog(path, unit_uuid_bytes, LOCAL_SEGMENT_SIZE, readonly=readonly,
+                              disposable=False)
         self.last_seq, self.last_hash = 0, E.GENESIS
         self.last_refused = None  # (seq of the refused event, reason), to note each once
         self.kept = []  # the refused events kept in the log unapplied (kept_refusals)

@@ -51,8 +51,13 @@ class Frame:
 
 
 class SegmentLog:
-    def __init__(self, dirpath, unit_uuid, max_size, readonly=False):
+    def __init__(self, dirpath, unit_uuid, max_size, readonly=False, disposable=True):
+        """``disposable``: the unit's log, whose chunk frames a disposal destroys (with its
+        journal, DESTROY_JOURNAL, in the unit directory). A unit's own chain (local/) is a
+        log too, in the same unit directory: it holds no chunks and must never take the
+        main log's journal for its own."""
         self.dir = dirpath
+        self.disposable = disposable
         self.unit_uuid = unit_uuid
         self.max_size = max_size
         self.readonly = readonly
@@ -63,7 +68,7 @@ class SegmentLog:
         self.cur_end = None
         self.immutable_supported = None
         self._open()
-        if not readonly:
+        if not readonly and disposable:
             self.finish_destroy()   # before anything reads a frame a crash left half-done
 
     # -- opening --------------------------------------------------------------------------
@@ -210,6 +215,8 @@ class SegmentLog:
         before any header is rewritten, so a frame whose header says "disposed" holds zeros,
         and a crash in between leaves frames a second call finishes. Returns how many frames
         it changed."""
+        if not self.disposable:
+            raise IntegrityError(f"{self.dir} holds no chunks to destroy")
         hl = F.FIXED_LEN + 32
         todo = []
         journal = self._destroy_journal()
@@ -256,8 +263,15 @@ class SegmentLog:
         except ValueError:
             os.unlink(self._destroy_journal())   # torn before its payloads were touched
             return 0
-        return self.destroy(int(j["segno"]),
-                            [(int(o), bytes.fromhex(c), int(n)) for o, c, n in j["frames"]])
+        n = self.destroy(int(j["segno"]),
+                         [(int(o), bytes.fromhex(c), int(n)) for o, c, n in j["frames"]])
+        # A crash after the headers were rewritten and before the journal went leaves
+        # nothing to do (0 frames) and the journal still there.
+        try:
+            os.unlink(self._destroy_journal())
+        except FileNotFoundError:
+            pass
+        return n
 
     @contextlib.contextmanager
     def _writing(self, segno, end):
