@@ -185,10 +185,52 @@ def test_a_forged_new_segment_object_is_reported_and_never_read(written, s3_url,
     code, out = _verify(written.store)
     assert code == 1 and "never wrote" in out, out
     code, out = _verify(s3_url)
-    assert code == 1 and "not byte-identical" in out, out
+    assert code == 1 and "seg/0000000001" in out and "disagrees with tail/0000000001/*, " \
+        "written before it" in out, out
     assert tails
     shutil.rmtree(written.store, ignore_errors=True)
-    _promote_and_check(s3_url, tmp_path, ["not byte-identical"])
+    _promote_and_check(s3_url, tmp_path, ["disagrees with"])
+
+
+def _frames(data):
+    """(offset, type, key, length) of each frame of a segment's bytes."""
+    from wormfs.store import frames as F
+    out, off = [], F.SEG_HEADER_LEN
+    while off < len(data):
+        ftype, key, plen, _, hl = F.parse_header(data[off:off + F.HEADER_PEEK])
+        out.append((off, ftype, key, hl + plen))
+        off += hl + plen
+    return out
+
+
+def test_a_forged_redacted_copy_destroys_nothing(written, s3_url, rgw, tmp_path):
+    """A dispose stores a redacted copy of a segment (dseg/S/Q) that readers prefer. Forged
+    with the primary's credentials, one that destroys a retained record's chunk (no dispose
+    event names it) or changes an event is reported and ignored: the bucket alone still
+    gives back every record."""
+    from wormfs.store import frames as F
+    c = _s3(rgw)
+    bucket, prefix, _ = _keys(c, s3_url)
+    with open(os.path.join(written.store, "segments", "0000000001.open"), "rb") as f:
+        real = f.read()
+    frames = _frames(real)
+    off, _, key, length = next(fr for fr in frames if fr[1] == F.T_CHUNK)
+    hl = F.FIXED_LEN + 32
+    destroyed = bytearray(real)
+    destroyed[off:off + length] = F.disposed_header(key, length - hl) + bytes(length - hl)
+    _forge_put(c, bucket, f"{prefix}/dseg/0000000001/000000000998", bytes(destroyed))
+    ev_off, _, _, ev_len = next(fr for fr in frames if fr[1] == F.T_EVENT)
+    changed = bytearray(real)
+    changed[ev_off + ev_len - 2] ^= 1   # inside the last byte of an event's payload
+    _forge_put(c, bucket, f"{prefix}/dseg/0000000001/000000000999", bytes(changed))
+    code, out = _verify(written.store)
+    assert code == 1 and "never wrote" in out, out
+    code, out = _verify(s3_url)
+    assert code == 1 and "dseg/0000000001/000000000998" in out and \
+        "no dispose event names" in out, out
+    assert "dseg/0000000001/000000000999" in out and "disagrees with" in out, out
+    shutil.rmtree(written.store, ignore_errors=True)
+    _promote_and_check(s3_url, tmp_path, ["no dispose event names"])
 
 
 def test_delete_markers_hide_nothing(written, s3_url, rgw, tmp_path):

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.conftest import FakeTime, clear_immutable
+from wormfs.errors import NotFound
 from wormfs.mirror import verification
 from wormfs.mirror.s3bucket import Bucket
 from wormfs.mirror.s3copy import fetch
@@ -16,7 +17,7 @@ from wormfs.mirror.s3state import S3State
 from wormfs.mirror.s3target import cache_path, create_unit
 from wormfs.store import disposal
 from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, Store, create_store
-from wormfs.timeutil import US, format_us
+from wormfs.timeutil import US, format_us, parse_date
 
 DAY = 86400
 
@@ -86,6 +87,30 @@ def test_disposal_with_an_s3_duplicate_leaves_both_sound(s3_store):
     with Store(dest, readonly=True) as copy:   # and it verifies clean: no false findings
         rep = verification.run_readonly(copy)
         assert rep.ok, rep.findings
+    assert any(v.rel.startswith("dseg/0000000001/") for v in Bucket(url).versions())
+    # The segment the disposal touched while it was open is finished afterwards: its
+    # segment object holds the destroyed frames, its tails the plaintext (until their locks
+    # end). A stranger's read, and a shipping cache rebuilt from the bucket, agree with it.
+    clear_immutable(cache_path(path))
+    shutil.rmtree(cache_path(path))
+    with Store(path, time_source=clock, mirror_time_source=clock) as st:
+        for i in range(3):
+            put(st, b"later%d" % i, rnd.randbytes(400_000))
+        st.mirror_poll()
+        assert st.mirror_state()[0] == "synced"
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.findings
+    assert any(v.rel == "seg/0000000001" for v in Bucket(url).versions())
+    dest = os.path.join(os.path.dirname(path), "readback2")
+    state, findings = fetch(Bucket(url), dest)
+    state.close()
+    assert findings == []
+    blob = b"".join(open(os.path.join(dest, "segments", n), "rb").read()
+                    for n in os.listdir(os.path.join(dest, "segments")))
+    assert gone_data[:4096] not in blob and gone_data[-4096:] not in blob
+    with Store(dest, readonly=True) as copy:
+        rep = verification.run_readonly(copy)
+        assert rep.ok, rep.findings
 
 
 def test_a_lost_shipping_cache_is_rebuilt_from_the_bucket(s3_store):
@@ -142,3 +167,122 @@ def test_every_local_clock_set_ahead_is_held_at_the_buckets_clock(s3_store):
         clock.advance(SETTLE_US / US + 1)
         st.unlink(1, b"a.eml", None)
         assert "settled" in [e["kind"] for e in st.events() if e["type"] == "clock"]
+
+
+class RealTime(FakeTime):
+    """The fake world's clocks, moving with real time (the bucket enforces its locks in
+    real time): every source agrees, as on an honest host."""
+    def __init__(self):
+        super().__init__(start=format_us(int(time.time() * US)))
+        self.t0 = time.monotonic()
+
+    def _passed(self):
+        return int((time.monotonic() - self.t0) * US)
+
+    def wall_us(self):
+        return self.wall + self._passed()
+
+    def boot_us(self):
+        return self.boot + self._passed()
+
+    def uptime_us(self):
+        return self.boot + self._passed() + self.uptime_skew
+
+    def kernel_wall_us(self, probe_path):
+        return self.wall_us() - self.process_skew
+
+    def server_us(self, date_us):
+        return self.true + self._passed() + self.server_skew
+
+
+def test_disposal_redacts_the_bucket_and_a_later_dispose_deletes_what_expired(
+        tmp_path, s3_url, monkeypatch):
+    """The bucket cannot destroy a frame in place. A dispose stores a redacted copy of each
+    segment it touched (``dseg/S/Q``) that carries the segment from then on; the objects it
+    replaced are no longer lengthened, and the first dispose after their locks end deletes
+    them, recorded as a ``bucket_destroyed`` event. Locks this short exist only inside this
+    test process (the installed floor is a year); the bucket enforces them in real time, so
+    the fake clock only moves as real time does."""
+    from wormfs.mirror import s3target
+    monkeypatch.setattr(s3target, "MIN_LOCK", "10s")
+    monkeypatch.setattr(s3target, "LOCK_STEP_US", US)
+    clock = RealTime()
+    path = str(tmp_path / "p")
+    log_uuid = "0b3c2a54-3a0e-4b8e-9d51-4f0c8b1f0a12"
+    create_unit(s3_url, None, dict(role="mirror", mode="compliance", peer_serial="WU-P",
+                                   peer_path=path, label="t", segment_size=1 << 20,
+                                   chunking=None, same_device=False, no_mirror=False,
+                                   serial="WU-M", log_uuid=log_uuid))
+    create_store(path, role="primary", mode="compliance", label="t", serial="WU-P",
+                 peer_serial="WU-M", peer_path=s3_url, log_uuid=log_uuid,
+                 segment_size=1 << 20,
+                 settings={"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": "24h",
+                           "mirror_max_lag": "24h"},
+                 init={"default_retention": "2s", "admin_gid": None, "time_source": clock,
+                       "mirror_time_source": clock})
+
+    wait = time.sleep
+
+    rnd = random.Random(9)
+    gone_data = rnd.randbytes(900_000)
+    bucket = Bucket(s3_url)
+    try:
+        with Store(path, time_source=clock, mirror_time_source=clock) as st:
+            gone = put(st, b"gone.eml", gone_data)           # fills segment 1
+            kept_data = rnd.randbytes(200_000)
+            kept = put(st, b"kept.eml", kept_data)           # segment 2, held
+            st.place_hold(kept["ino"], "case-1", "litigation", None)
+            st.mirror_poll()
+            assert any(v.rel == "seg/0000000001" for v in bucket.versions())
+            wait(3)
+            cert = disposal.run(st, None)
+            assert [r["serial"] for r in cert["records"]] == [gone["serial"]]
+            assert "bucket_destroyed" not in cert   # their locks have not ended yet
+            held = {o["rel"] for o in cert["still_held"]["objects"]}
+            assert "seg/0000000001" in held and any(r.startswith("tail/0000000001/")
+                                                    for r in held)
+            rels = {v.rel for v in bucket.versions()}
+            redacted = [r for r in rels if r.startswith("dseg/0000000001/")]
+            assert redacted, sorted(rels)
+            # Read back now, the bucket still holds the plaintext, but the reader takes the
+            # redacted copy: none of it lands in the local copy, and nothing is a finding.
+            dest = str(tmp_path / "readback")
+            state, findings = fetch(bucket, dest)
+            state.close()
+            assert findings == []
+            blob = b"".join(open(os.path.join(dest, "segments", n), "rb").read()
+                            for n in os.listdir(os.path.join(dest, "segments")))
+            assert gone_data[:4096] not in blob and gone_data[-4096:] not in blob
+            assert kept_data[:4096] in blob
+            # The replaced objects' locks end (they are no longer lengthened); the next
+            # dispose, with nothing to dispose of, deletes them.
+            last = max(parse_date(o["retain_until"]) for o in cert["still_held"]["objects"])
+            wait(max(0.0, (last - time.time() * US) / US) + 2)
+            cert2 = disposal.run(st, None)
+            assert cert2["records"] == []
+
+            deleted = {o["rel"] for o in cert2["bucket_destroyed"]["objects"]}
+            assert held <= deleted, (held, deleted)
+            rels = {v.rel for v in bucket.versions()}
+            assert not rels & held
+            assert not any(v.rel.startswith("tail/0000000001/") for v in bucket.versions())
+            events = [ev for ev in st.events() if ev["type"] == "bucket_destroyed"]
+            assert events and {o["rel"] for o in events[-1]["objects"]} == deleted
+            st.mirror_poll()
+            rep = verification.run(st, deep=True)
+            assert rep.ok, rep.findings
+        # A stranger reads the bucket as it is now: the whole log, the held record, no
+        # finding, and a copy that verifies.
+        dest = str(tmp_path / "readback2")
+        state, findings = fetch(bucket, dest)
+        state.close()
+        assert findings == []
+        with Store(dest, readonly=True) as copy:
+            rep = verification.run_readonly(copy)
+            assert rep.ok, rep.findings
+            rec = copy.lookup(1, b"kept.eml")
+            assert copy.read(rec["ino"], 0, len(kept_data)) == kept_data
+            with pytest.raises(NotFound):
+                copy.lookup(1, b"gone.eml")
+    finally:
+        clear_immutable(str(tmp_path))

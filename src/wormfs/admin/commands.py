@@ -420,7 +420,14 @@ def cmd_dispose(args):
         last = max(o["retain_until"] for o in held["objects"])
         print(f"NOT destroyed yet on the S3 unit {held['unit']}: {len(held['objects'])} "
               f"objects still hold the data, locked until {last} at the latest (a lock "
-              f"cannot end early; the objects are listed in the disposal_done event)")
+              f"cannot end early; the objects are listed in the disposal_done event; "
+              f"they are no longer lengthened, and the first dispose after that date "
+              f"deletes them)")
+    gone = cert.get("bucket_destroyed")
+    if gone:
+        print(f"deleted from the S3 unit {gone['unit']}: {len(gone['objects'])} objects "
+              f"whose locks had ended and that a newer object replaces (listed in the "
+              f"bucket_destroyed event)")
     return 0
 
 

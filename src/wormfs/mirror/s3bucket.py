@@ -367,6 +367,12 @@ class Bucket:
                                  f"read back wrong: {'; '.join(problems)}")
         return h["retain_until"]
 
+    def delete_version(self, rel, version):
+        """Delete one version for good (no delete marker): only once its lock has ended,
+        which the store itself enforces."""
+        self._call(f"delete {rel}", self.s3.delete_object, Key=self.key(rel),
+                   VersionId=version)
+
     def legal_hold(self, rel, version, on):
         self._call(f"legal hold {rel}", self.s3.put_object_legal_hold, Key=self.key(rel),
                    VersionId=version, LegalHold={"Status": "ON" if on else "OFF"})

@@ -53,33 +53,245 @@ def inventory(bucket, state, sv):
                   h["retain_until"] or 0, h["legal_hold"])
 
 
+class SegPlan:
+    """What the bucket holds of one segment: its ``seg`` Entry (or None), its redacted
+    copies (``dsegs``, by dispose seq) and its tails (by offset)."""
+    __slots__ = ("segno", "seg", "dsegs", "tails")
+
+    def __init__(self, segno, seg, dsegs, tails):
+        self.segno, self.seg, self.dsegs, self.tails = segno, seg, dsegs, tails
+
+    def entries(self):
+        return ([self.seg] if self.seg else []) + self.dsegs + self.tails
+
+    def ident(self):
+        """Which versions of which keys the bucket holds of this segment."""
+        return sorted(f"{e.rel}@{e.first.version}" for e in self.entries())
+
+
 def plan_log(sv):
-    """How the log is assembled from the survey: [(segno, seg Entry or None, [tail
-    Entries]), ...] from segment 1 on, each segment's tails continuing one another from the
-    segment header. What does not fit is a finding in ``sv`` and left out."""
-    segs, tails = sv.segs(), sv.tails()
-    numbers = sorted(set(segs) | set(tails))
+    """The segments of the survey, from segment 1 on: [SegPlan]. A segment after a missing
+    one is a finding in ``sv`` and left out."""
+    segs, dsegs, tails = sv.segs(), sv.dsegs(), sv.tails()
+    numbers = sorted(set(segs) | set(dsegs) | set(tails))
     plan = []
     for segno in numbers:
         if segno != len(plan) + 1:
             for n in numbers[numbers.index(segno):]:
-                for e in ([segs[n]] if n in segs else []) + tails.get(n, []):
+                for e in ([segs[n]] if n in segs else []) + dsegs.get(n, []) + \
+                        tails.get(n, []):
                     sv.find(e.rel, f"segment {n} does not follow the log, which ends at "
                             f"segment {len(plan)}: left out")
             break
-        kept, end = [], F.SEG_HEADER_LEN
-        for e in tails.get(segno, []):
-            if e.offset != end:
-                sv.find(e.rel, f"does not continue segment {segno} at offset {end}: left "
-                        f"out")
-                continue
-            kept.append(e)
-            end = e.end
-        plan.append((segno, segs.get(segno), kept))
+        plan.append(SegPlan(segno, segs.get(segno), dsegs.get(segno, []),
+                            tails.get(segno, [])))
     return plan
 
 
-CHECKED_FILE = "s3checked.json"   # {segno: seg version} whose tails were compared once
+class _Candidate:
+    """One way to read a segment from its start: a whole object (seg/S, dseg/S/Q) or the
+    header followed by the tails that continue one another from offset 48."""
+    __slots__ = ("entries", "data", "rank")
+
+    def __init__(self, entries, data, rank):
+        self.entries, self.data, self.rank = entries, data, rank
+
+    @property
+    def name(self):
+        e = self.entries[0]
+        return e.rel if e.kind != "tail" else f"tail/{e.segno:010d}/*"
+
+    def written_at(self, off):
+        """When the object holding offset ``off`` was first written."""
+        for e in self.entries:
+            if e.kind != "tail" or e.offset <= off < e.end:
+                return e.first.modified_us
+        return self.entries[-1].first.modified_us
+
+
+def disagreement(a, b):
+    """Where two readings of one segment's start differ other than by what a disposal
+    destroyed (a chunk frame in one, the disposed frame of the same chunk and length in the
+    other, §2): the offset, or None if they agree over the bytes both hold."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return None
+    if a[:F.SEG_HEADER_LEN] != b[:F.SEG_HEADER_LEN]:
+        return 0
+    off = F.SEG_HEADER_LEN
+    while off < n:
+        try:
+            ta, ka, pa, _, ha = F.parse_header(a[off:off + F.HEADER_PEEK])
+        except F.FrameError:
+            return None if a[off:n] == b[off:n] else off
+        length = ha + pa
+        if off + length > n:
+            return None if a[off:n] == b[off:n] else off
+        if a[off:off + length] != b[off:off + length]:
+            try:
+                tb, kb, pb, _, hb = F.parse_header(b[off:off + F.HEADER_PEEK])
+            except F.FrameError:
+                return off
+            if {ta, tb} != {F.T_CHUNK, F.T_DISPOSED} or ka != kb or hb + pb != length:
+                return off
+        off += length
+    return None
+
+
+def _segment_bytes(bucket, state, sv, sp, uuid_bytes, exclude):
+    """Read segment ``sp`` as the bucket's truth has it. Every object of it that can be read
+    from its start is a candidate; they must agree but for what a disposal destroyed. The
+    newest redacted copy is read first, then the segment object, then the tails (so no
+    disposed chunk is read in plaintext where a copy without it exists). Two that disagree
+    otherwise: the one written first is the truth (a forger can only add, later), the other
+    a finding, ignored. The tails past the chosen one's end continue it. Returns (bytes, the
+    Entries that carry them, the Entries ignored)."""
+    def usable(e):   # not excluded, nor dropped as ignored by an earlier pass
+        return e.rel not in exclude and state.obj(e.rel) is not None
+    tails = {t.offset: t for t in sp.tails if usable(t)}
+    header = F.encode_segment_header(sp.segno, uuid_bytes)
+    cands = []
+    for e in sorted(sp.dsegs, key=lambda e: -e.seq):
+        if usable(e):
+            cands.append(_Candidate([e], _checked_get(bucket, state.obj(e.rel)), 0))
+    if sp.seg is not None and usable(sp.seg):
+        cands.append(_Candidate([sp.seg], _checked_get(bucket, state.obj(sp.seg.rel)), 1))
+    chain, pos, buf = [], F.SEG_HEADER_LEN, bytearray(header)
+    while pos in tails:
+        chain.append(tails[pos])
+        buf += _checked_get(bucket, state.obj(tails[pos].rel))
+        pos = tails[pos].end
+    if chain:
+        cands.append(_Candidate(chain, bytes(buf), 2))
+    ignored = []
+    for c in cands:
+        if c.data[:F.SEG_HEADER_LEN] != header[:len(c.data)]:
+            sv.find(c.name, f"does not start with segment {sp.segno}'s header: ignored")
+            ignored.append(c)
+    cands = [c for c in cands if c not in ignored]
+    # A redacted copy of the open segment is a prefix: one older than the segment object
+    # was superseded by it and is not a reading of the whole.
+    if sp.seg is not None:
+        whole = [c for c in cands if c.rank == 1]
+        if whole:
+            cands = [c for c in cands if c.rank != 0 or len(c.data) >= len(whole[0].data)]
+    while True:
+        chosen = None
+        for c in cands:
+            clash = None
+            for o in cands:
+                if o is not c:
+                    at = disagreement(c.data, o.data)
+                    if at is not None:
+                        clash = (o, at)
+                        break
+            if clash is None:
+                chosen = c
+                break
+            o, at = clash
+            # The one written first is the truth; at a tie the tails, then the segment
+            # object (the older kinds).
+            older, newer = sorted((c, o), key=lambda x: (x.written_at(at), -x.rank))
+            what = ("tails" if newer.rank == 2 else "object")
+            sv.find(newer.name, f"segment {sp.segno} offset {at}: this {what} disagrees with "
+                    f"{older.name}, written before it, other than by a disposal: ignored; "
+                    f"{older.name} is read")
+            ignored.append(newer)
+            cands.remove(newer)
+            break
+        if chosen is not None or not cands:
+            break
+    if chosen is None:
+        return None, [], [e for c in ignored for e in c.entries]
+    data, carriers = bytearray(chosen.data), list(chosen.entries)
+    pos = len(data)
+    for c in ignored:
+        for e in c.entries:
+            if tails.get(e.offset) is e:
+                del tails[e.offset]
+    # Nothing continues a finished segment (one whose segment object exists).
+    while sp.seg is None and pos in tails and tails[pos] not in carriers:
+        t = tails[pos]
+        data += _checked_get(bucket, state.obj(t.rel))
+        carriers.append(t)
+        pos = t.end
+    used = {e.rel for c in cands for e in c.entries} | {e.rel for e in carriers}
+    for t in sp.tails:
+        if t.rel not in used and usable(t):
+            sv.find(t.rel, f"does not continue segment {sp.segno} at offset {pos}: left out")
+            ignored.append(_Candidate([t], b"", 2))
+    return bytes(data), carriers, [e for c in ignored for e in c.entries]
+
+
+CHECKED_FILE = "s3checked.json"   # {segno: {objects, chosen, size}} read and compared once
+
+
+def _write_segments(bucket, state, sv, plan, dest, uuid_bytes, progress, head_end,
+                    exclude=frozenset(), only=None):
+    """Assemble the segments of ``plan`` (those in ``only``, if given) into dest/segments.
+    Returns ({segno: [rel of its carriers]}, {segno: the log's end if it ends there})."""
+    segdir = os.path.join(dest, "segments")
+    checked = _read_json(os.path.join(dest, CHECKED_FILE), {})
+    total = sum(e.size for sp in plan for e in sp.entries())
+    done, chosen, ends = 0, {}, {}
+    for i, sp in enumerate(plan):
+        segno, last = sp.segno, i == len(plan) - 1
+        if only is not None and segno not in only:
+            continue
+        path = os.path.join(segdir, seg_name(segno))
+        if only is None:
+            seen = checked.get(str(segno))
+        else:   # a second pass reads its segments again, whatever was recorded
+            checked.pop(str(segno), None)
+            seen = None
+        if isinstance(seen, dict) and seen.get("objects") == sp.ident() and \
+                os.path.exists(path) and os.path.getsize(path) == seen.get("size"):
+            # Read and compared before, and the bucket holds the same objects of it.
+            done += sum(e.size for e in sp.entries())
+            chosen[segno] = seen.get("carriers") or []
+            _mark(state, sp, chosen[segno])
+            ends[segno] = [segno + 1, F.SEG_HEADER_LEN]
+            continue
+        data, carriers, ignored = _segment_bytes(bucket, state, sv, sp, uuid_bytes, exclude)
+        done += sum(e.size for e in sp.entries())
+        if progress:
+            progress(done, total)
+        for e in ignored:
+            state.drop(e.rel)   # never a carrier of the log (repairs read carriers)
+        if data is None:
+            sv.find(f"seg/{segno:010d}", f"no object of segment {segno} can be read from "
+                    f"its start: the log read ends before it")
+            break
+        chosen[segno] = [e.rel for e in carriers]
+        _mark(state, sp, chosen[segno])
+        # Finished: a later segment exists, or its segment object does, or the newest head
+        # object says the log went on (a finished segment whose objects were replaced by a
+        # redacted copy, with nothing written after it yet).
+        finished = not last or carriers[0].kind == "seg" or sp.seg is not None or \
+            (carriers[0].kind == "dseg" and len(carriers) == 1 and head_end and
+             tuple(head_end) >= (segno + 1, F.SEG_HEADER_LEN))
+        for name in (seg_name(segno), seg_name(segno, open_=True)):
+            if os.path.exists(os.path.join(segdir, name)):
+                os.unlink(os.path.join(segdir, name))   # read again: replaced below
+        if finished:
+            atomic_write(path, data)
+            ends[segno] = [segno + 1, F.SEG_HEADER_LEN]
+            if len(carriers) == 1:
+                checked[str(segno)] = {"objects": sp.ident(), "size": len(data),
+                                       "carriers": chosen[segno]}
+        else:
+            atomic_write(os.path.join(segdir, seg_name(segno, open_=True)), data)
+            ends[segno] = [segno, len(data)]
+    atomic_write(os.path.join(dest, CHECKED_FILE), json.dumps(checked).encode())
+    return chosen, ends
+
+
+def _mark(state, sp, carriers):
+    """The carriers of a segment are its live objects; the rest of it is superseded."""
+    keep = set(carriers)
+    for e in sp.entries():
+        if e.rel not in keep and state.obj(e.rel) is not None:
+            state.mark_superseded(e.rel)
 
 
 def fetch(bucket, dest, progress=None):
@@ -106,59 +318,35 @@ def fetch(bucket, dest, progress=None):
     state = S3State(statefile)
     inventory(bucket, state, sv)
     plan = plan_log(sv)
-    checked = _read_json(os.path.join(dest, CHECKED_FILE), {})
     uuid_bytes = log_uuid_bytes(unit)
-    total = sum(e.size for _, seg, tails in plan for e in ([seg] if seg else []) + tails)
-    done = 0
     for name in os.listdir(segdir):
         if name.endswith(".open"):
             os.unlink(os.path.join(segdir, name))
-    end = [1, F.SEG_HEADER_LEN]
-    for i, (segno, seg, tails) in enumerate(plan):
-        last = i == len(plan) - 1
-        path = os.path.join(segdir, seg_name(segno))
-        if seg is not None and checked.get(str(segno)) == seg.first.version and \
-                os.path.exists(path) and os.path.getsize(path) == seg.size:
-            done += seg.size + sum(t.size for t in tails)   # read and compared before
-            state.supersede(segno)
-            end = [segno + 1, F.SEG_HEADER_LEN]
-            continue
-        data = None
-        if tails:
-            buf = bytearray(F.encode_segment_header(segno, uuid_bytes))
-            for t in tails:
-                buf += _checked_get(bucket, state.obj(t.rel))
-                done += t.size
-                if progress:
-                    progress(done, total)
-            data = bytes(buf)
-        if seg is not None:
-            whole = _checked_get(bucket, state.obj(seg.rel))
-            done += seg.size
-            if data is not None and whole != data:
-                sv.find(seg.rel, f"is not byte-identical to the {len(tails)} tail objects of "
-                        f"segment {segno}: ignored; the tails are read")
-                state.drop(seg.rel)   # never a carrier of the log (repairs read carriers)
-                seg = None
-            else:
-                data = whole
-                checked[str(segno)] = seg.first.version
-                state.supersede(segno)   # the segment object carries what its tails did
-        if progress:
-            progress(done, total)
-        if seg is not None or not last:
-            atomic_write(path, data)
-            end = [segno + 1, F.SEG_HEADER_LEN]
-        else:
-            atomic_write(os.path.join(segdir, seg_name(segno, open_=True)), data)
-            end = [segno, len(data)]
-    atomic_write(os.path.join(dest, CHECKED_FILE), json.dumps(checked).encode())
-    index = os.path.join(dest, "index")
-    shutil.rmtree(index, ignore_errors=True)
-    os.makedirs(index)
-    rebuild_index(dest)
+    head_end = _newest_head(bucket, sv).get("end")
+    chosen, ends = _write_segments(bucket, state, sv, plan, dest, uuid_bytes, progress,
+                                   head_end)
+    _rebuild(dest)
+    # A redacted copy may destroy only what a dispose event of the log names: one that
+    # destroys more is forged (it would hide a record's bytes) and the segment is read again
+    # without it.
+    forged = {}
+    for segno, off in _unnamed_disposed(dest, unit):
+        for rel in chosen.get(segno, []):
+            if rel.startswith("dseg/"):
+                forged.setdefault(rel, (segno, off))
+    if forged:
+        for rel, (segno, off) in sorted(forged.items()):
+            sv.find(rel, f"destroys the frame at segment {segno} offset {off}, which no "
+                    f"dispose event names: ignored (forged)")
+            state.drop(rel)
+        only = {segno for segno, _ in forged.values()}
+        _, again = _write_segments(bucket, state, sv, plan, dest, uuid_bytes, None, head_end,
+                                   exclude=set(forged), only=only)
+        ends.update(again)
+        _rebuild(dest)
+    end = ends[max(ends)] if ends else [1, F.SEG_HEADER_LEN]
     _destroy_disposed(dest, unit)
-    ix = Index(index, readonly=True)
+    ix = Index(os.path.join(dest, "index"), readonly=True)
     try:
         with ix.read() as txn:
             seq = ix.meta(txn, "last_seq", 0)
@@ -178,6 +366,43 @@ def fetch(bucket, dest, progress=None):
     findings = [text for _, text in sv.findings]
     atomic_write(os.path.join(dest, FINDINGS_FILE), json.dumps(findings, indent=1).encode())
     return state, findings
+
+
+def _newest_head(bucket, sv):
+    """The newest head object's content ({} if none or unreadable)."""
+    e = sv.last_head()
+    if e is None:
+        return {}
+    try:
+        h = json.loads(bucket.get(e.rel, e.first.version))
+        return h if isinstance(h, dict) else {}
+    except (ValueError, FileNotFoundError):
+        return {}
+
+
+def _rebuild(dest):
+    index = os.path.join(dest, "index")
+    shutil.rmtree(index, ignore_errors=True)
+    os.makedirs(index)
+    rebuild_index(dest)
+
+
+def _unnamed_disposed(dest, unit):
+    """(segno, offset) of every disposed frame in dest's log that no dispose event names."""
+    log = SegmentLog(os.path.join(dest, "segments"), log_uuid_bytes(unit),
+                     unit["segment_size"], readonly=True)
+    try:
+        named, seen = set(), []
+        for fr in log.scan():
+            if fr.ftype == F.T_EVENT:
+                ev = E.decode(fr.payload)
+                if ev.get("type") == "dispose":
+                    named.update((c[1], c[2]) for c in ev.get("chunks") or [])
+            elif fr.ftype == F.T_DISPOSED:
+                seen.append((fr.segno, fr.offset))
+        return [p for p in seen if p not in named]
+    finally:
+        log.close()
 
 
 FINDINGS_FILE = "s3findings.json"   # what the last fetch found besides the truth

@@ -2,13 +2,19 @@
 shipping cache, ``s3state.db``). It can be rebuilt from the bucket (a listing and a HEAD per
 object), so it is a cache like the index, never the truth.
 
-    objects   rel TEXT PRIMARY KEY   key under the unit's prefix: 'seg/S' or 'tail/S/O'
-              segno, offset, length  the log bytes it holds (a whole segment: offset 0)
+    objects   rel TEXT PRIMARY KEY   key under the unit's prefix: 'seg/S', 'dseg/S/Q', 'tail/S/O'
+                                     or 'head/Q'
+              segno, offset, length  the log bytes it holds (a whole segment or a redacted
+                                     one: offset 0; a head object: segment 0)
               version TEXT           the version wormfs wrote and verified
               b3 TEXT                BLAKE3 of its bytes
               retain_until INTEGER   its COMPLIANCE retain-until (us), as read back
               legal_hold INTEGER     1 while a legal hold is on it
-              superseded INTEGER     1 for a tail object once its segment's object is stored
+              superseded INTEGER     1 once a later object carries its bytes: a tail once its
+                                     segment's object or a redacted copy is stored, a seg/S or
+                                     dseg/S/Q once a newer redacted copy of S is. A superseded
+                                     object is no longer lengthened, and once its lock ends
+                                     a later dispose deletes it (s3target.expire)
     holds     rel, ino               records that keep a legal hold on the object
     meta      k TEXT PRIMARY KEY, v TEXT (JSON)
               end        [segno, offset] just past the last frame the bucket holds (verified)
@@ -40,6 +46,11 @@ def seg_rel(segno):
 
 def tail_rel(segno, offset):
     return f"tail/{segno:010d}/{offset:012d}"
+
+
+def dseg_rel(segno, seq):
+    """Segment S from its start, as it is once dispose event ``seq`` destroyed its frames."""
+    return f"dseg/{segno:010d}/{seq:012d}"
 
 
 class Obj:
@@ -99,18 +110,37 @@ class S3State:
         return None if row is None else Obj(row)
 
     def carrier(self, segno, offset):
-        """The live object holding log position (segno, offset): the segment's object once
-        it is stored, before that the tail object covering the offset."""
-        seg = self.obj(seg_rel(segno))
-        if seg is not None:
-            return seg
+        """The live object holding log position (segno, offset). The live objects of a
+        segment never overlap: its segment object or its newest redacted copy, and the
+        tails past the end of that (all of them before there is one)."""
         row = self.db.execute(
-            f"SELECT {_COLS} FROM objects WHERE segno=? AND offset<=? AND rel LIKE 'tail/%' "
-            f"ORDER BY offset DESC LIMIT 1", (segno, offset)).fetchone()
+            f"SELECT {_COLS} FROM objects WHERE segno=? AND offset<=? AND superseded=0 "
+            f"AND rel NOT LIKE 'head/%' ORDER BY offset DESC, length DESC LIMIT 1",
+            (segno, offset)).fetchone()
         if row is None:
             return None
         o = Obj(row)
         return o if offset < o.end else None
+
+    def holding(self, segno, offset):
+        """Every object still in the bucket that holds log position (segno, offset),
+        superseded ones included: where a disposed chunk's bytes still are."""
+        return [Obj(r) for r in self.db.execute(
+            f"SELECT {_COLS} FROM objects WHERE segno=? AND offset<=? AND offset+length>? "
+            f"AND rel NOT LIKE 'head/%' ORDER BY rel", (segno, offset, offset))]
+
+    def live_in(self, segno, end):
+        """The live objects of a segment that lie before ``end``."""
+        return [Obj(r) for r in self.db.execute(
+            f"SELECT {_COLS} FROM objects WHERE segno=? AND superseded=0 AND offset+length<=? "
+            f"AND rel NOT LIKE 'head/%' ORDER BY offset", (segno, end))]
+
+    def expirable(self, now_us, limit):
+        """Superseded objects whose locks have ended by ``now_us`` and that no legal hold
+        keeps: nothing of the log needs them any more."""
+        return [Obj(r) for r in self.db.execute(
+            f"SELECT {_COLS} FROM objects WHERE superseded=1 AND legal_hold=0 AND "
+            f"retain_until<=? ORDER BY segno, offset, rel LIMIT ?", (now_us, limit))]
 
     def live(self):
         """Every object that must keep its data: segment objects and the tails not yet
@@ -143,12 +173,19 @@ class S3State:
                             (int(legal_hold), rel))
 
     def drop(self, rel):
-        """Forget an object that is not the unit's (a forged one a reader ignored)."""
+        """Forget an object: one that is not the unit's (a forged one a reader ignored), or
+        one deleted once its lock ended."""
         self.db.execute("DELETE FROM objects WHERE rel=?", (rel,))
 
-    def supersede(self, segno):
-        self.db.execute("UPDATE objects SET superseded=1 WHERE segno=? AND rel LIKE 'tail/%'",
-                        (segno,))
+    def supersede(self, segno, end=None, keep=None):
+        """Mark the objects of segment ``segno`` that end at or before ``end`` (all of them:
+        None) superseded, but ``keep`` (the object that now carries their bytes)."""
+        self.db.execute("UPDATE objects SET superseded=1 WHERE segno=? AND offset+length<=? "
+                        "AND rel<>? AND rel NOT LIKE 'head/%'",
+                        (segno, end if end is not None else 1 << 62, keep or ""))
+
+    def mark_superseded(self, rel):
+        self.db.execute("UPDATE objects SET superseded=1 WHERE rel=?", (rel,))
 
     # -- legal holds ----------------------------------------------------------------------
 

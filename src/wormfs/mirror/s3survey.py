@@ -6,6 +6,7 @@ Under a unit's prefix wormfs writes each key exactly once, locked in COMPLIANCE 
     unit.json     the unit
     tail/S/O      frames of segment S from offset O, one shipped batch
     seg/S         segment S whole, once the primary finished it
+    dseg/S/Q      segment S from its start, once dispose event Q destroyed frames in it
     head/Q        the chain head the unit held (event Q), now and then (s3target.py)
 
 Anyone with the primary's credentials can still *add*: a newer version of a key, a new key,
@@ -15,12 +16,12 @@ one line, and never read as data:
 - a later version of a key whose bytes differ (an identical one is a harmless re-upload);
 - a delete marker (the version beneath it is read);
 - a key wormfs never writes;
-- (found while assembling the log, s3copy.py) a ``seg/S`` that is not byte-identical to the
-  tails it replaces, and tails that do not continue the log where it ends.
+- (found while assembling the log, s3copy.py) objects of a segment that disagree other than
+  by what a disposal destroyed, and tails that do not continue the log where it ends.
 """
 from .s3bucket import to_datetime
 
-KINDS = ("unit", "seg", "tail", "head")
+KINDS = ("unit", "seg", "dseg", "tail", "head")
 
 
 def parse_rel(rel):
@@ -32,6 +33,8 @@ def parse_rel(rel):
         return "seg", int(parts[1]), 0, 0
     if len(parts) == 3 and parts[0] == "tail" and parts[1].isdigit() and parts[2].isdigit():
         return "tail", int(parts[1]), int(parts[2]), 0
+    if len(parts) == 3 and parts[0] == "dseg" and parts[1].isdigit() and parts[2].isdigit():
+        return "dseg", int(parts[1]), 0, int(parts[2])
     if len(parts) == 2 and parts[0] == "head" and parts[1].isdigit():
         return "head", 0, 0, int(parts[1])
     return None
@@ -79,6 +82,13 @@ class Survey:
 
     def segs(self):
         return {e.segno: e for e in self.of_kind("seg")}
+
+    def dsegs(self):
+        """{segno: [Entry by dispose seq]}."""
+        out = {}
+        for e in sorted(self.of_kind("dseg"), key=lambda e: (e.segno, e.seq)):
+            out.setdefault(e.segno, []).append(e)
+        return out
 
     def tails(self):
         """{segno: [Entry by offset]}."""

@@ -6,6 +6,8 @@ What the bucket holds, under the unit's prefix:
     tail/S/O         the frames the primary shipped in one batch: segment S from offset O
     seg/S            segment S as a whole, once the primary finished it (the same bytes as
                      the segment file, header included)
+    dseg/S/Q         segment S from its start without the chunks dispose event Q destroyed
+                     (a redacted copy: see ``_redact``)
     head/Q           the chain head the bucket held (event Q), written at most every
                      HEAD_OBJECT_INTERVAL_US, when a segment is finished and at close: a
                      log read back shorter than the newest one lost events (s3copy.py)
@@ -13,7 +15,8 @@ Every object is one PUT, locked in COMPLIANCE mode and read back (s3bucket.py) b
 primary hears that it is stored, so a record counts as duplicated only once its frames are
 locked objects. The tail objects make that happen before close() returns; the segment object
 then holds the same frames compacted, and the tails of a finished segment are no longer
-needed once their locks end.
+needed: superseded, they are no longer lengthened, and ``expire`` (run by each dispose)
+deletes them once their locks end.
 
 How long each object is locked. The event chain runs through every object (each event names
 the hash of the one before), so verifying any record's history needs every object before it.
@@ -43,13 +46,14 @@ import blake3
 from ..errors import IntegrityError, StoreError
 from ..store import events as E
 from ..store import frames as F
+from ..store.maintenance import event_at
 from ..store.unit import new_unit
 from ..timeutil import US, format_us, parse_duration
 from . import s3bucket
 from .replica import MirrorRefused, PositionMismatch, Replica, parse_frames
 from .s3clock import BucketClock
 from .s3copy import check_bucket, fetch, record_needs
-from .s3state import STATE_FILE, S3State, seg_rel, tail_rel
+from .s3state import STATE_FILE, S3State, dseg_rel, seg_rel, tail_rel
 from .s3survey import head_rel
 
 log = logging.getLogger("wormfs.mirror.s3")
@@ -94,6 +98,17 @@ class S3Target:
         except BaseException:
             self.replica.close()
             raise
+        try:
+            # A crash between a dispose and its copies, or a cache rebuilt meanwhile (the
+            # list of pending copies went with it): the last dispose is checked again.
+            with self.replica.ix.read() as txn:
+                last = self.replica.ix.meta(txn, "last_dispose")
+            if last and last not in self.state.get("redact", []):
+                with self.state.transaction():
+                    self.state.put("redact", self.state.get("redact", []) + [last])
+            self._redact_pending()
+        except (StoreError, OSError) as e:
+            log.warning("redacted copies on %s wait for the next batch: %s", url, e)
 
     def _check_unit(self):
         """The bucket must hold this unit, locked: its first version (a delete marker or a
@@ -184,34 +199,44 @@ class S3Target:
         if os.path.getsize(seg_path) != size:
             raise IntegrityError(f"the shipping cache holds {os.path.getsize(seg_path)} bytes "
                                  f"of segment {segno}, not {size}")
-        tails = self.state.tails(segno)
-        until = max([self._floor()] + [t.retain_until for t in tails])
+        self._replace(segno, size, seg_rel(segno), seg_path)
+        self._store_head(force=True)
+
+    def _replace(self, segno, size, rel, path):
+        """Store the first ``size`` bytes of segment ``segno`` (the shipping cache's file at
+        ``path``) as one object ``rel`` that carries what the live objects of the segment
+        before ``size`` did: their locks and their legal holds pass to it, and they are
+        superseded (no longer lengthened; deleted by a dispose once their locks end)."""
+        old = self.state.live_in(segno, size)
+        until = max([self._floor()] + [o.retain_until for o in old])
         holders = set()
-        for t in tails:
-            holders |= self.state.holders(t.rel)
-        rel = seg_rel(segno)
-        version, stored_until, b3 = self.bucket.put_file(rel, seg_path, size, until,
+        for o in old:
+            holders |= self.state.holders(o.rel)
+        version, stored_until, b3 = self.bucket.put_file(rel, path, size, until,
                                                          legal_hold=bool(holders))
         with self.state.transaction():
             self.state.add(rel, segno, 0, size, version, b3, stored_until, bool(holders))
-            self.state.move_holders([t.rel for t in tails], rel)
-            self.state.supersede(segno)
-            self.state.put("end", [segno + 1, F.SEG_HEADER_LEN])
-        self._store_head(force=True)
-        # The tails' legal holds pass to the segment object: theirs can go.
-        for t in tails:
-            if t.legal_hold:
-                self.bucket.legal_hold(t.rel, t.version, False)
-                self.state.set_lock(t.rel, legal_hold=False)
+            self.state.move_holders([o.rel for o in old], rel)
+            self.state.supersede(segno, size, keep=rel)
+            if rel == seg_rel(segno):
+                self.state.put("end", [segno + 1, F.SEG_HEADER_LEN])
+        # Their legal holds passed to the new object: theirs can go.
+        for o in old:
+            if o.legal_hold:
+                self.bucket.legal_hold(o.rel, o.version, False)
+                self.state.set_lock(o.rel, legal_hold=False)
 
-    def objects_holding(self, places):
-        """The bucket's objects that hold log positions ``places`` [(segno, offset)]: a
-        disposal's chunks, which stay there until the objects' locks end. [{rel, version,
-        retain_until}] by key."""
+    def objects_holding(self, places, dispose_seq):
+        """The bucket's objects that still hold log positions ``places`` [(segno, offset)],
+        the chunks of dispose event ``dispose_seq``: they stay until the objects' locks end.
+        Once the event reached the bucket, the redacted copies made for it carry the
+        segments without them, and the objects they replaced are no longer lengthened.
+        [{rel, version, retain_until}] by key."""
         out = {}
         for segno, off in places:
-            o = self.state.carrier(segno, off)
-            if o is not None:
+            for o in self.state.holding(segno, off):
+                if o.rel.startswith("dseg/") and int(o.rel.rsplit("/", 1)[1]) >= dispose_seq:
+                    continue   # made for this disposal: the chunk is destroyed there
                 out[o.rel] = {"rel": o.rel, "version": o.version,
                               "retain_until": format_us(o.retain_until)}
         return [out[k] for k in sorted(out)]
@@ -223,11 +248,8 @@ class S3Target:
         self.replica.sync()  # every object was read back before receive returned
 
     def read(self, segno, offset, length):
-        """Log bytes from the bucket (to repair the primary): the segment's object, or the
-        tail objects while the segment is open."""
-        seg = self.state.obj(seg_rel(segno))
-        if seg is not None:
-            return self.bucket.get(seg.rel, seg.version, offset, length)
+        """Log bytes from the bucket (to repair the primary): from the live objects of the
+        segment (its segment object or newest redacted copy, and the tails past it)."""
         out, pos, end = bytearray(), offset, offset + length
         while pos < end:
             t = self.state.carrier(segno, pos)
@@ -281,7 +303,7 @@ class S3Target:
         rel = tail_rel(segno, offset)
         floor = self._floor()
         version, until, b3 = self.bucket.put(rel, data, floor)
-        records, head = set(), None
+        records, head, disposals = set(), None, []
         for _, ftype, _, payload, _ in parse_frames(data, check_ids=False):
             if ftype == F.T_EVENT:
                 payload = bytes(payload)
@@ -289,6 +311,8 @@ class S3Target:
                 head = [ev["seq"], E.event_hash(payload)]
                 if ev.get("type") in RECORD_EVENTS and "ino" in ev:
                     records.add(ev["ino"])
+                elif ev.get("type") == "dispose" and ev.get("chunks"):
+                    disposals.append(ev["seq"])
         with self.state.transaction():
             self.state.add(rel, segno, offset, len(data), version, b3, until, False)
         for ino in sorted(records):
@@ -297,8 +321,86 @@ class S3Target:
             self.state.put("end", [segno, offset + len(data)])
             if head is not None:
                 self.state.put("head", head)
+            if disposals:   # with the end: a crash before the copies are made redoes them
+                self.state.put("redact", self.state.get("redact", []) + disposals)
+        self._redact_pending()
         self._store_head()
         self._sweep()
+
+    # -- disposal in the bucket ------------------------------------------------------------
+
+    def _redact_pending(self):
+        """Redacted copies for the dispose events the bucket now holds (``redact`` in the
+        state: kept until done, so a crash redoes them at the next batch or open)."""
+        for seq in list(self.state.get("redact", [])):
+            try:
+                ev = event_at(self.replica.log, self.replica.ix, seq)
+            except (IntegrityError, StopIteration, KeyError) as e:
+                log.warning("no redacted copy for dispose event %s on %s: %s", seq,
+                            self.url, e)
+                ev = None
+            if ev is not None:
+                self._redact(ev)
+            with self.state.transaction():
+                self.state.put("redact", [s for s in self.state.get("redact", []) if s != seq])
+
+    def _redact(self, ev):
+        """A bucket cannot destroy a frame in place: an object is written once and kept
+        until its lock ends. So for each segment holding chunks that dispose event ``ev``
+        destroyed in the shipping cache, the cache's copy of the segment from its start
+        (whole once finished) is stored as ``dseg/S/Q``: the same bytes but those frames.
+        It carries the segment from then on; the objects it replaces are superseded, so
+        their locks are no longer lengthened, and a dispose after their locks end deletes
+        them (``expire``). Readers take the redacted copy (s3copy.py), so a unit read back
+        from the bucket never holds the disposed chunks in plaintext."""
+        end_seg, end_off = self.end()
+        done, made = set(), []
+        for _, segno, off, _ in ev["chunks"]:
+            if segno in done or segno > end_seg:
+                continue
+            try:
+                head = self.replica.log.read(segno, off, F.HEADER_PEEK)
+                destroyed = F.parse_header(head)[0] == F.T_DISPOSED
+            except (F.FrameError, IntegrityError, OSError):
+                destroyed = False
+            if not destroyed:
+                continue   # the cache refused or could not destroy it: nothing to redact
+            done.add(segno)
+            rel = dseg_rel(segno, ev["seq"])
+            if self.state.obj(rel) is not None:
+                continue   # made before a crash
+            size = end_off if segno == end_seg else self.replica.log.size(segno)
+            self._replace(segno, size, rel, self.replica.log.path(segno))
+            made.append(rel)
+        if made:
+            self.replica.note("redacted", dispose_seq=ev["seq"], objects=made)
+
+    def expire(self, limit=1000):
+        """Delete the superseded objects whose locks have ended and that no legal hold
+        keeps (tails a segment object replaced, copies a redacted copy replaced): the last
+        bytes of disposed records in the bucket go with them. Judged by the cache's
+        compliance clock, which the bucket's own clock bounds; the bucket refuses a delete
+        before the lock ends all the same. Returns [{rel, version, retain_until}] deleted."""
+        now = self.replica.clock.now()
+        gone = []
+        for o in self.state.expirable(now, limit):
+            try:
+                self.bucket.delete_version(o.rel, o.version)
+            except FileNotFoundError:
+                pass   # deleted before a crash, not yet forgotten
+            except (StoreError, OSError) as e:
+                log.warning("could not delete %s/%s (version %s) once its lock ended: %s",
+                            self.url, o.rel, o.version, e)
+                continue
+            gone.append({"rel": o.rel, "version": o.version,
+                         "retain_until": format_us(o.retain_until)})
+        return gone
+
+    def forget(self, objects):
+        """Drop deleted objects from the state, once their deletion is recorded."""
+        with self.state.transaction():
+            for o in objects:
+                self.state.drop(o["rel"])
 
     def _store_head(self, force=False):
         """A head object (head/Q): the newest event the bucket holds, locked as the log is,

@@ -193,6 +193,16 @@ class Replicator:
             self._ship_locked()
             return self.target is not None
 
+    def exclusive(self, fn):
+        """``fn(target)`` while nothing ships to it (None if there is no target): for the
+        few calls that are not shipping (disposal's, on an S3 unit)."""
+        with self._cond:
+            while self._shipping:
+                self._cond.wait()
+            if self.target is None:
+                return None
+            return fn(self.target)
+
     def _ship_locked(self):
         """Caller holds _cond with nobody shipping; it is released while the bytes move."""
         if not self.target.alive():

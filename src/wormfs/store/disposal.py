@@ -152,17 +152,28 @@ def run(store, actor, dry_run=False):
         return p, ev
     p, ev = store._mutate(fn, durable=True, reserve=True)
     cert = certificate(store, p, False, ev["seq"] if ev else None)
-    if ev is None:
-        return cert
+    if ev is not None:
+        _destroy_here(store, actor, p, ev, cert)
+    _expire_bucket(store, actor, cert)
+    return cert
+
+
+def _on_s3_unit(store, fn):
+    """``fn(target)`` on the primary's S3 unit, while nothing ships to it; None if the
+    mirror is not an S3 unit or is not connected."""
+    if store.mirror is None:
+        return None
+    return store.mirror.exclusive(lambda t: fn(t) if hasattr(t, "expire") else None)
+
+
+def _destroy_here(store, actor, p, ev, cert):
     destroyed = destroy(store.log, ev)
     units = [store.unit["serial"]]
-    kept = []
-    target = store.mirror.target if store.mirror is not None else None
-    if target is not None and hasattr(target, "objects_holding"):
-        # An S3 unit destroys nothing before its objects' locks end: say where the data
-        # still is, and until when (the shipping cache destroyed its copy like any unit).
-        kept = target.objects_holding([(c[1], c[2]) for c in p.chunks])
-    elif store.mirror is not None and store.mirror.state == "synced":
+    # An S3 unit destroys nothing before its objects' locks end: say where the data still
+    # is, and until when (the shipping cache destroyed its copy like any unit).
+    kept = _on_s3_unit(store, lambda t: t.objects_holding([(c[1], c[2]) for c in p.chunks],
+                                                          ev["seq"]))
+    if kept is None and store.mirror is not None and store.mirror.state == "synced":
         units.append(store.unit.get("peer_serial"))
     fields = {"still_held": kept} if kept else {}
     store.note("disposal_done", actor, dispose_seq=ev["seq"], frames=destroyed,
@@ -170,7 +181,21 @@ def run(store, actor, dry_run=False):
     cert["destroyed_on"] = units
     if kept:
         cert["still_held"] = {"unit": store.unit.get("peer_serial"), "objects": kept}
-    return cert
+
+
+def _expire_bucket(store, actor, cert):
+    """On an S3 unit, delete the objects that a segment object or a redacted copy replaced
+    once their locks have ended (the bytes of records disposed of earlier go with them),
+    and record it: a ``bucket_destroyed`` event names each object and version."""
+    if store.mirror is None:
+        return
+    store.mirror_poll()   # the dispose event reaches the bucket, and its redacted copies
+    gone = _on_s3_unit(store, lambda t: t.expire())
+    if not gone:
+        return
+    store.note("bucket_destroyed", actor, unit=store.unit.get("peer_serial"), objects=gone)
+    store.mirror.exclusive(lambda t: t.forget(gone))
+    cert["bucket_destroyed"] = {"unit": store.unit.get("peer_serial"), "objects": gone}
 
 
 def destroy(seglog, ev):
