@@ -9,6 +9,7 @@ Not run by CI.
 """
 import argparse
 import base64
+import collections
 import datetime
 import hashlib
 import os
@@ -18,11 +19,24 @@ import uuid
 
 from benchlib import remove_tree, seal_big, seal_small, timed
 from mirror import SETTINGS, new_store
+from wormfs.mirror import s3bucket
 from wormfs.mirror.s3bucket import _client
 from wormfs.mirror.s3target import create_unit
 from wormfs.store.store import Store, create_store
 
 BUCKET = "wormfs-bench"
+REQUESTS = collections.Counter()   # S3 calls wormfs made, by operation
+
+
+def _counting_client(endpoint, _make=_client):
+    """wormfs's S3 clients, each counting its calls (what the duplicate costs in requests,
+    which is what a cloud bucket bills): a wrapper in this benchmark only."""
+    c = _make(endpoint)
+    c.meta.events.register("before-call.s3", lambda model, **kw: REQUESTS.update([model.name]))
+    return c
+
+
+s3bucket._client = _counting_client
 
 
 def new_s3_store(root, endpoint):
@@ -60,18 +74,25 @@ def main():
     s3 = _client(endpoint)
     base = f"baseline-{uuid.uuid4().hex[:8]}"
     rows = {"big": [], "small": []}
+    calls = {"big": [], "small": []}
     try:
         for r in range(args.rounds):
             n = args.mib << 20
-            rows["big"].append((
-                n / timed(seal_big, local, os.urandom(n), b"l%d" % r),
-                n / timed(seal_big, remote, os.urandom(n), b"s%d" % r),
-                n / timed(put_locked, s3, f"{base}/b{r}", [os.urandom(n)])))
+            big_local = n / timed(seal_big, local, os.urandom(n), b"l%d" % r)
+            before = REQUESTS.copy()
+            big_s3 = n / timed(seal_big, remote, os.urandom(n), b"s%d" % r)
+            calls["big"].append((REQUESTS - before, args.mib))
+            rows["big"].append((big_local, big_s3,
+                                n / timed(put_locked, s3, f"{base}/b{r}", [os.urandom(n)])))
             k = args.files
-            rows["small"].append((
-                k / timed(seal_small, local, [os.urandom(4096) for _ in range(k)], b"l%d" % r),
-                k / timed(seal_small, remote, [os.urandom(4096) for _ in range(k)], b"s%d" % r),
-                k / timed(put_locked, s3, f"{base}/s{r}", [os.urandom(4096) for _ in range(k)])))
+            small_local = k / timed(seal_small, local, [os.urandom(4096) for _ in range(k)],
+                                    b"l%d" % r)
+            before = REQUESTS.copy()
+            small_s3 = k / timed(seal_small, remote, [os.urandom(4096) for _ in range(k)],
+                                 b"s%d" % r)
+            calls["small"].append((REQUESTS - before, k))
+            rows["small"].append((small_local, small_s3, k / timed(
+                put_locked, s3, f"{base}/s{r}", [os.urandom(4096) for _ in range(k)])))
         print(f"endpoint {endpoint}; median of {args.rounds} interleaved rounds")
         for label, key, unit, scale in (("big file, unique data", "big", "MB/s", 1e6),
                                         ("4 KiB files, sequential", "small", "files/s", 1)):
@@ -80,6 +101,14 @@ def main():
             print(f"{label:24s} local dup {lo:8.1f}  S3 dup {s3r:8.1f} {unit}  ratio "
                   f"{s3r / lo:4.2f}x   | boto3 locked PUT alone {put:8.1f}  S3 dup / PUT "
                   f"{s3r / put:4.2f}x")
+        for key, per in (("big", "MiB"), ("small", "seal")):
+            total, units = collections.Counter(), 0
+            for c, u in calls[key]:
+                total += c
+                units += u
+            print(f"S3 requests per {per:4s} ({key}): " + ", ".join(
+                f"{op} {v / units:.2f}" for op, v in sorted(total.items())) +
+                f"; all {sum(total.values()) / units:.2f}")
     finally:
         local.close()
         remote.close()

@@ -206,8 +206,8 @@ def _frames(data):
 def test_a_forged_redacted_copy_destroys_nothing(written, s3_url, rgw, tmp_path):
     """A dispose stores a redacted copy of a segment (dseg/S/Q) that readers prefer. Forged
     with the primary's credentials, one that destroys a retained record's chunk (no dispose
-    event names it) or changes an event is reported and ignored: the bucket alone still
-    gives back every record."""
+    event names it), changes an event or runs past the log is reported and ignored: the
+    bucket alone still gives back every record."""
     from wormfs.store import frames as F
     c = _s3(rgw)
     bucket, prefix, _ = _keys(c, s3_url)
@@ -223,12 +223,15 @@ def test_a_forged_redacted_copy_destroys_nothing(written, s3_url, rgw, tmp_path)
     changed = bytearray(real)
     changed[ev_off + ev_len - 2] ^= 1   # inside the last byte of an event's payload
     _forge_put(c, bucket, f"{prefix}/dseg/0000000001/000000000999", bytes(changed))
+    appended = real + real[ev_off:ev_off + ev_len]   # agrees where the tails end, goes on
+    _forge_put(c, bucket, f"{prefix}/dseg/0000000001/000000000997", appended)
     code, out = _verify(written.store)
     assert code == 1 and "never wrote" in out, out
     code, out = _verify(s3_url)
     assert code == 1 and "dseg/0000000001/000000000998" in out and \
         "no dispose event names" in out, out
     assert "dseg/0000000001/000000000999" in out and "disagrees with" in out, out
+    assert "dseg/0000000001/000000000997" in out and "where neither a tail" in out, out
     shutil.rmtree(written.store, ignore_errors=True)
     _promote_and_check(s3_url, tmp_path, ["no dispose event names"])
 

@@ -164,6 +164,16 @@ def _segment_bytes(bucket, state, sv, sp, uuid_bytes, exclude):
     if chain:
         cands.append(_Candidate(chain, bytes(buf), 2))
     ignored = []
+    # A redacted copy ends where the bucket's log ended when it was made: at the end of a
+    # tail, or of the segment object. One that ends elsewhere (past them: frames appended)
+    # is not one.
+    ends = {t.end for t in chain} | {len(c.data) for c in cands if c.rank == 1}
+    for c in cands:
+        if c.rank == 0 and ends and len(c.data) not in ends:
+            sv.find(c.name, f"ends at offset {len(c.data)}, where neither a tail nor the "
+                    f"segment object of segment {sp.segno} ends: ignored")
+            ignored.append(c)
+    cands = [c for c in cands if c not in ignored]
     for c in cands:
         if c.data[:F.SEG_HEADER_LEN] != header[:len(c.data)]:
             sv.find(c.name, f"does not start with segment {sp.segno}'s header: ignored")
