@@ -22,11 +22,8 @@ from wormfs.timeutil import US, format_us, parse_date
 DAY = 86400
 
 
-@pytest.fixture
-def s3_store(tmp_path, s3_url):
-    clock = FakeTime(start=format_us(int(time.time() * US)))
-    path = str(tmp_path / "p")
-    log_uuid = "6b3c2a54-3a0e-4b8e-9d51-4f0c8b1f0a11"
+def new_pair(path, s3_url, clock, default_retention, log_uuid):
+    """A primary at ``path`` whose duplicate is a fresh S3 unit at ``s3_url``."""
     create_unit(s3_url, None, dict(role="mirror", mode="compliance", peer_serial="WU-P",
                                    peer_path=path, label="t", segment_size=1 << 20,
                                    chunking=None, same_device=False, no_mirror=False,
@@ -36,8 +33,15 @@ def s3_store(tmp_path, s3_url):
                  segment_size=1 << 20,
                  settings={"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": "24h",
                            "mirror_max_lag": "24h"},
-                 init={"default_retention": "1d", "admin_gid": None, "time_source": clock,
-                       "mirror_time_source": clock})
+                 init={"default_retention": default_retention, "admin_gid": None,
+                       "time_source": clock, "mirror_time_source": clock})
+
+
+@pytest.fixture
+def s3_store(tmp_path, s3_url):
+    clock = FakeTime(start=format_us(int(time.time() * US)))
+    path = str(tmp_path / "p")
+    new_pair(path, s3_url, clock, "1d", "6b3c2a54-3a0e-4b8e-9d51-4f0c8b1f0a11")
     yield path, clock, s3_url
     clear_immutable(str(tmp_path))
 
@@ -208,18 +212,7 @@ def test_disposal_redacts_the_bucket_and_a_later_dispose_deletes_what_expired(
     monkeypatch.setattr(s3target, "LOCK_STEP_US", US)
     clock = RealTime()
     path = str(tmp_path / "p")
-    log_uuid = "0b3c2a54-3a0e-4b8e-9d51-4f0c8b1f0a12"
-    create_unit(s3_url, None, dict(role="mirror", mode="compliance", peer_serial="WU-P",
-                                   peer_path=path, label="t", segment_size=1 << 20,
-                                   chunking=None, same_device=False, no_mirror=False,
-                                   serial="WU-M", log_uuid=log_uuid))
-    create_store(path, role="primary", mode="compliance", label="t", serial="WU-P",
-                 peer_serial="WU-M", peer_path=s3_url, log_uuid=log_uuid,
-                 segment_size=1 << 20,
-                 settings={"scratch_patterns": DEFAULT_SCRATCH_PATTERNS, "scratch_ttl": "24h",
-                           "mirror_max_lag": "24h"},
-                 init={"default_retention": "2s", "admin_gid": None, "time_source": clock,
-                       "mirror_time_source": clock})
+    new_pair(path, s3_url, clock, "2s", "0b3c2a54-3a0e-4b8e-9d51-4f0c8b1f0a12")
 
     wait = time.sleep
 
