@@ -118,7 +118,12 @@ def disagreement(a, b):
         return None
     if a[:F.SEG_HEADER_LEN] != b[:F.SEG_HEADER_LEN]:
         return 0
-    off = F.SEG_HEADER_LEN
+    return _frames_disagree(a, b, F.SEG_HEADER_LEN, n)
+
+
+def _frames_disagree(a, b, off, n):
+    """As ``disagreement``, for the frames of ``a`` and ``b`` from ``off`` (a frame's start
+    in both) to ``n``."""
     while off < n:
         try:
             ta, ka, pa, _, ha = F.parse_header(a[off:off + F.HEADER_PEEK])
@@ -227,9 +232,20 @@ def _segment_bytes(bucket, state, sv, sp, uuid_bytes, exclude):
         pos = t.end
     used = {e.rel for c in cands for e in c.entries} | {e.rel for e in carriers}
     for t in sp.tails:
-        if t.rel not in used and usable(t):
+        if t.rel in used or not usable(t):
+            continue
+        if t.end <= len(data):
+            # Inside what was read (its neighbours were deleted once their locks ended):
+            # superseded if it agrees with it, else a finding.
+            mine = _checked_get(bucket, state.obj(t.rel))
+            at = _frames_disagree(bytes(data[t.offset:t.end]), mine, 0, len(mine))
+            if at is None:
+                continue
+            sv.find(t.rel, f"segment {sp.segno} offset {t.offset + at}: this tail disagrees "
+                    f"with {chosen.name} other than by a disposal: ignored")
+        else:
             sv.find(t.rel, f"does not continue segment {sp.segno} at offset {pos}: left out")
-            ignored.append(_Candidate([t], b"", 2))
+        ignored.append(_Candidate([t], b"", 2))
     return bytes(data), carriers, [e for c in ignored for e in c.entries]
 
 
