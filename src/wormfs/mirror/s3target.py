@@ -382,8 +382,10 @@ class S3Target:
         compliance clock, which the bucket's own clock bounds; the bucket refuses a delete
         before the lock ends all the same. Returns [{rel, version, retain_until}] deleted."""
         now = self.replica.clock.now()
-        gone = []
+        gone, checked = [], {}
         for o in self.state.expirable(now, limit):
+            if not self._replaced(o, now, checked):
+                continue
             try:
                 self.bucket.delete_version(o.rel, o.version)
             except FileNotFoundError:
@@ -395,6 +397,30 @@ class S3Target:
             gone.append({"rel": o.rel, "version": o.version,
                          "retain_until": format_us(o.retain_until)})
         return gone
+
+    def _replaced(self, o, now, checked):
+        """Whether what carries ``o``'s bytes now (the live objects at its first and last
+        byte) is in the bucket, in COMPLIANCE mode and still locked: nothing the log needs
+        may go with ``o``. ``checked`` remembers the answer per object."""
+        first = o.offset or F.SEG_HEADER_LEN
+        for pos in {first, o.end - 1}:
+            c = self.state.carrier(o.segno, pos)
+            if c is None:
+                log.warning("%s/%s is not deleted: no live object carries segment %s offset "
+                            "%s", self.url, o.rel, o.segno, pos)
+                return False
+            if c.rel not in checked:
+                try:
+                    h = self.bucket.head(c.rel, c.version)
+                    checked[c.rel] = h["mode"] == "COMPLIANCE" and \
+                        (h["retain_until"] or 0) > now
+                except (FileNotFoundError, StoreError, OSError):
+                    checked[c.rel] = False
+            if not checked[c.rel]:
+                log.warning("%s/%s is not deleted: %s, which carries its bytes now, is not "
+                            "in the bucket locked", self.url, o.rel, c.rel)
+                return False
+        return True
 
     def forget(self, objects):
         """Drop deleted objects from the state, once their deletion is recorded."""
