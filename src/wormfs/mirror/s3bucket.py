@@ -13,9 +13,11 @@ bucket is an error within seconds, never a hang, so the primary goes on and mark
 records 'pending'.
 """
 import base64
+import concurrent.futures
 import datetime
 import hashlib
 import io
+import threading
 
 import blake3
 
@@ -25,6 +27,19 @@ SCHEME = "s3://"
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 30
 ATTEMPTS = 2
+
+_POOL, _POOL_LOCK = None, threading.Lock()
+
+
+def _side():
+    """A few threads for requests that can go beside another one (boto3 clients are
+    thread-safe): the listing that proves a version first, beside the HEAD that reads it
+    back."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="wormfs-s3")
+        return _POOL
 
 
 class Unreachable(StoreError):
@@ -279,7 +294,11 @@ class Bucket:
         if not version:
             raise StoreError(f"{self.url}: the store gave no version id for {rel}: is "
                              f"versioning on?")
-        first = self.first_version(rel)
+        # The read-back and the listing of the key's versions are independent: side by side
+        # (one round trip instead of two on the seal's path).
+        listing = _side().submit(self.first_version, rel)
+        h = self.head(rel, version)
+        first = listing.result()
         hold_check = legal_hold
         if first is not None and first != version:
             # The bucket's truth for the key is its first version (s3survey.py). If that
@@ -298,7 +317,7 @@ class Bucket:
                 raise IntegrityError(f"{self.url}: {rel}: the key's first version {first} "
                                      f"holds other bytes than wormfs wrote: another writer "
                                      f"was first (a forgery put in place before it?)")
-        h = self.head(rel, version)
+            h = self.head(rel, version)   # the earlier upload, as it is locked now
         problems = []
         if h["size"] != size:
             problems.append(f"{h['size']} bytes stored, {size} sent")
