@@ -279,3 +279,32 @@ def test_disposal_redacts_the_bucket_and_a_later_dispose_deletes_what_expired(
                 copy.lookup(1, b"gone.eml")
     finally:
         clear_immutable(str(tmp_path))
+
+
+def test_a_shipping_cache_changed_behind_wormfs_never_replaces_the_bucket(s3_store):
+    """A redacted copy is made from the shipping cache's file. Root can edit that file (it is
+    on the primary host): a copy made from it would replace what the bucket holds. So the
+    copy is made only if the file agrees with the bucket's objects but for the disposed
+    frames; otherwise none is made, and the cache's own chain says why."""
+    path, clock, url = s3_store
+    rnd = random.Random(11)
+    kept_data = rnd.randbytes(300_000)
+    with Store(path, time_source=clock, mirror_time_source=clock) as st:
+        put(st, b"gone.eml", rnd.randbytes(600_000))
+        put(st, b"kept.eml", kept_data)
+        st.set_retain_until(st.lookup(1, b"kept.eml")["ino"], "2040-01-01", None)
+        st.mirror_poll()
+        seg = os.path.join(cache_path(path), "segments", "0000000001.open")
+        with open(seg, "r+b") as f:
+            blob = f.read()
+            at = blob.find(kept_data[1000:1064])
+            assert at > 0
+            f.seek(at)
+            f.write(bytes(b ^ 0xFF for b in kept_data[1000:1064]))   # a retained record
+        clock.advance(2 * DAY)
+        cert = disposal.run(st, None)
+        assert cert["records"]
+        assert not any(v.rel.startswith("dseg/") for v in Bucket(url).versions())
+        events = [ev for ev in st.mirror.target.local.events()
+                  if ev.get("type") == "redact_refused"]
+        assert events and "differs from the bucket" in events[-1]["reason"]

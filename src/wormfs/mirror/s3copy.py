@@ -118,10 +118,10 @@ def disagreement(a, b):
         return None
     if a[:F.SEG_HEADER_LEN] != b[:F.SEG_HEADER_LEN]:
         return 0
-    return _frames_disagree(a, b, F.SEG_HEADER_LEN, n)
+    return frames_disagree(a, b, F.SEG_HEADER_LEN, n)
 
 
-def _frames_disagree(a, b, off, n):
+def frames_disagree(a, b, off, n):
     """As ``disagreement``, for the frames of ``a`` and ``b`` from ``off`` (a frame's start
     in both) to ``n``."""
     while off < n:
@@ -238,7 +238,7 @@ def _segment_bytes(bucket, state, sv, sp, uuid_bytes, exclude):
             # Inside what was read (its neighbours were deleted once their locks ended):
             # superseded if it agrees with it, else a finding.
             mine = _checked_get(bucket, state.obj(t.rel))
-            at = _frames_disagree(bytes(data[t.offset:t.end]), mine, 0, len(mine))
+            at = frames_disagree(bytes(data[t.offset:t.end]), mine, 0, len(mine))
             if at is None:
                 continue
             sv.find(t.rel, f"segment {sp.segno} offset {t.offset + at}: this tail disagrees "

@@ -52,7 +52,7 @@ from ..timeutil import US, format_us, parse_duration
 from . import s3bucket
 from .replica import MirrorRefused, PositionMismatch, Replica, parse_frames
 from .s3clock import BucketClock
-from .s3copy import check_bucket, fetch, record_needs
+from .s3copy import check_bucket, fetch, frames_disagree, record_needs
 from .s3state import STATE_FILE, S3State, dseg_rel, seg_rel, tail_rel
 from .s3survey import head_rel
 
@@ -370,10 +370,36 @@ class S3Target:
             if self.state.obj(rel) is not None:
                 continue   # made before a crash
             size = end_off if segno == end_seg else self.replica.log.size(segno)
-            self._replace(segno, size, rel, self.replica.log.path(segno))
+            path = self.replica.log.path(segno)
+            problem = self._differs_from_bucket(segno, size, path)
+            if problem is not None:
+                # The shipping cache's file is the copy's source: one changed behind wormfs's
+                # back (root with the unit files) must not replace what the bucket holds.
+                log.error("no redacted copy of segment %s on %s: %s", segno, self.url, problem)
+                self.replica.note("redact_refused", dispose_seq=ev["seq"], segment=segno,
+                                  reason=problem)
+                continue
+            self._replace(segno, size, rel, path)
             made.append(rel)
         if made:
             self.replica.note("redacted", dispose_seq=ev["seq"], objects=made)
+
+    def _differs_from_bucket(self, segno, size, path):
+        """Why the cache's first ``size`` bytes of segment ``segno`` may not replace the
+        bucket's live objects of it (None if they agree with them but for disposed frames)."""
+        with open(path, "rb") as f:
+            mine = f.read(size)
+        if len(mine) != size:
+            return f"the shipping cache holds {len(mine)} bytes of it, not {size}"
+        try:
+            theirs = self.read(segno, F.SEG_HEADER_LEN, size - F.SEG_HEADER_LEN)
+        except (IntegrityError, StoreError, OSError) as e:
+            return f"the bucket's objects of it cannot be read: {e}"
+        at = frames_disagree(theirs, mine[F.SEG_HEADER_LEN:], 0, len(theirs))
+        if at is not None:
+            return (f"the shipping cache differs from the bucket at offset "
+                    f"{F.SEG_HEADER_LEN + at} other than by a disposal")
+        return None
 
     def expire(self, limit=1000):
         """Delete the superseded objects whose locks have ended and that no legal hold
