@@ -169,10 +169,16 @@ def _segment_bytes(bucket, state, sv, sp, uuid_bytes, exclude):
     if chain:
         cands.append(_Candidate(chain, bytes(buf), 2))
     ignored = []
-    # A redacted copy ends where the bucket's log ended when it was made: at the end of a
-    # tail, or of the segment object. One that ends elsewhere (past them: frames appended)
-    # is not one.
-    ends = {t.end for t in chain} | {len(c.data) for c in cands if c.rank == 1}
+    # A redacted copy of the open segment is a prefix: one shorter than the segment object
+    # was superseded by it and is not a reading of the whole (nor a finding).
+    whole = [c for c in cands if c.rank == 1]
+    if whole:
+        cands = [c for c in cands if c.rank != 0 or len(c.data) >= len(whole[0].data)]
+    # A redacted copy ends where the bucket's log ended when it was made: where a tail ends
+    # or the next one starts, or where the segment object ends. One that ends elsewhere
+    # (frames appended past them) is not one.
+    ends = {t.end for t in tails.values()} | {t.offset for t in tails.values()} | \
+        {len(c.data) for c in whole}
     for c in cands:
         if c.rank == 0 and ends and len(c.data) not in ends:
             sv.find(c.name, f"ends at offset {len(c.data)}, where neither a tail nor the "
@@ -184,12 +190,6 @@ def _segment_bytes(bucket, state, sv, sp, uuid_bytes, exclude):
             sv.find(c.name, f"does not start with segment {sp.segno}'s header: ignored")
             ignored.append(c)
     cands = [c for c in cands if c not in ignored]
-    # A redacted copy of the open segment is a prefix: one older than the segment object
-    # was superseded by it and is not a reading of the whole.
-    if sp.seg is not None:
-        whole = [c for c in cands if c.rank == 1]
-        if whole:
-            cands = [c for c in cands if c.rank != 0 or len(c.data) >= len(whole[0].data)]
     while True:
         chosen = None
         for c in cands:
