@@ -355,8 +355,9 @@ def fetch(bucket, dest, progress=None):
     # A redacted copy may destroy only what a dispose event of the log names: one that
     # destroys more is forged (it would hide a record's bytes) and the segment is read again
     # without it.
+    disposals, unnamed = _disposals(dest, unit)
     forged = {}
-    for segno, off in _unnamed_disposed(dest, unit):
+    for segno, off in unnamed:
         for rel in chosen.get(segno, []):
             if rel.startswith("dseg/"):
                 forged.setdefault(rel, (segno, off))
@@ -371,7 +372,7 @@ def fetch(bucket, dest, progress=None):
         ends.update(again)
         _rebuild(dest)
     end = ends[max(ends)] if ends else [1, F.SEG_HEADER_LEN]
-    _destroy_disposed(dest, unit)
+    _destroy_disposed(dest, unit, disposals)
     ix = Index(os.path.join(dest, "index"), readonly=True)
     try:
         with ix.read() as txn:
@@ -413,20 +414,23 @@ def _rebuild(dest):
     rebuild_index(dest)
 
 
-def _unnamed_disposed(dest, unit):
-    """(segno, offset) of every disposed frame in dest's log that no dispose event names."""
+def _disposals(dest, unit):
+    """One pass over dest's log: its dispose events, and the (segno, offset) of every
+    disposed frame that none of them names. A second reading of a segment changes only
+    chunk frames, so the events stay what they are."""
     log = SegmentLog(os.path.join(dest, "segments"), log_uuid_bytes(unit),
                      unit["segment_size"], readonly=True)
     try:
-        named, seen = set(), []
+        events, named, seen = [], set(), []
         for fr in log.scan():
             if fr.ftype == F.T_EVENT:
                 ev = E.decode(fr.payload)
-                if ev.get("type") == "dispose":
-                    named.update((c[1], c[2]) for c in ev.get("chunks") or [])
+                if ev.get("type") == "dispose" and ev.get("chunks"):
+                    events.append(ev)
+                    named.update((c[1], c[2]) for c in ev["chunks"])
             elif fr.ftype == F.T_DISPOSED:
                 seen.append((fr.segno, fr.offset))
-        return [p for p in seen if p not in named]
+        return events, [p for p in seen if p not in named]
     finally:
         log.close()
 
@@ -446,19 +450,16 @@ def _read_json(path, default):
         return default
 
 
-def _destroy_disposed(dest, unit):
+def _destroy_disposed(dest, unit, disposals):
     """The bucket keeps a disposed chunk until its object's lock ends; the local copy
     destroys it as every unit does (disposal.py), so it holds no plaintext of a record that
-    was disposed."""
+    was disposed. ``disposals``: the log's dispose events (``_disposals``)."""
     from ..store import disposal
     log = SegmentLog(os.path.join(dest, "segments"), log_uuid_bytes(unit),
                      unit["segment_size"])
     try:
-        for fr in log.scan():
-            if fr.ftype == F.T_EVENT:
-                ev = E.decode(fr.payload)
-                if ev.get("type") == "dispose" and ev.get("chunks"):
-                    disposal.destroy(log, ev)
+        for ev in disposals:
+            disposal.destroy(log, ev)
         log.sync()
     finally:
         log.close()

@@ -159,11 +159,6 @@ class S3State:
             f"SELECT {_COLS} FROM objects WHERE superseded=0 AND retain_until<? "
             f"ORDER BY segno, offset LIMIT ?", (until, limit))]
 
-    def tails(self, segno):
-        return [Obj(r) for r in self.db.execute(
-            f"SELECT {_COLS} FROM objects WHERE segno=? AND rel LIKE 'tail/%' ORDER BY offset",
-            (segno,))]
-
     def set_lock(self, rel, retain_until=None, legal_hold=None):
         if retain_until is not None:
             self.db.execute("UPDATE objects SET retain_until=? WHERE rel=?",
@@ -177,12 +172,11 @@ class S3State:
         one deleted once its lock ended."""
         self.db.execute("DELETE FROM objects WHERE rel=?", (rel,))
 
-    def supersede(self, segno, end=None, keep=None):
-        """Mark the objects of segment ``segno`` that end at or before ``end`` (all of them:
-        None) superseded, but ``keep`` (the object that now carries their bytes)."""
+    def supersede(self, segno, end, keep):
+        """Mark the objects of segment ``segno`` that end at or before ``end`` superseded,
+        but ``keep`` (the object that now carries their bytes)."""
         self.db.execute("UPDATE objects SET superseded=1 WHERE segno=? AND offset+length<=? "
-                        "AND rel<>? AND rel NOT LIKE 'head/%'",
-                        (segno, end if end is not None else 1 << 62, keep or ""))
+                        "AND rel<>? AND rel NOT LIKE 'head/%'", (segno, end, keep))
 
     def mark_superseded(self, rel):
         self.db.execute("UPDATE objects SET superseded=1 WHERE rel=?", (rel,))

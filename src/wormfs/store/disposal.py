@@ -187,9 +187,8 @@ def _expire_bucket(store, actor, cert):
     """On an S3 unit, delete the objects that a segment object or a redacted copy replaced
     once their locks have ended (the bytes of records disposed of earlier go with them),
     and record it: a ``bucket_destroyed`` event names each object and version."""
-    if store.mirror is None:
-        return
-    store.mirror_poll()   # the dispose event reaches the bucket, and its redacted copies
+    # The dispose event, if any, reached the bucket (and its redacted copies were made)
+    # before its durable commit returned.
     gone = _on_s3_unit(store, lambda t: t.expire())
     if not gone:
         return
