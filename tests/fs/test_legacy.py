@@ -1,9 +1,16 @@
 """SPEC "Who uses it": programs that know nothing about WORM work unchanged on the
 create-write-close path and get a clean EPERM for anything WORM forbids."""
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
+import blake3
 import pytest
+
+from tests.conftest import clear_immutable
+from tests.fs.conftest import Mount
 
 
 def run(*cmd, ok=True, **kw):
@@ -184,3 +191,35 @@ def test_child_keeps_writing_after_the_parent_closes(mnt):
         assert f.read() == "late\n"
     assert os.getxattr(p, "user.worm.state") == b"sealed"
     assert mnt.events("refused") == []
+
+
+def test_a_child_closing_its_copy_seals_nothing_when_the_mount_is_seen_from_another_namespace(
+        tmp_path):
+    """The daemon mounts in a mount namespace of its own (a service manager's, a
+    container's) and the mount reaches this one by propagation: here it is another mount,
+    with another mount id. A program that starts a child while it writes (the child closes
+    its inherited copy at exec: a FLUSH) must still get its whole file sealed, at its own
+    close."""
+    root = Path(tempfile.mkdtemp(prefix="wormfs-ns-"))
+    root.chmod(0o755)
+    subprocess.run(["mount", "--bind", str(root), str(root)], check=True)
+    subprocess.run(["mount", "--make-shared", str(root)], check=True)
+    m = None
+    try:
+        m = Mount(root / "m")
+        m.mount(foreground=True, prefix=["unshare", "-m", "--propagation", "unchanged", "--"])
+        p = m.path("report.csv")
+        data = os.urandom(3 << 20)
+        with open(p, "wb") as f:
+            f.write(data[:1 << 20])
+            subprocess.run(["true"], check=True)   # fork + exec: the child's copy closes
+            f.write(data[1 << 20:])
+        assert os.getxattr(p, "user.worm.state") == b"sealed"
+        assert os.getxattr(p, "user.worm.blake3").decode() == blake3.blake3(data).hexdigest()
+        assert m.events("refused") == []
+    finally:
+        if m is not None:
+            m.umount()
+        subprocess.run(["umount", "-l", str(root)])
+        clear_immutable(str(root))
+        shutil.rmtree(root, ignore_errors=True)

@@ -10,8 +10,17 @@ this inode of this mount, the seal waits for a later FLUSH (or, failing that, RE
 
 At FLUSH time the kernel has already removed the closing descriptor from the fd table, and a
 process that is exiting has no fd table any more, so neither is counted.
+
+A process in another mount namespace (a container, a service with mounts of its own; or the
+daemon is the one in another namespace and its mount reached the caller's by propagation)
+sees our mount as another mount, with another mount id, maybe at another path. There the
+mounts of our device (the same superblock in every namespace) in that process's own
+mountinfo say which descriptors are ours: missing them sealed a file half-written when a
+writer started a child (the child's copy closes at exec).
 """
 import os
+
+from . import mounts
 
 MAX_FAMILY = 256  # a bound, in case the opener is a process manager with many children
 
@@ -35,18 +44,41 @@ def family(pid):
     return out[:MAX_FAMILY]
 
 
-def writable_fd_open(pid, ino, mountpoint, mnt_id):
-    """Whether ``pid`` or a descendant holds a descriptor open for writing on ``ino``."""
-    prefix = mountpoint.rstrip("/") + "/"
+def _namespace(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def _our_mounts(pid, mountpoint, mount):
+    """(path prefixes, mount ids or None for any) under which process ``pid`` sees our
+    mount: ours as we mounted it in our own namespace, else the mounts of our device in
+    its mountinfo."""
+    if mount is None:
+        return (mountpoint.rstrip("/") + "/",), None
+    if _namespace(pid) == _namespace("self"):
+        return (mountpoint.rstrip("/") + "/",), {mount.mount_id}
+    seen = [e for e in mounts.entries(pid) if e.dev == mount.dev]
+    return (tuple(e.mountpoint.rstrip("/") + "/" for e in seen),
+            {e.mount_id for e in seen})
+
+
+def writable_fd_open(pid, ino, mountpoint, mount):
+    """Whether ``pid`` or a descendant holds a descriptor open for writing on ``ino`` of
+    our mount (``mount``: its MountEntry here, mounts.find)."""
     for p in family(pid):
         fd_dir = f"/proc/{p}/fd"
         try:
             fds = os.listdir(fd_dir)
         except OSError:
             continue
+        prefixes, ids = _our_mounts(p, mountpoint, mount)
+        if not prefixes:
+            continue
         for fd in fds:
             try:
-                if not os.readlink(f"{fd_dir}/{fd}").startswith(prefix):
+                if not os.readlink(f"{fd_dir}/{fd}").startswith(prefixes):
                     continue
                 with open(f"/proc/{p}/fdinfo/{fd}") as f:
                     info = dict(line.split(":", 1) for line in f.read().splitlines()
@@ -56,7 +88,7 @@ def writable_fd_open(pid, ino, mountpoint, mnt_id):
             try:
                 if int(info.get("ino", "-1")) != ino:
                     continue
-                if mnt_id is not None and int(info.get("mnt_id", mnt_id)) != mnt_id:
+                if ids is not None and "mnt_id" in info and int(info["mnt_id"]) not in ids:
                     continue
                 if int(info.get("flags", "0"), 8) & os.O_ACCMODE != os.O_RDONLY:
                     return True

@@ -121,7 +121,7 @@ def unmount(mountpoint, timeout=600.0):
     hit = mounts.find(mountpoint)
     if hit is None:
         raise MountError(f"{mountpoint} is not mounted")
-    _, fstype, source, _ = hit
+    fstype, source = hit.fstype, hit.source
     if fstype != "fuse.wormfs":
         raise MountError(f"{mountpoint} is a {fstype} mount, not wormfs")
     r = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
@@ -179,7 +179,7 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
         store.close()
         _report(ready_fd, f"cannot mount {store_path} on {mountpoint}: {e}")
         return 1
-    ops.mnt_id = mounts.mount_id(mountpoint)
+    ops.mount = mounts.find(mountpoint)
     if not mounts.set_readahead(mountpoint, READAHEAD_KIB):
         log.debug("could not raise the read-ahead of %s", mountpoint)
     if not readonly:

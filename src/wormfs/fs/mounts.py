@@ -1,4 +1,14 @@
-"""Reading /proc/self/mountinfo: which wormfs mount is where, and its kernel mount id."""
+"""Reading /proc/PID/mountinfo: which wormfs mount is where, its kernel mount id and its
+device (the same superblock shows under another mount id in every other mount namespace)."""
+from typing import NamedTuple
+
+
+class MountEntry(NamedTuple):
+    mount_id: int
+    mountpoint: str
+    fstype: str
+    source: str
+    dev: str           # "major:minor" of the superblock: the same in every namespace
 
 
 def _unescape(s):
@@ -6,11 +16,10 @@ def _unescape(s):
              .replace("\\134", "\\"))
 
 
-def entries():
-    """Yield (mount_id, mountpoint, fstype, source, "major:minor") for every mount this
-    process sees."""
+def entries(pid="self"):
+    """Yield a MountEntry for every mount process ``pid`` sees (its mount namespace)."""
     try:
-        with open("/proc/self/mountinfo") as f:
+        with open(f"/proc/{pid}/mountinfo") as f:
             lines = f.read().splitlines()
     except OSError:
         return
@@ -20,24 +29,20 @@ def entries():
         if not sep or len(fields) < 5 or len(tail) < 2:
             continue
         try:
-            yield int(fields[0]), _unescape(fields[4]), tail[0], _unescape(tail[1]), fields[2]
+            yield MountEntry(int(fields[0]), _unescape(fields[4]), tail[0],
+                             _unescape(tail[1]), fields[2])
         except ValueError:
             continue
 
 
 def find(mountpoint):
-    """(mount_id, fstype, source, "major:minor") of the topmost mount at ``mountpoint``, or
+    """The MountEntry of the topmost mount at ``mountpoint`` that this process sees, or
     None."""
     found = None
-    for mid, mp, fstype, source, dev in entries():
-        if mp == mountpoint:
-            found = (mid, fstype, source, dev)
+    for e in entries():
+        if e.mountpoint == mountpoint:
+            found = e
     return found
-
-
-def mount_id(mountpoint):
-    hit = find(mountpoint)
-    return hit[0] if hit else None
 
 
 def set_readahead(mountpoint, kib):
@@ -49,7 +54,7 @@ def set_readahead(mountpoint, kib):
     if hit is None:
         return False
     try:
-        with open(f"/sys/class/bdi/{hit[3]}/read_ahead_kb", "w") as f:
+        with open(f"/sys/class/bdi/{hit.dev}/read_ahead_kb", "w") as f:
             f.write(f"{kib}\n")
         return True
     except OSError:

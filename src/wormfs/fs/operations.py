@@ -111,7 +111,7 @@ class WormOperations(pyfuse3.Operations):
         super().__init__()
         self.store = store
         self.mountpoint = mountpoint
-        self.mnt_id = None                       # set once mounted (closers.mount_id)
+        self.mount = None                        # our MountEntry, once mounted (closers)
         self.handles = {}                        # fh -> Handle
         self.next_fh = 1
         self.writers = {}                        # ino -> set of writable fhs
@@ -197,7 +197,7 @@ class WormOperations(pyfuse3.Operations):
     def _seal_now(self, ino, actor, cause, failed, last_close_of):
         """(worker thread)"""
         if last_close_of is not None and closers.writable_fd_open(
-                last_close_of, ino, self.mountpoint, self.mnt_id):
+                last_close_of, ino, self.mountpoint, self.mount):
             return False
         if failed:
             # Not sealed as if complete. Recovery needs room in the log, which a failed
