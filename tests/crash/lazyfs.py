@@ -59,9 +59,13 @@ class LazyFS:
         self.log = os.path.join(workdir, f"{name}.log")
         for d in (self.root, self.mnt):
             os.makedirs(d, exist_ok=True)
+        # A small cache without eviction: once it is full, later writes go straight to the
+        # disk while earlier ones wait in the cache (durable out of order, as on a real
+        # disk). LazyFS's eviction is not used: with it an LMDB file reads back wrong pages
+        # with no cut at all.
         with open(self.config, "w") as f:
             f.write(f'[faults]\nfifo_path="{self.fifo}"\nfifo_path_completed="{self.done}"\n'
-                    f'[cache]\napply_eviction=false\n[cache.simple]\ncustom_size="512mb"\n'
+                    f'[cache]\napply_eviction=false\n[cache.simple]\ncustom_size="16mb"\n'
                     f'blocks_per_page=1\n[filesystem]\nlog_all_operations=false\n'
                     f'logfile=""\n')
         self.proc = None

@@ -229,6 +229,72 @@ def test_damage_before_the_tail_is_not_cut(unit_path, fake_time):
     assert os.path.getsize(seg) == size      # nothing cut, nothing lost
 
 
+def _lose_a_page_then_power_cut(unit_path, fake_time, with_mirror_head=False):
+    """Three records in the open segment, the middle one's frames hit by a lost page (zeros
+    where an unsynced write never reached the disk, while the later frames did), and the
+    index left dirty by a boot that is over: what a power cut leaves."""
+    with Store(unit_path, time_source=fake_time) as st:
+        ra = put(st, b"a", b"acknowledged before the cut")
+        start = st.log.end_position()
+        put(st, b"b", os.urandom(20_000))
+        rc = put(st, b"c", b"written after b, and on the disk")
+    seg = os.path.join(unit_path, "segments", "%010d.open" % start[0])
+    with open(seg, "r+b") as f:
+        f.seek(start[1] + 4096)
+        f.write(bytes(4096))
+    with open(os.path.join(unit_path, "index.dirty"), "w") as f:
+        f.write("boot-before-the-cut\n")
+    fake_time.reboot(60)
+    return seg, start, ra, rc
+
+
+def test_a_power_cut_that_lost_an_earlier_page_is_cut_there(unit_path, fake_time):
+    make_unit(unit_path, fake_time)
+    seg, start, ra, rc = _lose_a_page_then_power_cut(unit_path, fake_time)
+    size = os.path.getsize(seg)
+    with Store(unit_path, time_source=fake_time) as st:
+        assert st.read(ra["ino"], 0, 100) == b"acknowledged before the cut"
+        with pytest.raises(NotFound):
+            st.lookup(1, b"c")              # after the hole: never acknowledged, cut too
+        ev = [e for e in st.events() if e["type"] == "torn_tail"]
+        assert len(ev) == 1 and ev[0]["sound_after"] is True
+        assert start[1] < ev[0]["offset"] <= start[1] + 4096
+        q = os.path.join(unit_path, ev[0]["quarantine"])
+        assert os.path.getsize(q) == size - ev[0]["offset"]   # kept, not destroyed
+        verify_log(st.log)
+
+
+def test_the_same_hole_without_a_power_cut_is_damage(unit_path, fake_time):
+    # The same boot: the page cache survived the crash of the process, so no write can be
+    # missing out of order; a hole with sound frames after it is damage, never cut.
+    make_unit(unit_path, fake_time)
+    seg, start, ra, rc = _lose_a_page_then_power_cut(unit_path, fake_time)
+    with open(os.path.join(unit_path, "index.dirty"), "w") as f:
+        f.write(fake_time.boot_id() + "\n")
+    import shutil
+    shutil.rmtree(os.path.join(unit_path, "index"))
+    size = os.path.getsize(seg)
+    with pytest.raises(IntegrityError, match="damaged"):
+        Store(unit_path, time_source=fake_time)
+    assert os.path.getsize(seg) == size
+
+
+def test_a_hole_before_what_the_mirror_acknowledged_is_damage_after_a_power_cut(tmp_path,
+                                                                               fake_time):
+    # The mirror acknowledged every event (its head, recorded at close): those frames were
+    # durable here, so a hole among them is damage to repair, never a lost write.
+    from tests.conftest import clear_immutable, make_pair
+    p, m = make_pair(str(tmp_path / "p"), str(tmp_path / "m"), time_source=fake_time)
+    try:
+        seg, start, ra, rc = _lose_a_page_then_power_cut(p, fake_time)
+        size = os.path.getsize(seg)
+        with pytest.raises(IntegrityError, match="damaged"):
+            Store(p, time_source=fake_time)
+        assert os.path.getsize(seg) == size
+    finally:
+        clear_immutable(str(tmp_path))
+
+
 def test_second_writer_is_refused(store, unit_path):
     from wormfs.errors import StoreError
     with pytest.raises(StoreError, match="in use"):

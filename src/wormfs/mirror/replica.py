@@ -25,6 +25,7 @@ This class is the "unit I replicate to" of the primary (see target.py for the in
 it runs in the primary's process for a mirror on a local directory, and holds the mirror's
 unit lock while it does.
 """
+import logging
 import os
 import threading
 import time
@@ -39,13 +40,16 @@ from ..store import events as E
 from ..store import frames as F
 from ..store.hostfs import tighten, try_lock
 from ..store import disposal
-from ..store.maintenance import catch_up, close_index, event_at, index_error, open_index
+from ..store.maintenance import (catch_up, close_index, event_at, index_error, open_index,
+                                  torn_tail_text)
 from ..store.replay import Replayer
 from ..store.segments import SegmentLog
 from ..store.unit import log_uuid_bytes, read_unit
 from . import rules
 from ..store.heads import HeadKeeper
 from ..store.localchain import LocalChain
+
+log = logging.getLogger("wormfs.mirror")
 
 # A delete whose retain-until the mirror's clock will reach within this long is waited for,
 # not refused: two compliance clocks on healthy hosts differ by milliseconds.
@@ -115,7 +119,7 @@ class Replica:
     def _open_parts(self, src, server=None):
         self.log = SegmentLog(os.path.join(self.path, "segments"), log_uuid_bytes(self.unit),
                               self.unit["segment_size"])
-        self.ix = open_index(self.path, src.boot_id())
+        self.ix, lost_cache = open_index(self.path, src.boot_id())
         self.local = LocalChain(os.path.join(self.path, "local"),
                                 bytes.fromhex(self.unit["uuid"].replace("-", "")))
         # Refused events kept in the log: every replay skips them (the replayer holds this
@@ -124,7 +128,10 @@ class Replica:
         self._skip_reason = {ev["event_seq"]: ev.get("reason") for ev in self.local.kept}
         self.replay = Replayer(self.ix, skip=self.skip)
         self.heads = HeadKeeper(self.local, "head")
-        torn = catch_up(self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"))
+        last = self.local.last_head
+        torn = catch_up(self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"),
+                        lost_cache=lost_cache,
+                        durable_seq=int(last["event_seq"]) if last else 0)
         disposal.finish_last(self.log, self.ix, lambda seq: event_at(self.log, self.ix, seq))
         # The mirror's own clock: never the times in the events it receives, which is what
         # lets it refuse a delete a primary with a wrong clock asks for. Its state is in
@@ -133,9 +140,11 @@ class Replica:
                                      checkpoint=self.local.last_checkpoint, server=server)
         self._note_clock()
         if torn:
-            segno, offset, qpath, nbytes = torn
+            segno, offset, qpath, nbytes, sound_after = torn
+            log.warning("%s", torn_tail_text(segno, offset, nbytes, qpath, sound_after))
             self.local.append(self.clock.now(), "torn_tail", segment=segno, offset=offset,
-                              bytes=nbytes, quarantine=os.path.relpath(qpath, self.path))
+                              bytes=nbytes, quarantine=os.path.relpath(qpath, self.path),
+                              sound_after=sound_after)
 
     # -- the interface the primary ships through (target.py) -------------------------------
 

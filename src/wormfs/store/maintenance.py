@@ -1,6 +1,7 @@
 """Whole-log work on a unit: replaying frames into the index, rebuilding the index from the
 segments alone, and checking the log end to end. No clock and no new events here: these only
 read the log (rebuild also writes the index)."""
+import logging
 import os
 
 import blake3
@@ -14,6 +15,8 @@ from .localchain import skipped_seqs
 from .replay import Replayer
 from .segments import SegmentLog
 from .unit import log_uuid_bytes, read_unit
+
+log = logging.getLogger("wormfs.store")
 
 LOW_SPACE = 1 << 20  # less free than this when the index cannot be written: the disk is full
 FRAMES_PER_TXN = 4096  # a long replay commits as it goes (bounded LMDB transactions)
@@ -106,21 +109,37 @@ def unit_last_seq(unit_path):
 
 def open_index(path, boot_id, readonly=False):
     """Open a unit's index for reading, or for writing with the crash rule: an index left
-    dirty by another boot may hold unsynced pages and is cleared (the log rebuilds it)."""
+    dirty by another boot may hold unsynced pages and is cleared (the log rebuilds it).
+
+    Returns (index, lost_cache): ``lost_cache`` is True when the last writer did not close
+    the unit and its page cache did not survive either (a power cut or a crash of the host:
+    another boot; or an index LMDB cannot read). Only then can writes that were never
+    fsynced be missing out of order, and ``catch_up`` may cut more than a torn last frame."""
     index_path = os.path.join(path, "index")
     dirty = os.path.join(path, "index.dirty")
     if readonly:
         if not os.path.exists(os.path.join(index_path, "data.mdb")):
             raise StoreError(f"{path} has no index; run 'wormfs rebuild-index {path}'")
-        return Index(index_path, readonly=True)
+        return Index(index_path, readonly=True), False
+    lost = False
     if os.path.exists(dirty):
         with open(dirty) as f:
             if f.read().strip() != boot_id:
                 _clear_dir(index_path)
-    ix = Index(index_path)
+                lost = True
+    try:
+        ix = Index(index_path)
+    except lmdb.Error as e:
+        # Derived data that LMDB cannot read (a disk that lost its cache without a reboot,
+        # or a file changed behind wormfs): the log has everything it held.
+        log.warning("the index in %s cannot be read (%s); rebuilding it from the log",
+                    path, e)
+        _clear_dir(index_path)
+        ix = Index(index_path)
+        lost = True
     with open(dirty, "w") as f:
         f.write(boot_id + "\n")
-    return ix
+    return ix, lost
 
 
 def close_index(path, ix):
@@ -132,23 +151,45 @@ def close_index(path, ix):
         pass
 
 
-def catch_up(log, ix, replayer, quarantine_dir=None):
+def catch_up(log, ix, replayer, quarantine_dir=None, lost_cache=False, durable_seq=0):
     """Apply every frame the index has not seen yet (after a crash: the frames appended
-    after the last index commit). With ``quarantine_dir``, a torn frame at the very end of
-    the open segment is cut and kept there; returns (segno, offset, qpath, nbytes) then,
-    else None. Damage anywhere else raises IntegrityError."""
+    after the last index commit). With ``quarantine_dir``, a torn end of the open segment is
+    cut and kept there; returns (segno, offset, qpath, nbytes, sound_after) then, else None.
+    Damage anywhere else raises IntegrityError.
+
+    What counts as a torn end: a damaged frame with no sound frame after it (a crash during
+    an append). After ``lost_cache`` (open_index) also one with sound frames after it: a
+    disk writes back unsynced pages in any order, so a later frame can be on disk while an
+    earlier one is not. Both lie past the last fsync, so nobody was told they were written;
+    but only if the damage comes after event ``durable_seq``, the newest head the unit's own
+    chain recorded as durable on two units (heads.py): damage before that is damage to
+    repair, never a write that was lost."""
     with ix.read() as txn:
         applied = ix.meta(txn, "applied")
     try:
         apply_frames(replayer, log.scan(tuple(applied) if applied else None))
     except F.FrameError as e:
-        if not (quarantine_dir and e.segno == log.cur_segno
-                and not log.has_valid_frame_after(e.segno, e.offset)):
-            raise IntegrityError(f"segment {e.segno} is damaged at offset {e.offset}: {e}; "
-                                 f"run 'wormfs verify' and 'wormfs scrub --repair'") from None
+        damage = IntegrityError(f"segment {e.segno} is damaged at offset {e.offset}: {e}; "
+                                f"run 'wormfs verify' and 'wormfs scrub --repair'")
+        if not (quarantine_dir and e.segno == log.cur_segno):
+            raise damage from None
+        sound_after = log.has_valid_frame_after(e.segno, e.offset)
+        if sound_after:
+            with ix.read() as txn:
+                reached = ix.meta(txn, "last_seq", 0)
+            if not lost_cache or reached < durable_seq:
+                raise damage from None
         qpath, nbytes = log.cut_tail(e.segno, e.offset, quarantine_dir)
-        return (e.segno, e.offset, qpath, nbytes)
+        return (e.segno, e.offset, qpath, nbytes, sound_after)
     return None
+
+
+def torn_tail_text(segno, offset, nbytes, qpath, sound_after):
+    """The daemon log's line for a cut tail (catch_up)."""
+    how = ("a power cut lost unsynced writes out of order (sound frames followed the gap)"
+           if sound_after else "a crash interrupted the last append")
+    return (f"segment {segno} was cut at offset {offset} after {how}: {nbytes} bytes that no "
+            f"writer was told were stored are kept in {qpath}")
 
 
 def index_error(e, path):

@@ -159,7 +159,7 @@ class SegmentLog:
                     bufs[0] = bufs[0][n:]
         except OSError as e:
             try:
-                os.ftruncate(self.cur_fd, start)
+                self._cut_back(start)
             except OSError:
                 pass
             raise StoreFull(f"cannot append to segment {self.cur_segno}: {e.strerror}") from e
@@ -171,8 +171,15 @@ class SegmentLog:
         refers to yet (their index transaction failed). Never crosses a segment boundary."""
         if offset > self.cur_end:
             raise IntegrityError(f"cannot undo to {offset}: the segment ends at {self.cur_end}")
-        os.ftruncate(self.cur_fd, offset)
+        self._cut_back(offset)
         self.cur_end = offset
+
+    def _cut_back(self, offset):
+        """Truncate the open segment and make that durable at once: the group commit's
+        fdatasync runs outside the write lock and may already have flushed the frames cut
+        here, and an unsynced truncate lost in a power cut would bring them back."""
+        os.ftruncate(self.cur_fd, offset)
+        os.fsync(self.cur_fd)
 
     def sync(self):
         os.fdatasync(self.cur_fd)

@@ -35,7 +35,7 @@ from .commit import GroupCommit
 from .hostfs import tighten, try_lock
 from . import disposal
 from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_error,
-                          open_index)
+                          open_index, torn_tail_text)
 from . import heads
 from .heads import HeadKeeper
 from .localchain import LocalChain, skipped_seqs
@@ -165,13 +165,15 @@ class Store:
         self.log = SegmentLog(os.path.join(self.path, "segments"), uuid_bytes,
                               self.unit["segment_size"], readonly=self.readonly)
         boot_id = (time_source or SystemTimeSource()).boot_id()
-        self.ix = open_index(self.path, boot_id, readonly=self.readonly)
+        self.ix, lost_cache = open_index(self.path, boot_id, readonly=self.readonly)
         # A promoted mirror's log may hold events it refused: its replays skip them too.
         self.replay = Replayer(self.ix, skip=skipped_seqs(self.path, self.unit))
         self.group = GroupCommit(self.log.sync) if not self.readonly else None
+        self._open_local()
         if not self.readonly:
-            self.recovered_tail = catch_up(self.log, self.ix, self.replay,
-                                           os.path.join(self.path, "quarantine"))
+            self.recovered_tail = catch_up(
+                self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"),
+                lost_cache=lost_cache, durable_seq=self._durable_head())
             self.log.sync()  # what a dead process left in the page cache counts from now
             self.group.durable_pos = self.log.end_position()
             disposal.finish_last(self.log, self.ix,
@@ -181,7 +183,6 @@ class Store:
             self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
             floor = self.ix.meta(txn, "last_time", 0)
             checkpoint = self.ix.meta(txn, "clock_checkpoint")
-        self._open_local()
         # The log's checkpoint is the clock's truth; clock.json only a cache (clock.py).
         self.server_clock = server_clock(self.unit) if not self.readonly else None
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), time_source,
@@ -190,9 +191,11 @@ class Store:
         self._checkpointed = checkpoint[0] if checkpoint else None
         self._opened_at = self.clock.now()
         if not self.readonly and self._last_seq and self.recovered_tail:
-            segno, offset, qpath, nbytes = self.recovered_tail
+            segno, offset, qpath, nbytes, sound_after = self.recovered_tail
+            log.warning("%s", torn_tail_text(segno, offset, nbytes, qpath, sound_after))
             self._event_now("torn_tail", segment=segno, offset=offset, bytes=nbytes,
-                            quarantine=os.path.relpath(qpath, self.path))
+                            quarantine=os.path.relpath(qpath, self.path),
+                            sound_after=sound_after)
         self.reserved_ino = None
         for segno, length in restored:
             log.warning("segment %s was missing; copied back from the mirror %s (%s bytes)",
@@ -223,6 +226,12 @@ class Store:
             self.heads = HeadKeeper(self.local, "peer_head")
         if self.local is not None and self.local.last_head:
             self._serial_floor = int(self.local.last_head.get("next_serial") or 1)
+
+    def _durable_head(self):
+        """The newest event this unit's chain says its mirror acknowledged: it was durable
+        here, so a power cut cannot have lost it (catch_up)."""
+        last = self.local.last_head if self.local is not None else None
+        return int(last["event_seq"]) if last else 0
 
     def _note_peer_head(self, force=False):
         """Record the head the mirror acknowledged (rate-limited; ``force`` at close)."""
