@@ -105,9 +105,13 @@ def main(mnt, journal, seed, threads, store):
                 note(f"closed {name} {digest}")
                 note(f"aged {name} {time.time():.3f}")
             for name in due:
-                if not os.path.exists(os.path.join(mnt, name)):
+                try:
+                    os.stat(os.path.join(mnt, name))
+                except FileNotFoundError:
                     note(f"deleted {name} -")   # an unlink a cut interrupted did happen
                     continue
+                # Any other error (ENOTCONN: the daemon is already dead, the cut) says
+                # nothing about the file, and os.path.exists() would have called it gone.
                 note(f"unlinking {name} -")
                 try:
                     os.unlink(os.path.join(mnt, name))
