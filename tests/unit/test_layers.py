@@ -1,7 +1,6 @@
 """The package's layers (issue 17): store/ owns the units' files and imports nothing above it
-(mirror/, fs/, admin/, the command line). Today store.py still reaches up into mirror/ in the
-places listed in KNOWN; the engine work removes them. This test is a ratchet: a new upward
-import fails it, and so does removing one without taking it off the list."""
+(mirror/, fs/, admin/, the command line). Replication reaches the store through
+store/replication.py, which mirror/hooks.py fills in."""
 import ast
 import os
 
@@ -10,12 +9,6 @@ import wormfs
 PKG = os.path.dirname(wormfs.__file__)
 ABOVE = ("mirror", "fs", "admin", "cli")
 
-# (module, what it imports) still to be moved behind a hook (issue 17).
-KNOWN = {
-    ("store/store.py", "mirror.shipper"),
-    ("store/store.py", "mirror.target"),
-    ("store/store.py", "mirror.scrub"),
-}
 
 
 def upward_imports(layer):
@@ -45,8 +38,27 @@ def upward_imports(layer):
     return found
 
 
-def test_store_imports_nothing_above_it_but_the_known_debts():
+def test_store_imports_nothing_above_it():
     found = upward_imports("store")
-    assert found - KNOWN == set(), f"store/ imports from above it: {sorted(found - KNOWN)}"
-    assert KNOWN - found == set(), \
-        f"gone, take them off KNOWN in this test: {sorted(KNOWN - found)}"
+    assert found == set(), f"store/ imports from above it: {sorted(found)}"
+
+
+def test_a_unit_with_a_duplicate_is_never_opened_without_replication(tmp_path, monkeypatch):
+    # Were the hooks missing (a process that imported store/ some other way), a primary
+    # with a mirror must be refused, not opened alone and silently left without its
+    # duplicate.
+    import pytest
+    from tests.conftest import clear_immutable, make_pair
+    from wormfs.errors import StoreError
+    from wormfs.store import replication
+    from wormfs.store.store import Store
+    p, m = make_pair(str(tmp_path / "p"), str(tmp_path / "m"))
+    try:
+        monkeypatch.setattr(replication, "_hooks", None)
+        with pytest.raises(StoreError, match="replication"):
+            Store(p)
+        monkeypatch.undo()
+        with Store(p) as st:
+            assert st.mirror is not None and st.mirror_state()[0] == "synced"
+    finally:
+        clear_immutable(str(tmp_path))

@@ -26,8 +26,6 @@ from ..clock import CHECKPOINT_INTERVAL_US, ComplianceClock, SystemTimeSource
 from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
                       StoreFull, WormError, FileTooBig)
-from ..mirror.shipper import Replicator, read_state
-from ..mirror.target import open_target, server_clock
 from ..timeutil import format_us, parse_date, parse_duration
 from . import events as E
 from . import frames as F
@@ -40,6 +38,7 @@ from . import heads
 from .heads import HeadKeeper
 from .localchain import LocalChain, skipped_seqs
 from . import reserve as space_reserve
+from . import replication
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .segments import SegmentLog
@@ -136,7 +135,7 @@ class Store:
         try:
             self._open_parts(time_source)
             if not readonly and self.unit.get("role") == "primary" and \
-                    self.unit.get("peer_path") and not self.unit.get("no_mirror"):
+                    replication.has_duplicate(self.unit):
                 self._attach_mirror(mirror_time_source)
             if not readonly and self._last_seq:
                 self.tick()
@@ -159,9 +158,8 @@ class Store:
     def _open_parts(self, time_source):
         uuid_bytes = log_uuid_bytes(self.unit)
         restored = []
-        if not self.readonly:
-            from ..mirror.scrub import restore_missing_tail
-            restored = restore_missing_tail(self.path, self.unit)
+        if not self.readonly and replication.has_duplicate(self.unit):
+            restored = replication.hooks().restore_missing_tail(self.path, self.unit)
         self.log = SegmentLog(os.path.join(self.path, "segments"), uuid_bytes,
                               self.unit["segment_size"], readonly=self.readonly)
         boot_id = (time_source or SystemTimeSource()).boot_id()
@@ -184,7 +182,9 @@ class Store:
             floor = self.ix.meta(txn, "last_time", 0)
             checkpoint = self.ix.meta(txn, "clock_checkpoint")
         # The log's checkpoint is the clock's truth; clock.json only a cache (clock.py).
-        self.server_clock = server_clock(self.unit) if not self.readonly else None
+        self.server_clock = (replication.hooks().server_clock(self.unit)
+                             if not self.readonly and replication.has_duplicate(self.unit)
+                             else None)
         self.clock = ComplianceClock(os.path.join(self.path, "clock.json"), time_source,
                                      floor_us=floor, persist=not self.readonly,
                                      checkpoint=checkpoint, server=self.server_clock)
@@ -262,11 +262,9 @@ class Store:
         return out
 
     def _attach_mirror(self, time_source):
-        self.mirror = Replicator(
-            self.log, self.group,
-            lambda: open_target(self.unit, self.path, time_source, self.server_clock),
-            self.path, self.clock.now,
-            lambda seq: event_hash_at(self.log, self.ix, seq))
+        self.mirror = replication.hooks().replicator(
+            self.log, self.group, self.unit, self.path, time_source, self.server_clock,
+            self.clock.now, lambda seq: event_hash_at(self.log, self.ix, seq))
         # Connect only: a backlog is shipped by mirror_poll (the mount's keeper, or the
         # command that opened the store), so that opening never waits for it.
         self.mirror.connect()
@@ -307,7 +305,7 @@ class Store:
             return "synced" if self.mirror.is_synced(rec.get("seal_seq")) else "pending"
         if self.unit.get("no_mirror") or not self.unit.get("peer_path"):
             return "pending"
-        saved = read_state(self.path)
+        saved = replication.hooks().saved_state(self.path)
         seq = rec.get("seal_seq")
         return "synced" if seq is not None and seq <= saved.get("acked_seq", 0) else "pending"
 
