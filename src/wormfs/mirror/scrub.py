@@ -373,7 +373,7 @@ def _records(u):
     """Yield (serial, inode) of every record the unit's index holds (deleted ones too, until
     disposal: their data is still there)."""
     with u.ix.read() as txn:
-        for key, val in txn.cursor(db=u.ix.db["serials"]):
+        for key, val in u.ix.items(txn, "serials"):
             serial = U64.unpack(key)[0]
             yield serial, u.ix.inode(txn, U64.unpack(val)[0])
 
@@ -434,9 +434,8 @@ def _replay_compare(u, rep):
                     return  # damage: the walk reported it
             with scratch.read() as mine:
                 for name in DBS:
-                    theirs = snap.cursor(db=u.ix.db[name])
-                    ours = mine.cursor(db=scratch.db[name])
-                    for a, b in itertools.zip_longest(iter(theirs), iter(ours)):
+                    for a, b in itertools.zip_longest(u.ix.items(snap, name),
+                                                      scratch.items(mine, name)):
                         if a != b:
                             key = (a or b)[0]
                             rep.add(u, "index", f"the index differs from a replay of the log in "

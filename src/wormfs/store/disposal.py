@@ -81,23 +81,13 @@ def still_unreferenced(ix, txn, candidates, dead_serials):
     """The chunk ids of ``candidates`` that no record outside ``dead_serials`` refers to:
     one pass over every manifest entry (the mirror runs the same check on its own index)."""
     left = dict(candidates)
-    for key, val in txn.cursor(db=ix.db["manifests"]):
+    for key, val in ix.items(txn, "manifests"):
         if U64.unpack(key[:8])[0] in dead_serials:
             continue
         left.pop(bytes(val[:32]), None)
         if not left:
             break
     return left
-
-
-def _streamed(store):
-    """Chunk ids held by files still being written in this process."""
-    keep = set()
-    for of in list(store._open.values()):
-        st = of.stream
-        if st is not None:
-            keep.update(cid for _, cid in list(st.chunks))
-    return keep
 
 
 def certificate(store, p, dry_run, event=None):
@@ -120,7 +110,7 @@ def run(store, actor, dry_run=False):
     """Dispose (or with ``dry_run`` only report) what has expired; returns the certificate."""
     if dry_run:
         with store.ix.read() as txn:
-            p = plan(store.ix, txn, store.clock.now(), _streamed(store))
+            p = plan(store.ix, txn, store.clock.now(), store.streamed_chunk_ids())
         return certificate(store, p, True)
     if store.unit.get("role") != "primary":
         raise Refused(f"{store.path} is a {store.unit.get('role')} unit: disposal runs on the "
@@ -132,17 +122,17 @@ def run(store, actor, dry_run=False):
         if state != "synced":
             raise StoreError(f"the mirror is {state} ({reason}): disposal changes both units "
                              f"at once, so it waits until the mirror is back (wormfs status)")
-    def fn(txn):
+    def fn(j):
         now = store.clock.now()
-        p = plan(store.ix, txn, now, _streamed(store))
+        p = plan(store.ix, j.txn, now, store.streamed_chunk_ids())
         if p.empty():
             return p, None
         for rec in p.expired:
-            store._append_event(txn, "delete", actor, ino=rec["ino"], serial=rec["serial"],
-                                path=store.path_of(rec["ino"], txn), blake3=rec["blake3"],
-                                size=rec["size"], cause="dispose")
-        ev = store._append_event(
-            txn, "dispose", actor,
+            j.event("delete", actor, ino=rec["ino"], serial=rec["serial"],
+                    path=j.path_of(rec["ino"]), blake3=rec["blake3"], size=rec["size"],
+                    cause="dispose")
+        ev = j.event(
+            "dispose", actor,
             serials=[r["serial"] for r in p.records],
             records=[{"serial": r["serial"], "path": r.get("path"), "blake3": r["blake3"],
                       "size": r["size"]} for r in p.records],
@@ -150,7 +140,7 @@ def run(store, actor, dry_run=False):
             bytes=p.bytes)
         store.disposals += 1   # seals that matched chunks before now check them again
         return p, ev
-    p, ev = store._mutate(fn, durable=True, reserve=True)
+    p, ev = store.transact(fn, durable=True, essential=True)
     cert = certificate(store, p, False, ev["seq"] if ev else None)
     if ev is not None:
         _destroy_here(store, actor, p, ev, cert)

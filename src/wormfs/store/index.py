@@ -98,6 +98,12 @@ class Index:
         v = txn.get(k64(parent) + name, db=self.db["dirents"])
         return None if v is None else U64x2.unpack(v)  # (ino, cookie)
 
+    def items(self, txn, name):
+        """Every (key, value) of database ``name`` in key order, as raw bytes: for checks
+        that walk a whole database (disposal's manifest pass, scrub's index comparison)
+        without reaching for LMDB themselves."""
+        return iter(txn.cursor(db=self.db[name]))
+
     def list_dir(self, txn, parent, after_cookie=0):
         """Yield (cookie, name, ino) in cookie order, strictly after ``after_cookie``."""
         cur = txn.cursor(db=self.db["dirlist"])

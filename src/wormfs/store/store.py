@@ -105,6 +105,24 @@ class OpenFile:
         self.mtime = self.ctime = now
 
 
+class Journal:
+    """What ``Store.transact`` hands its function: the one index transaction and the way to
+    append events in it. Code outside the store (disposal, scrub) changes a unit only
+    through this, so the store's lock, the undo of a failed commit and the durable wait
+    stay in one place."""
+    __slots__ = ("_store", "txn")
+
+    def __init__(self, store, txn):
+        self._store, self.txn = store, txn
+
+    def event(self, etype, actor=None, **fields):
+        """Append event ``etype`` and apply it to the index; returns the event."""
+        return self._store._append_event(self.txn, etype, actor, **fields)
+
+    def path_of(self, ino):
+        return self._store.path_of(ino, self.txn)
+
+
 class Store:
     def __init__(self, path, *, time_source=None, readonly=False, mirror_time_source=None):
         """Open a unit. A writable primary with a mirror connects to it and catches it up
@@ -397,6 +415,24 @@ class Store:
         self.ix.put_meta(txn, "applied", list(self.log.end_position()))
         self._last_seq, self._last_hash = ev["seq"], h
         return ev
+
+    def transact(self, fn, durable=False, essential=False):
+        """Run ``fn(journal)`` (a Journal) in one index transaction under the write lock and
+        return what it returns. Its events are durable on both units on return if
+        ``durable``; ``essential`` changes (deletions, holds, disposal) may use the space
+        reserve. If ``fn`` raises, nothing it appended stays in the log."""
+        return self._mutate(lambda txn: fn(Journal(self, txn)), durable=durable,
+                            reserve=essential)
+
+    def streamed_chunk_ids(self):
+        """Chunk ids held by files still being written in this process (disposal keeps
+        them: a seal will refer to them)."""
+        keep = set()
+        for of in list(self._open.values()):
+            st = of.stream
+            if st is not None:
+                keep.update(cid for _, cid in list(st.chunks))
+        return keep
 
     def _mutate(self, fn, durable=False, ship=True, reserve=False):
         """``reserve``: an essential change (a hold, an extension, a deletion, an audit
