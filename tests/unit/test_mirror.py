@@ -229,3 +229,23 @@ def _log_uuid(m):
     import json
     with open(f"{m}/unit.json") as f:
         return json.load(f)["log_uuid"]
+
+
+def test_a_torn_end_of_the_mirrors_open_segment_is_cut_and_kept(pair, fake_time):
+    # A crash of the mirror's host during an append leaves a partial frame at the end of its
+    # open segment: the mirror cuts it at open, keeps the bytes in quarantine/, records it in
+    # its own chain, and the primary ships the rest again.
+    p, m = make_pair(*pair, time_source=fake_time)
+    with Store(p, time_source=fake_time) as st:
+        put(st, b"a", b"first")
+    seg = [n for n in os.listdir(f"{m}/segments") if n.endswith(".open")][0]
+    size = os.path.getsize(f"{m}/segments/{seg}")
+    with open(f"{m}/segments/{seg}", "ab") as f:
+        f.write(b"WF\x01\x00torn-by-a-crash")
+    with Store(p, time_source=fake_time) as st:
+        r = put(st, b"b", b"second")
+        assert st.record_mirror_status(r) == "synced"
+    torn = [e for e in local_events(m) if e["type"] == "torn_tail"]
+    assert len(torn) == 1 and torn[0]["offset"] == size and torn[0]["sound_after"] is False
+    assert os.path.getsize(os.path.join(m, torn[0]["quarantine"])) == 19
+    same_segments(p, m)

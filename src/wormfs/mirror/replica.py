@@ -140,11 +140,11 @@ class Replica:
                                      checkpoint=self.local.last_checkpoint, server=server)
         self._note_clock()
         if torn:
-            segno, offset, qpath, nbytes, sound_after = torn
-            log.warning("%s", torn_tail_text(segno, offset, nbytes, qpath, sound_after))
-            self.local.append(self.clock.now(), "torn_tail", segment=segno, offset=offset,
-                              bytes=nbytes, quarantine=os.path.relpath(qpath, self.path),
-                              sound_after=sound_after)
+            log.warning("%s", torn_tail_text(torn))
+            self.local.append(self.clock.now(), "torn_tail", segment=torn.segno,
+                              offset=torn.offset, bytes=torn.nbytes,
+                              quarantine=os.path.relpath(torn.qpath, self.path),
+                              sound_after=torn.sound_after)
 
     # -- the interface the primary ships through (target.py) -------------------------------
 

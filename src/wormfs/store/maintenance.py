@@ -3,6 +3,7 @@ segments alone, and checking the log end to end. No clock and no new events here
 read the log (rebuild also writes the index)."""
 import logging
 import os
+from typing import NamedTuple
 
 import blake3
 import lmdb
@@ -17,6 +18,15 @@ from .segments import SegmentLog
 from .unit import log_uuid_bytes, read_unit
 
 log = logging.getLogger("wormfs.store")
+
+
+class TornTail(NamedTuple):
+    """What catch_up cut from the end of the open segment."""
+    segno: int
+    offset: int
+    qpath: str         # where the cut bytes are kept (quarantine/)
+    nbytes: int
+    sound_after: bool  # sound frames followed the first damaged one (writes lost out of order)
 
 LOW_SPACE = 1 << 20  # less free than this when the index cannot be written: the disk is full
 FRAMES_PER_TXN = 4096  # a long replay commits as it goes (bounded LMDB transactions)
@@ -154,7 +164,7 @@ def close_index(path, ix):
 def catch_up(log, ix, replayer, quarantine_dir=None, lost_cache=False, durable_seq=0):
     """Apply every frame the index has not seen yet (after a crash: the frames appended
     after the last index commit). With ``quarantine_dir``, a torn end of the open segment is
-    cut and kept there; returns (segno, offset, qpath, nbytes, sound_after) then, else None.
+    cut and kept there; returns a TornTail then, else None.
     Damage anywhere else raises IntegrityError.
 
     What counts as a torn end: a damaged frame with no sound frame after it (a crash during
@@ -180,16 +190,16 @@ def catch_up(log, ix, replayer, quarantine_dir=None, lost_cache=False, durable_s
             if not lost_cache or reached < durable_seq:
                 raise damage from None
         qpath, nbytes = log.cut_tail(e.segno, e.offset, quarantine_dir)
-        return (e.segno, e.offset, qpath, nbytes, sound_after)
+        return TornTail(e.segno, e.offset, qpath, nbytes, sound_after)
     return None
 
 
-def torn_tail_text(segno, offset, nbytes, qpath, sound_after):
-    """The daemon log's line for a cut tail (catch_up)."""
+def torn_tail_text(t):
+    """The daemon log's line for a cut tail (a TornTail)."""
     how = ("a power cut lost unsynced writes out of order (sound frames followed the gap)"
-           if sound_after else "a crash interrupted the last append")
-    return (f"segment {segno} was cut at offset {offset} after {how}: {nbytes} bytes that no "
-            f"writer was told were stored are kept in {qpath}")
+           if t.sound_after else "a crash interrupted the last append")
+    return (f"segment {t.segno} was cut at offset {t.offset} after {how}: {t.nbytes} bytes "
+            f"that no writer was told were stored are kept in {t.qpath}")
 
 
 def index_error(e, path):

@@ -209,11 +209,11 @@ class Store:
         self._checkpointed = checkpoint[0] if checkpoint else None
         self._opened_at = self.clock.now()
         if not self.readonly and self._last_seq and self.recovered_tail:
-            segno, offset, qpath, nbytes, sound_after = self.recovered_tail
-            log.warning("%s", torn_tail_text(segno, offset, nbytes, qpath, sound_after))
-            self._event_now("torn_tail", segment=segno, offset=offset, bytes=nbytes,
-                            quarantine=os.path.relpath(qpath, self.path),
-                            sound_after=sound_after)
+            t = self.recovered_tail
+            log.warning("%s", torn_tail_text(t))
+            self._event_now("torn_tail", segment=t.segno, offset=t.offset, bytes=t.nbytes,
+                            quarantine=os.path.relpath(t.qpath, self.path),
+                            sound_after=t.sound_after)
         self.reserved_ino = None
         for segno, length in restored:
             log.warning("segment %s was missing; copied back from the mirror %s (%s bytes)",
