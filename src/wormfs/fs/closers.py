@@ -18,6 +18,7 @@ mounts of our device (the same superblock in every namespace) in that process's 
 mountinfo say which descriptors are ours: missing them sealed a file half-written when a
 writer started a child (the child's copy closes at exec).
 """
+import functools
 import os
 
 from . import mounts
@@ -51,13 +52,20 @@ def _namespace(pid):
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def _own_namespace():
+    """The daemon's mount namespace: it never changes, so it is read once, not at every
+    FLUSH."""
+    return _namespace("self")
+
+
 def _our_mounts(pid, mountpoint, mount):
     """(path prefixes, mount ids or None for any) under which process ``pid`` sees our
     mount: ours as we mounted it in our own namespace, else the mounts of our device in
     its mountinfo."""
     if mount is None:
         return (mountpoint.rstrip("/") + "/",), None
-    if _namespace(pid) == _namespace("self"):
+    if _namespace(pid) == _own_namespace():
         return (mountpoint.rstrip("/") + "/",), {mount.mount_id}
     seen = [e for e in mounts.entries(pid) if e.dev == mount.dev]
     return (tuple(e.mountpoint.rstrip("/") + "/" for e in seen),

@@ -128,10 +128,8 @@ class Replica:
         self._skip_reason = {ev["event_seq"]: ev.get("reason") for ev in self.local.kept}
         self.replay = Replayer(self.ix, skip=self.skip)
         self.heads = HeadKeeper(self.local, "head")
-        last = self.local.last_head
         torn = catch_up(self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"),
-                        lost_cache=lost_cache,
-                        durable_seq=int(last["event_seq"]) if last else 0)
+                        lost_cache=lost_cache, durable_seq=self.heads.seq)
         disposal.finish_last(self.log, self.ix, lambda seq: event_at(self.log, self.ix, seq))
         # The mirror's own clock: never the times in the events it receives, which is what
         # lets it refuse a delete a primary with a wrong clock asks for. Its state is in

@@ -26,6 +26,12 @@ class HeadKeeper:
         self._seq = last["event_seq"] if last else 0
         self._at = None
 
+    @property
+    def seq(self):
+        """The newest head recorded: an event known durable on two units (catch_up never
+        cuts a log back past it)."""
+        return self._seq
+
     def due(self, now_us):
         return self._at is None or now_us - self._at >= HEAD_INTERVAL_US
 

@@ -189,7 +189,7 @@ class Store:
         if not self.readonly:
             self.recovered_tail = catch_up(
                 self.log, self.ix, self.replay, os.path.join(self.path, "quarantine"),
-                lost_cache=lost_cache, durable_seq=self._durable_head())
+                lost_cache=lost_cache, durable_seq=self.heads.seq if self.heads else 0)
             self.log.sync()  # what a dead process left in the page cache counts from now
             self.group.durable_pos = self.log.end_position()
             disposal.finish_last(self.log, self.ix,
@@ -244,12 +244,6 @@ class Store:
             self.heads = HeadKeeper(self.local, "peer_head")
         if self.local is not None and self.local.last_head:
             self._serial_floor = int(self.local.last_head.get("next_serial") or 1)
-
-    def _durable_head(self):
-        """The newest event this unit's chain says its mirror acknowledged: it was durable
-        here, so a power cut cannot have lost it (catch_up)."""
-        last = self.local.last_head if self.local is not None else None
-        return int(last["event_seq"]) if last else 0
 
     def _note_peer_head(self, force=False):
         """Record the head the mirror acknowledged (rate-limited; ``force`` at close)."""
@@ -321,7 +315,7 @@ class Store:
             return "synced"
         if self.mirror is not None:
             return "synced" if self.mirror.is_synced(rec.get("seal_seq")) else "pending"
-        if self.unit.get("no_mirror") or not self.unit.get("peer_path"):
+        if not replication.has_duplicate(self.unit):
             return "pending"
         saved = replication.hooks().saved_state(self.path)
         seq = rec.get("seal_seq")
