@@ -133,6 +133,12 @@ def store(unit_path, fake_time):
     st.close()
 
 
+def staged_files(store):
+    """Names in the unit's staging/ that hold a file's bytes (not the empty spares)."""
+    return sorted(n for n in os.listdir(os.path.join(store.path, "staging"))
+                  if not n.startswith("spare-"))
+
+
 def dump_index(path):
     """Every key and value of a unit's index, for comparing a live index with a rebuilt one."""
     ix = Index(os.path.join(path, "index"), readonly=True)

@@ -13,7 +13,7 @@ from wormfs.cli import main as cli
 from wormfs.store.maintenance import verify_log
 from wormfs.store.sealstream import MAX_PENDING, SealStream
 
-from ..conftest import dump_index
+from ..conftest import dump_index, staged_files
 
 USER = Actor(1000, 1000, 7, "pytest")
 MIB = 1 << 20
@@ -145,4 +145,4 @@ def test_any_write_order_gives_the_staged_bytes(tmp_path_factory, ops, rnd):
                 model.extend(bytes(off - len(model)))
             model[off:off + length] = data
         check_record(store, store.seal(f["ino"], USER), bytes(model))
-        assert not os.listdir(os.path.join(store.path, "staging"))
+        assert not staged_files(store)

@@ -12,7 +12,7 @@ from wormfs.errors import Exists, IntegrityError, IsADirectory, NotEmpty, NotFou
 from wormfs.store.maintenance import verify_log
 from wormfs.store.store import Store
 
-from ..conftest import dump_index, make_unit
+from ..conftest import dump_index, make_unit, staged_files
 
 USER = Actor(1000, 1000, 7, "pytest")
 
@@ -36,7 +36,7 @@ def test_open_file_random_writes_then_record(store):
     assert r["blake3"] == blake3.blake3(b"hello\0\0\0\0\0wo!").hexdigest()
     assert r["mode"] == 0o444
     assert store.read(r["ino"], 5, 4) == b"\0\0\0\0"
-    assert not os.listdir(os.path.join(store.path, "staging"))
+    assert not staged_files(store)
 
 
 def test_empty_and_sparse_and_large(store):
@@ -134,6 +134,46 @@ def test_scratch_and_open_files_can_go(store):
     with pytest.raises(NotFound):
         store.lookup(1, b"x.tmp")
     assert not os.path.exists(os.path.join(store.path, "staging", str(g["ino"])))
+
+
+def test_a_reused_staging_file_starts_empty_whatever_was_put_in_it(store):
+    put(store, b"first", b"x" * 5000)
+    spares = os.listdir(os.path.join(store.path, "staging"))
+    assert spares and not staged_files(store)  # kept for the next create, empty
+    with open(os.path.join(store.path, "staging", spares[0]), "wb") as f:
+        f.write(b"planted behind the store's back" * 300)   # root, in the unit
+    g = store.create(1, b"second", 0o644, USER)
+    store.write(g["ino"], 4096, b"tail")   # a hole before it: zeros, never the planted bytes
+    assert store.read(g["ino"], 0, 10_000) == bytes(4096) + b"tail"
+    r = store.seal(g["ino"], USER)
+    assert r["size"] == 4100 and store.read(r["ino"], 0, 10_000) == bytes(4096) + b"tail"
+
+
+def test_leftover_staging_files_are_emptied_and_links_never_followed_at_open(unit_path,
+                                                                           fake_time, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not the store's")
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        f = st.create(1, b"left-open", 0o644, USER)
+        st.write(f["ino"], 0, b"unfinished")
+        staging = os.path.join(st.path, "staging")
+    for name, data in (("999", b"a seal that ended before its unlink"), ("spare-4", b"junk")):
+        with open(os.path.join(staging, name), "wb") as fh:
+            fh.write(data)
+    os.symlink(victim, os.path.join(staging, "spare-9"))
+    os.symlink(victim, os.path.join(staging, "998"))
+    with Store(unit_path, time_source=fake_time) as st:
+        assert staged_files(st) == [str(f["ino"])]   # the open file's bytes stay
+        names = os.listdir(staging)
+        assert all(os.path.getsize(os.path.join(staging, n)) == 0 and
+                   not os.path.islink(os.path.join(staging, n))
+                   for n in names if n.startswith("spare-"))
+        assert st.read(f["ino"], 0, 100) == b"unfinished"
+        for i in range(3):   # the spares are taken: each new file holds just its bytes
+            r = put(st, b"n%d" % i, b"new %d" % i)
+            assert st.read(r["ino"], 0, 100) == b"new %d" % i
+    assert victim.read_bytes() == b"not the store's"
 
 
 def test_rebuild_index_answers_exactly_as_before(unit_path, fake_time, capsys):

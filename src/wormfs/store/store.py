@@ -41,6 +41,7 @@ from . import reserve as space_reserve
 from . import replication
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
+from .spares import Spares
 from .segments import SegmentLog
 from .unit import log_uuid_bytes, read_unit
 
@@ -143,6 +144,7 @@ class Store:
         self.params = _chunker.Params(**self.unit["chunking"]) if self.unit.get("chunking") \
             else _chunker.Params()
         self.staging = os.path.join(self.path, "staging")
+        self.spares = Spares(self.staging)
         # Set by the mount: whether a file still has open handles. Such a file keeps its
         # staged bytes when its name goes away, until ``discard``.
         self.keep_open = lambda ino: False
@@ -155,9 +157,12 @@ class Store:
             if not readonly and self.unit.get("role") == "primary" and \
                     replication.has_duplicate(self.unit):
                 self._attach_mirror(mirror_time_source)
+            if not readonly:
+                self.spares.adopt({str(ino) for ino, _ in self.unsealed()})
             if not readonly and self._last_seq:
                 self.tick()
         except BaseException:
+            self.spares.close()
             self._release_lock()
             raise
 
@@ -351,6 +356,7 @@ class Store:
                 for of in list(self._open.values()):
                     os.close(of.fd)
                 self._open.clear()
+                self.spares.close()
                 try:
                     self.log.sync()
                     self.clock.persist()
@@ -842,8 +848,12 @@ class Store:
             if self.ix.lookup(txn, parent, name) is not None:
                 raise Exists(f"{os.fsdecode(name)} exists")
             ino = self._new_ino(txn)
-            made.append((ino, os.open(os.path.join(self.staging, str(ino)),
-                                      os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)))
+            path = os.path.join(self.staging, str(ino))
+            fd = self.spares.take(path)
+            if fd is None:
+                _unlink_quiet(path)  # whatever is there (a link, say) is not followed
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            made.append((ino, fd))
             self._append_event(txn, "create", actor, ino=ino, parent=parent,
                                name=E.name_str(name), mode=mode & 0o7777, state=state,
                                uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
@@ -1063,8 +1073,9 @@ class Store:
         of = self._open.pop(ino, None)
         if of is not None:
             self._end_stream(of)
-            os.close(of.fd)
-        _unlink_quiet(os.path.join(self.staging, str(ino)))
+            self.spares.give(of.fd, os.path.join(self.staging, str(ino)))
+        else:
+            _unlink_quiet(os.path.join(self.staging, str(ino)))
 
     def discard(self, ino):
         """The mount closed the last handle of a file that lost its name while open."""
