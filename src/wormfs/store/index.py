@@ -31,6 +31,12 @@ LMDB's byte order is numeric order). docs/FORMAT.md repeats this for readers wit
                mount-time recovery and the scratch sweep never walk the records
 
 Only ``replay.py`` writes to these, so that a live store and a rebuilt index cannot differ.
+
+The counters and the chain head (``HOT_META``) are read and written many times per change
+(every event reads and writes ``last_seq`` and ``last_hash``). In a write transaction
+(``WriteTxn``) they are kept as Python values and written once, at commit; the values last
+committed are remembered, so the next transaction does not decode them again. The bytes on
+disk are the same as if every put had gone to LMDB.
 """
 import json
 import os
@@ -48,6 +54,51 @@ CHUNK_LOC = struct.Struct(">QQI")
 MANIFEST_VAL = struct.Struct(">32sI")
 
 
+HOT_META = frozenset(("applied", "last_seq", "last_hash", "last_time", "next_ino",
+                      "next_serial", "stats"))
+
+
+def _copy(v):
+    # Hot values are scalars, flat lists or flat dicts: a shallow copy keeps a caller's
+    # change to what it read out of the cache until it puts it back.
+    return v.copy() if isinstance(v, (list, dict)) else v
+
+
+class WriteTxn:
+    """An LMDB write transaction whose hot meta values wait in ``dirty`` until commit.
+    Everything else goes straight to LMDB (the methods are the transaction's own)."""
+    __slots__ = ("_t", "_ix", "dirty", "get", "put", "pop", "delete", "cursor", "replace")
+
+    def __init__(self, ix, t):
+        self._t, self._ix, self.dirty = t, ix, {}
+        self.get, self.put, self.pop = t.get, t.put, t.pop
+        self.delete, self.cursor, self.replace = t.delete, t.cursor, t.replace
+
+    def commit(self):
+        db = self._ix.db["meta"]
+        for key, value in self.dirty.items():
+            self._t.put(key.encode(), _encode(value), db=db)
+        self._t.commit()
+        self._ix._committed.update(self.dirty)  # only once LMDB has them
+
+    def abort(self):
+        self.dirty.clear()
+        self._t.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _encode(value):
+    return json.dumps(value, sort_keys=True).encode()
+
+
 def k64(n):
     return U64.pack(n)
 
@@ -62,6 +113,7 @@ class Index:
         self.env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=len(DBS), subdir=True,
                              readonly=readonly, lock=True, sync=False, metasync=False,
                              readahead=False)
+        self._committed = {}  # hot meta values as last committed (WriteTxn)
         self.db = {}
         for name in DBS:
             self.db[name] = self.env.open_db(name.encode(), create=not readonly)
@@ -73,7 +125,7 @@ class Index:
         self.env.sync(True)
 
     def write(self):
-        return self.env.begin(write=True)
+        return WriteTxn(self, self.env.begin(write=True))
 
     def read(self):
         return self.env.begin(write=False)
@@ -81,11 +133,23 @@ class Index:
     # -- typed accessors (work on any txn) -----------------------------------------------
 
     def meta(self, txn, key, default=None):
+        if key in HOT_META and type(txn) is WriteTxn:
+            if key in txn.dirty:
+                v = txn.dirty[key]
+            elif key in self._committed:
+                v = self._committed[key]
+            else:
+                raw = txn.get(key.encode(), db=self.db["meta"])
+                v = self._committed[key] = None if raw is None else json.loads(raw)
+            return default if v is None else _copy(v)
         v = txn.get(key.encode(), db=self.db["meta"])
         return default if v is None else json.loads(v)
 
     def put_meta(self, txn, key, value):
-        txn.put(key.encode(), json.dumps(value, sort_keys=True).encode(), db=self.db["meta"])
+        if key in HOT_META and type(txn) is WriteTxn:
+            txn.dirty[key] = _copy(value)
+            return
+        txn.put(key.encode(), _encode(value), db=self.db["meta"])
 
     def inode(self, txn, ino):
         v = txn.get(k64(ino), db=self.db["inodes"])
