@@ -176,6 +176,30 @@ def test_leftover_staging_files_are_emptied_and_links_never_followed_at_open(uni
     assert victim.read_bytes() == b"not the store's"
 
 
+def test_a_failed_transaction_leaves_the_counters_as_committed(unit_path, fake_time):
+    """The chain head and counters wait in the write transaction until commit (index.py
+    HOT_META): an abort must leave them as LMDB has them, or the next event breaks the
+    chain."""
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        put(st, b"a", b"one")
+
+        def half_done(journal):
+            journal.event("refused", None, op="test", reason="then it fails", errno="EPERM")
+            raise RuntimeError("failed after appending")   # the event was applied already
+        with pytest.raises(RuntimeError):
+            st.transact(half_done)
+        r = put(st, b"b", b"two")   # the next events follow the committed head
+        assert r["serial"] == 2 and st.read(r["ino"], 0, 10) == b"two"
+        assert st.stats()["records"] == 2
+        events, _ = verify_log(st.log)
+        assert [e["seq"] for e in st.events()] == list(range(1, events + 1))
+        assert not any(e.get("op") == "test" for e in st.events())
+    before = dump_index(unit_path)
+    assert cli(["rebuild-index", unit_path]) == 0
+    assert dump_index(unit_path) == before
+
+
 def test_rebuild_index_answers_exactly_as_before(unit_path, fake_time, capsys):
     make_unit(unit_path, fake_time, segment_size=300_000)   # many segments
     with Store(unit_path, time_source=fake_time) as st:
