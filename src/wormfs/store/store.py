@@ -935,6 +935,45 @@ class Store:
                         actor, ino=ino)
         return n
 
+    def write_at_once(self, ino, offset, data):
+        """``write`` for the caller that must not wait (the mount's event loop): done now
+        and the count returned, or None (nothing done) unless the write is cheap and sure
+        to stay so: a file already open here, not being sealed, nobody else holding it,
+        and bytes that continue its stream below the chunker's minimum size, so that no
+        chunk can be cut and nothing reaches the log or the index. That is a small file's
+        every write; the rest go to ``write`` in a worker."""
+        of = self._open.get(ino)
+        if of is None or self.readonly or self.failed or ino in self._sealing or \
+                offset + len(data) >= self.params.min_size:
+            return None
+        st = of.stream
+        if st is None or st.pos != offset or st.broken or of.size != offset:
+            return None
+        if not of.lock.acquire(blocking=False):
+            return None
+        try:
+            if of.sealing or of.stream is not st or st.pos != offset or of.size != offset:
+                return None
+            n = os.pwrite(of.fd, data, offset)
+            of.changed(self.clock.src.wall_us())
+            self._grow(of, offset, data, n)
+        finally:
+            of.lock.release()
+        of.touched = self.clock.src.boot_us()
+        return n
+
+    def at_once(self, fn, *args, **kwargs):
+        """``(True, fn(...))`` if the store's write lock is free now, else ``(False, None)``
+        and nothing done: for a change the mount's event loop makes itself rather than
+        wait behind a long one (a disposal, a big seal's commit). ``fn`` must not wait for
+        another thread (no durable change: no group commit, no mirror)."""
+        if not self._wlock.acquire(blocking=False):
+            return False, None
+        try:
+            return True, fn(*args, **kwargs)
+        finally:
+            self._wlock.release()
+
     def _grow(self, of, offset, data, n):
         """(under of.lock) The size and the chunk stream after a write of ``n`` bytes."""
         if offset + n > of.size:
