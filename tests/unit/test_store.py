@@ -200,6 +200,24 @@ def test_a_failed_transaction_leaves_the_counters_as_committed(unit_path, fake_t
     assert dump_index(unit_path) == before
 
 
+def test_write_at_once_takes_only_small_in_order_writes(store):
+    """The mount's event loop writes a small file itself (Store.write_at_once); anything
+    that might wait or needs the rules (a rewrite, bytes ahead, a chunk's worth, a record)
+    is left to ``write`` in a worker: None, and nothing done."""
+    ino = store.create(1, b"q", 0o644, USER)["ino"]
+    assert store.write_at_once(ino, 0, b"abc") == 3
+    assert store.write_at_once(ino, 10, b"x") is None          # ahead of the stream
+    assert store.write_at_once(ino, 1, b"z") is None           # a rewrite
+    assert store.write_at_once(ino, 3, bytes(20_000)) is None  # could cut a chunk
+    assert store.read(ino, 0, 100) == b"abc"
+    store.write(ino, 3, b"def")
+    r = store.seal(ino, USER)
+    assert store.write_at_once(ino, 6, b"late") is None        # a record: refused elsewhere
+    with pytest.raises(Refused):
+        store.write(ino, 6, b"late")
+    assert store.read(r["ino"], 0, 100) == b"abcdef" and r["size"] == 6
+
+
 def test_rebuild_index_answers_exactly_as_before(unit_path, fake_time, capsys):
     make_unit(unit_path, fake_time, segment_size=300_000)   # many segments
     with Store(unit_path, time_source=fake_time) as st:
