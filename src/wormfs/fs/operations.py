@@ -157,6 +157,15 @@ class WormOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         return h
 
+    async def _create(self, parent_inode, name, mode, actor):
+        """store.create. It changes the index but waits for no disk: made on the event loop
+        unless the store is busy (its lock held by a worker), which saves a thread hop per
+        small file."""
+        done, rec = self.store.at_once(self.store.create, parent_inode, name, mode, actor)
+        if not done:
+            rec = await self._run(self.store.create, parent_inode, name, mode, actor)
+        return rec
+
     async def _refuse(self, op, reason, actor, ino):
         await self._run(self.store.refuse, op, reason, actor, ino=ino)
 
@@ -389,11 +398,7 @@ class WormOperations(pyfuse3.Operations):
                             path=self._child_path(parent_inode, name))
         parent = self.store.inode(parent_inode)
         permissions.check(actor, parent, W | X)
-        # A create changes the index but waits for no disk: made here unless the store is
-        # busy (its lock held by a worker), which saves a thread hop per small file.
-        done, rec = self.store.at_once(self.store.create, parent_inode, name, mode, actor)
-        if not done:
-            rec = await self._run(self.store.create, parent_inode, name, mode, actor)
+        rec = await self._create(parent_inode, name, mode, actor)
         # Nobody holds it open, so nothing will close it: it is complete as it is.
         if rec["state"] == "open":
             await self._seal(rec["ino"], actor, "mknod")
@@ -411,11 +416,7 @@ class WormOperations(pyfuse3.Operations):
         actor = self._actor(ctx)
         parent = self.store.inode(parent_inode)
         permissions.check(actor, parent, W | X)
-        # A create changes the index but waits for no disk: made here unless the store is
-        # busy (its lock held by a worker), which saves a thread hop per small file.
-        done, rec = self.store.at_once(self.store.create, parent_inode, name, mode, actor)
-        if not done:
-            rec = await self._run(self.store.create, parent_inode, name, mode, actor)
+        rec = await self._create(parent_inode, name, mode, actor)
         # The creator's handle is a writer whatever its flags: its close finishes the file.
         fh = self._new_handle(rec["ino"], True, actor, ctx.pid)
         self.lookups[rec["ino"]] += 1

@@ -34,6 +34,14 @@ def atomic_write(path, data):
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def unlink_quiet(path):
+    """Remove ``path`` if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def try_lock(path, create=True):
     """Take an exclusive flock on ``path`` without waiting: the open fd, or None when another
     process holds it (or, with ``create=False``, when the file does not exist)."""

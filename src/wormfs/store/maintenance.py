@@ -11,6 +11,7 @@ import lmdb
 from ..errors import IntegrityError, StoreError, StoreFull
 from . import events as E
 from . import frames as F
+from .hostfs import unlink_quiet
 from .index import Index
 from .localchain import skipped_seqs
 from .replay import Replayer
@@ -155,10 +156,7 @@ def open_index(path, boot_id, readonly=False):
 def close_index(path, ix):
     """Sync a writable index and mark it clean."""
     ix.sync()
-    try:
-        os.unlink(os.path.join(path, "index.dirty"))
-    except FileNotFoundError:
-        pass
+    unlink_quiet(os.path.join(path, "index.dirty"))
 
 
 def catch_up(log, ix, replayer, quarantine_dir=None, lost_cache=False, durable_seq=0):

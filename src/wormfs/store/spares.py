@@ -15,6 +15,8 @@ and its unlink).
 import os
 import threading
 
+from .hostfs import unlink_quiet
+
 PREFIX = "spare-"
 KEEP = 16  # open spares at most: enough for a burst of creates, few descriptors
 
@@ -39,12 +41,12 @@ class Spares:
                 continue  # an unsealed file's bytes, or not ours to judge
             path = os.path.join(self.staging, name)
             if len(self._free) >= self.keep:
-                _unlink_quiet(path)
+                unlink_quiet(path)
                 continue
             try:
                 fd = os.open(path, os.O_RDWR | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
-                _unlink_quiet(path)
+                unlink_quiet(path)
                 continue
             if name.isdigit():
                 spare = self._new_name()
@@ -89,7 +91,7 @@ class Spares:
                     self._free.append((name, fd))
                 return
         os.close(fd)
-        _unlink_quiet(path)
+        unlink_quiet(path)
 
     def close(self):
         with self._lock:
@@ -106,10 +108,3 @@ class Spares:
 
 def _is_spare(name):
     return name.startswith(PREFIX) and name[len(PREFIX):].isdigit()
-
-
-def _unlink_quiet(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -30,7 +30,7 @@ from ..timeutil import format_us, parse_date, parse_duration
 from . import events as E
 from . import frames as F
 from .commit import GroupCommit
-from .hostfs import tighten, try_lock
+from .hostfs import tighten, try_lock, unlink_quiet
 from . import disposal
 from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_error,
                           open_index, torn_tail_text)
@@ -851,7 +851,7 @@ class Store:
             path = os.path.join(self.staging, str(ino))
             fd = self.spares.take(path)
             if fd is None:
-                _unlink_quiet(path)  # whatever is there (a link, say) is not followed
+                unlink_quiet(path)  # whatever is there (a link, say) is not followed
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             made.append((ino, fd))
             self._append_event(txn, "create", actor, ino=ino, parent=parent,
@@ -869,7 +869,7 @@ class Store:
                     if self._open.get(ino) is not None and self._open[ino].fd == fd:
                         del self._open[ino]
                 os.close(fd)
-                _unlink_quiet(os.path.join(self.staging, str(ino)))
+                unlink_quiet(os.path.join(self.staging, str(ino)))
             raise
         return self.inode(ino)
 
@@ -946,13 +946,12 @@ class Store:
         if of is None or self.readonly or self.failed or ino in self._sealing or \
                 offset + len(data) >= self.params.min_size:
             return None
-        st = of.stream
-        if st is None or st.pos != offset or st.broken or of.size != offset:
-            return None
         if not of.lock.acquire(blocking=False):
             return None
         try:
-            if of.sealing or of.stream is not st or st.pos != offset or of.size != offset:
+            st = of.stream
+            if of.sealing or st is None or st.broken or st.pos != offset or \
+                    of.size != offset:
                 return None
             n = os.pwrite(of.fd, data, offset)
             of.changed(self.clock.src.wall_us())
@@ -1107,14 +1106,14 @@ class Store:
             of = self._open.get(ino)
             if of is not None:
                 of.orphan = rec
-                _unlink_quiet(os.path.join(self.staging, str(ino)))
+                unlink_quiet(os.path.join(self.staging, str(ino)))
                 return
         of = self._open.pop(ino, None)
         if of is not None:
             self._end_stream(of)
             self.spares.give(of.fd, os.path.join(self.staging, str(ino)))
         else:
-            _unlink_quiet(os.path.join(self.staging, str(ino)))
+            unlink_quiet(os.path.join(self.staging, str(ino)))
 
     def discard(self, ino):
         """The mount closed the last handle of a file that lost its name while open."""
@@ -1595,13 +1594,6 @@ class Store:
 
 class _ChunksDisposed(Exception):
     """A seal found chunks it matched earlier reclaimed by a disposal since."""
-
-
-def _unlink_quiet(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def create_store(path, **unit_fields):
