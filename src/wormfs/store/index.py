@@ -44,6 +44,8 @@ import struct
 
 import lmdb
 
+from .events import loads
+
 DBS = ("meta", "inodes", "dirents", "dirlist", "chunks", "manifests", "serials", "expiry",
        "events", "unsealed")
 MAP_SIZE = 1 << 40  # address space only; the file grows with use
@@ -75,8 +77,11 @@ class WriteTxn:
         self.delete, self.cursor, self.replace = t.delete, t.cursor, t.replace
 
     def commit(self):
-        db = self._ix.db["meta"]
+        db, committed = self._ix.db["meta"], self._ix._committed
         for key, value in self.dirty.items():
+            old = committed.get(key)
+            if old is not None and type(old) is type(value) and old == value:
+                continue  # LMDB holds this very value (a create leaves next_serial alone)
             self._t.put(key.encode(), _encode(value), db=db)
         self._t.commit()
         self._ix._committed.update(self.dirty)  # only once LMDB has them
@@ -95,8 +100,11 @@ class WriteTxn:
             self.abort()
 
 
+_ENCODE = json.JSONEncoder(sort_keys=True).encode  # json.dumps(v, sort_keys=True), built once
+
+
 def _encode(value):
-    return json.dumps(value, sort_keys=True).encode()
+    return _ENCODE(value).encode()
 
 
 def k64(n):
@@ -140,10 +148,19 @@ class Index:
                 v = self._committed[key]
             else:
                 raw = txn.get(key.encode(), db=self.db["meta"])
-                v = self._committed[key] = None if raw is None else json.loads(raw)
+                v = self._committed[key] = None if raw is None else loads(raw)
             return default if v is None else _copy(v)
         v = txn.get(key.encode(), db=self.db["meta"])
-        return default if v is None else json.loads(v)
+        return default if v is None else loads(v)
+
+    def committed_meta(self, key, default=None):
+        """A hot meta value as last committed, for the process that writes this index (no
+        transaction, and no decoding when a WriteTxn of ours has seen it)."""
+        if key in HOT_META and key in self._committed:
+            v = self._committed[key]
+            return default if v is None else _copy(v)
+        with self.read() as txn:
+            return self.meta(txn, key, default)
 
     def put_meta(self, txn, key, value):
         if key in HOT_META and type(txn) is WriteTxn:
@@ -153,10 +170,10 @@ class Index:
 
     def inode(self, txn, ino):
         v = txn.get(k64(ino), db=self.db["inodes"])
-        return None if v is None else json.loads(v)
+        return None if v is None else loads(v)
 
     def put_inode(self, txn, rec):
-        txn.put(k64(rec["ino"]), json.dumps(rec, sort_keys=True).encode(), db=self.db["inodes"])
+        txn.put(k64(rec["ino"]), _encode(rec), db=self.db["inodes"])
 
     def lookup(self, txn, parent, name):
         v = txn.get(k64(parent) + name, db=self.db["dirents"])
