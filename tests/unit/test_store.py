@@ -485,3 +485,51 @@ def test_an_index_lmdb_cannot_read_is_rebuilt_from_the_log(unit_path, fake_time)
     with Store(unit_path, time_source=fake_time) as st:
         assert st.read(r["ino"], 0, 100) == b"a record"
     assert dump_index(unit_path) == before
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a": 1, "name": "caf\\u00e9 \\udcff"}',      # what we write: ASCII, escapes
+    '{"n": "é"}'.encode(),                          # UTF-8 that is not ASCII
+    b'\xef\xbb\xbf{"bom": true}',                   # a UTF-8 byte order mark
+    '{"u16": 1}'.encode("utf-16-le"),               # UTF-16 without a BOM
+    '{"u16": 2}'.encode("utf-16"),                  # UTF-16 with one
+    b'{"s": "\xed\xb3\xbf"}',                       # a surrogate encoded as UTF-8
+    b'{"bad": "\xff"}', b'', b'[1, 2', b'7', b'null', b' "x" ',
+])
+def test_stored_json_parses_exactly_as_json_loads_parses_it(raw):
+    """events.loads skips json.loads's encoding detection for plain UTF-8 (the index's and
+    the log's hot path); every input must still give json.loads's answer, or its error."""
+    import json
+    from wormfs.store import events as E
+    try:
+        want = ("ok", json.loads(raw))
+    except ValueError as e:
+        want = ("error", type(e))
+    try:
+        got = ("ok", E.loads(raw))
+    except ValueError as e:
+        got = ("error", type(e))
+    assert got == want
+
+
+def test_an_unchanged_counter_is_not_rewritten_and_a_changed_one_is(unit_path, fake_time):
+    """WriteTxn.commit skips a hot value equal to the one committed: what LMDB holds after a
+    create (next_serial untouched) and a seal (next_ino untouched) is still what a rebuilt
+    index holds, and what a fresh open reads."""
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        put(st, b"a", b"one")
+        st.create(1, b"open", 0o644, USER)
+        put(st, b"b", b"two")
+        want = {k: st.ix.committed_meta(k) for k in ("next_ino", "next_serial", "last_seq")}
+    from wormfs.store.index import Index
+    ix = Index(os.path.join(unit_path, "index"))
+    try:
+        with ix.read() as txn:
+            assert {k: ix.meta(txn, k) for k in want} == want
+    finally:
+        ix.close()
+    assert want["next_serial"] == 3
+    before = dump_index(unit_path)
+    assert cli(["rebuild-index", unit_path]) == 0
+    assert dump_index(unit_path) == before
