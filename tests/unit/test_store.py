@@ -533,3 +533,19 @@ def test_an_unchanged_counter_is_not_rewritten_and_a_changed_one_is(unit_path, f
     before = dump_index(unit_path)
     assert cli(["rebuild-index", unit_path]) == 0
     assert dump_index(unit_path) == before
+
+
+def test_the_scratch_matcher_answers_as_fnmatchcase_pattern_by_pattern():
+    """Store.is_scratch runs the store's scratch patterns as one regex; for any name it must
+    say what fnmatch.fnmatchcase says of the patterns one by one (the SPEC's rule)."""
+    import fnmatch
+    from wormfs.store.store import DEFAULT_SCRATCH_PATTERNS, _scratch_matcher
+    pats = tuple(DEFAULT_SCRATCH_PATTERNS) + ("[!a]*.x", "*[", "a\nb*", "")
+    match = _scratch_matcher(pats)
+    rnd = random.Random(7)
+    names = ["".join(rnd.choice(".~$#tmpswx[]!a\nb\udcff") for _ in range(rnd.randint(0, 9)))
+             for _ in range(20000)]
+    names += [".a.bcdefg", "x.tmp", "~$doc", ".~lock.x#", ".f.swp", "plain", ""]
+    for s in names:
+        assert (match(s) is not None) == any(fnmatch.fnmatchcase(s, p) for p in pats), s
+    assert _scratch_matcher(())("x.tmp") is None

@@ -57,12 +57,14 @@ MANIFEST_VAL = struct.Struct(">32sI")
 
 
 HOT_META = frozenset(("applied", "last_seq", "last_hash", "last_time", "next_ino",
-                      "next_serial", "stats"))
+                      "next_serial", "stats",
+                      "unit"))  # not hot to write, but read by every seal (the default floor)
 
 
 def _copy(v):
-    # Hot values are scalars, flat lists or flat dicts: a shallow copy keeps a caller's
-    # change to what it read out of the cache until it puts it back.
+    # Hot values are scalars, flat lists or flat dicts (``unit`` holds a dict, ``settings``,
+    # that nobody changes in place): a shallow copy keeps a caller's change to what it read
+    # out of the cache until it puts it back.
     return v.copy() if isinstance(v, (list, dict)) else v
 
 
@@ -104,6 +106,8 @@ _ENCODE = json.JSONEncoder(sort_keys=True).encode  # json.dumps(v, sort_keys=Tru
 
 
 def _encode(value):
+    if type(value) is int:  # most hot values; JSON writes an int as int.__repr__ does
+        return b"%d" % value
     return _ENCODE(value).encode()
 
 
