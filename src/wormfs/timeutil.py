@@ -107,9 +107,15 @@ def from_us(t_us):
     return _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=t_us)
 
 
+_last_second = (None, "")  # (second, its text): events come many to a second
+
+
 def format_us(t_us):
     """ISO 8601 UTC with a Z; microseconds only when there are any."""
-    d = from_us(t_us)
-    if d.microsecond:
-        return d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _last_second
+    sec, us = divmod(t_us, US)
+    cached_sec, text = _last_second
+    if sec != cached_sec:
+        text = from_us(sec * US).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (sec, text)
+    return f"{text}.{us:06d}Z" if us else text + "Z"

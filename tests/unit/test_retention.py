@@ -260,3 +260,22 @@ def test_holds_and_event_dates_need_a_records_admin(store):
         store.place_hold(r["ino"], "case", "x" * 2000, ROOT)
     store.place_hold(r["ino"], "case", "reason", ROOT)
     assert store.inode(r["ino"])["holds"] == {"case": "reason"}
+
+
+def test_format_us_writes_what_strftime_writes_for_any_time():
+    """format_us keeps the text of the last second it wrote (events come many to a second);
+    whatever came before, each time must read exactly as datetime.strftime writes it."""
+    import random
+    from wormfs.timeutil import from_us
+
+    def by_strftime(t):
+        d = from_us(t)
+        return d.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if d.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+    rnd = random.Random(5)
+    base = 1764625000000000
+    times = [0, 1, -1, 999_999, 1_000_000, -1_000_000, -1_000_001, base, base + 1,
+             253402300799999999, -62135596800000000]
+    times += [rnd.randint(-62135596800000000, 253402300799999999) for _ in range(20000)]
+    times += [base + rnd.randint(0, 3_000_000) for _ in range(5000)]  # same seconds, again
+    for t in times:
+        assert format_us(t) == by_strftime(t), t
