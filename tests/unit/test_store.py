@@ -163,9 +163,17 @@ def test_leftover_staging_files_are_emptied_and_links_never_followed_at_open(uni
             fh.write(data)
     os.symlink(victim, os.path.join(staging, "spare-9"))
     os.symlink(victim, os.path.join(staging, "998"))
+    linked = tmp_path / "linked"   # a hard link planted in staging/: its file is not ours
+    linked.write_bytes(b"has another name")
+    os.link(linked, os.path.join(staging, "997"))
+    os.mkfifo(os.path.join(staging, "996"))
+    nxt = str(f["ino"] + 1)   # a directory where the next create's bytes go
+    os.mkdir(os.path.join(staging, nxt))
+    with open(os.path.join(staging, nxt, "x"), "wb") as fh:
+        fh.write(b"inside")
     with Store(unit_path, time_source=fake_time) as st:
-        assert staged_files(st) == [str(f["ino"])]   # the open file's bytes stay
-        names = os.listdir(staging)
+        assert [n for n in staged_files(st) if ".not-ours-" not in n] == [str(f["ino"])]
+        names = os.listdir(staging)   # the open file's bytes stay (and the moved directory)
         assert all(os.path.getsize(os.path.join(staging, n)) == 0 and
                    not os.path.islink(os.path.join(staging, n))
                    for n in names if n.startswith("spare-"))
@@ -174,6 +182,13 @@ def test_leftover_staging_files_are_emptied_and_links_never_followed_at_open(uni
             r = put(st, b"n%d" % i, b"new %d" % i)
             assert st.read(r["ino"], 0, 100) == b"new %d" % i
     assert victim.read_bytes() == b"not the store's"
+    assert linked.read_bytes() == b"has another name"
+    assert not os.path.exists(os.path.join(staging, "997"))
+    assert not os.path.exists(os.path.join(staging, "996"))
+    moved = [n for n in os.listdir(staging) if n.startswith(nxt + ".not-ours-")]
+    assert len(moved) == 1   # moved aside whole, so that inode's create (above) could stage
+    with open(os.path.join(staging, moved[0], "x"), "rb") as fh:
+        assert fh.read() == b"inside"
 
 
 def test_a_failed_transaction_leaves_the_counters_as_committed(unit_path, fake_time):

@@ -8,12 +8,15 @@ create renames it to ``staging/<ino>``, which costs a rename (about 40 us there)
 
 Nothing here is part of the unit's meaning: a spare holds no bytes, no index entry points at
 it, and any number of them may be lost or left behind by a crash. A writable open adopts what
-it finds (empty again, with O_NOFOLLOW so a link planted in staging/ is never followed) along
+it finds (empty again, with O_NOFOLLOW so a link planted in staging/ is never followed, and
+only a plain file with no other name is emptied) along
 with staged files no unsealed inode owns (a seal or a removal that ended between its commit
 and its unlink).
 """
 import os
+import stat
 import threading
+import uuid
 
 from .hostfs import unlink_quiet
 
@@ -41,17 +44,29 @@ class Spares:
                 continue  # an unsealed file's bytes, or not ours to judge
             path = os.path.join(self.staging, name)
             if len(self._free) >= self.keep:
-                unlink_quiet(path)
+                _drop(path)
                 continue
             try:
-                fd = os.open(path, os.O_RDWR | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
-                unlink_quiet(path)
+                _drop(path)  # a link, a directory, ...: only the name goes
                 continue
-            if name.isdigit():
-                spare = self._new_name()
-                os.rename(path, os.path.join(self.staging, spare))
-                name = spare
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                    # A device or a fifo, or a file with another name elsewhere (a hard
+                    # link put here): never emptied, only this name removed.
+                    raise OSError("not a staging file")
+                os.ftruncate(fd, 0)
+                if name.isdigit():
+                    spare = self._new_name()
+                    os.rename(path, os.path.join(self.staging, spare))
+                    name = spare
+            except OSError:
+                # Not usable as a spare: a failure here must not fail the store's open.
+                os.close(fd)
+                _drop(path)
+                continue
             self._free.append((name, fd))
 
     def take(self, path):
@@ -104,6 +119,21 @@ class Spares:
         n = self._next
         self._next += 1
         return f"{PREFIX}{n}"
+
+
+def _drop(path):
+    """Remove a name found in staging/ at open. What cannot be removed (a directory, say) is
+    renamed out of the way, to a name that is not an inode number: a create of that inode
+    would otherwise fail for ever. The store's open never fails for it."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        try:
+            os.rename(path, f"{path}.not-ours-{uuid.uuid4().hex[:8]}")
+        except OSError:
+            pass
 
 
 def _is_spare(name):
