@@ -179,20 +179,29 @@ def fill(store, n):
             st.seal(f["ino"], actor)
 
 
+def cold_mount(m, n, while_mounted=None):
+    """Mount ``m`` (n records made by ``fill``) with the page cache dropped: (mount seconds,
+    daemon RSS KiB after the mount, after stat-ing 1000 records, what ``while_mounted(m)``
+    returned)."""
+    drop_caches()
+    t = m.mount()
+    try:
+        rss0 = m.daemon_rss_kib()
+        for i in range(0, min(n, 1000)):
+            os.stat(os.path.join(m.mnt, "d%06d" % (i // 100), "r%d" % i))
+        rss1 = m.daemon_rss_kib()
+        extra = while_mounted(m) if while_mounted else None
+    finally:
+        m.umount()
+    return t, rss0, rss1, extra
+
+
 def bench_scale(root, counts):
     print("records   mount time   daemon RSS after mount   after stat of 1000 records")
     for n in counts:
         m = Mounted(os.path.join(root, f"scale{n}"))
         fill(m.store, n)
-        drop_caches()
-        t = m.mount()
-        try:
-            rss0 = m.daemon_rss_kib()
-            for i in range(0, min(n, 1000)):
-                os.stat(os.path.join(m.mnt, "d%06d" % (i // 100), "r%d" % i))
-            rss1 = m.daemon_rss_kib()
-        finally:
-            m.umount()
+        t, rss0, rss1, _ = cold_mount(m, n)
         print(f"{n:7d}   {t * 1000:7.0f} ms   {rss0 / 1024:10.1f} MiB   {rss1 / 1024:18.1f} MiB",
               flush=True)
 

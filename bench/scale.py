@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from benchlib import remove_tree
-from fs import WORMFS, Mounted, drop_caches
+from fs import WORMFS, Mounted, cold_mount
 
 
 def fill(store, start, stop):
@@ -37,22 +37,17 @@ def fill(store, start, stop):
             st.seal(f["ino"], actor)
 
 
+def status_seconds(m):
+    t0 = time.perf_counter()
+    # Its exit status says the store's health (1: degraded, say), not whether it ran.
+    r = subprocess.run([*WORMFS, "status", m.store], capture_output=True)
+    if r.returncode not in (0, 1):
+        print(r.stderr.decode(errors="replace"))
+    return time.perf_counter() - t0
+
+
 def measure(m, n):
-    drop_caches()
-    t = m.mount()
-    try:
-        rss0 = m.daemon_rss_kib()
-        for i in range(0, min(n, 1000)):
-            os.stat(os.path.join(m.mnt, "d%06d" % (i // 100), "r%d" % i))
-        rss1 = m.daemon_rss_kib()
-        t0 = time.perf_counter()
-        # Its exit status says the store's health (1: degraded, say), not whether it ran.
-        r = subprocess.run([*WORMFS, "status", m.store], capture_output=True)
-        status = time.perf_counter() - t0
-        if r.returncode not in (0, 1):
-            print(r.stderr.decode(errors="replace"))
-    finally:
-        m.umount()
+    t, rss0, rss1, status = cold_mount(m, n, status_seconds)
     print(f"{n:8d}   {t * 1000:7.0f} ms   {rss0 / 1024:10.1f} MiB   {rss1 / 1024:10.1f} MiB"
           f"   {status * 1000:7.0f} ms", flush=True)
 
