@@ -35,8 +35,10 @@ Only ``replay.py`` writes to these, so that a live store and a rebuilt index can
 The counters and the chain head (``HOT_META``) are read and written many times per change
 (every event reads and writes ``last_seq`` and ``last_hash``). In a write transaction
 (``WriteTxn``) they are kept as Python values and written once, at commit; the values last
-committed are remembered, so the next transaction does not decode them again. The bytes on
-disk are the same as if every put had gone to LMDB.
+committed are remembered, so the next transaction does not decode them again, and a value
+equal to the one committed is not written again. ``unit`` is among them because every seal
+reads it (the default retention), though only ``unit_init`` writes it. The bytes on disk are
+the same as if every put had gone to LMDB.
 """
 import json
 import os
