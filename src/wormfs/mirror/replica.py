@@ -156,8 +156,7 @@ class Replica:
 
     def head(self):
         """(last_seq, last_hash): the end of the chain this unit holds."""
-        return (self.ix.committed_meta("last_seq", 0),
-                self.ix.committed_meta("last_hash", E.GENESIS))
+        return self.ix.committed_meta(("last_seq", 0), ("last_hash", E.GENESIS))
 
     def alive(self):
         """Whether the unit is still where it was opened (not removed or replaced)."""
@@ -241,10 +240,9 @@ class Replica:
     def _note_head(self, force=False):
         """Record the head this unit holds (heads.py), after it is durable: the frames are
         fsynced first, so the record never claims more than the log holds."""
-        seq = self.ix.committed_meta("last_seq", 0)
+        seq, h, next_serial = self.ix.committed_meta(("last_seq", 0), ("last_hash", E.GENESIS),
+                                                     ("next_serial", 1))
         if seq and (force or self.heads.due(self.clock.now())):
-            h = self.ix.committed_meta("last_hash", E.GENESIS)
-            next_serial = self.ix.committed_meta("next_serial", 1)
             self.log.sync()
             self.heads.note(self.clock.now(), seq, h, next_serial, force=True)
 

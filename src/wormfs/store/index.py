@@ -88,7 +88,7 @@ class WriteTxn:
                 continue  # LMDB holds this very value (a create leaves next_serial alone)
             self._t.put(key.encode(), _encode(value), db=db)
         self._t.commit()
-        self._ix._committed.update(self.dirty)  # only once LMDB has them
+        committed.update(self.dirty)  # only once LMDB has them
 
     def abort(self):
         self.dirty.clear()
@@ -159,14 +159,21 @@ class Index:
         v = txn.get(key.encode(), db=self.db["meta"])
         return default if v is None else loads(v)
 
-    def committed_meta(self, key, default=None):
-        """A hot meta value as last committed, for the process that writes this index (no
-        transaction, and no decoding when a WriteTxn of ours has seen it)."""
-        if key in HOT_META and key in self._committed:
-            v = self._committed[key]
-            return default if v is None else _copy(v)
+    def committed_meta(self, *wanted):
+        """Meta values as last committed, for the process that writes this index: one
+        ``(key, default)`` pair each, their values in that order, from one state of the
+        index (the values a WriteTxn of ours last saw when it saw them all: no transaction,
+        no decoding; else one read transaction), so a head's seq and hash always match."""
+        committed, out = self._committed, []
+        for k, d in wanted:
+            if k not in HOT_META or k not in committed:
+                break
+            v = committed[k]
+            out.append(d if v is None else _copy(v))
+        else:
+            return tuple(out)
         with self.read() as txn:
-            return self.meta(txn, key, default)
+            return tuple(self.meta(txn, k, d) for k, d in wanted)
 
     def put_meta(self, txn, key, value):
         if key in HOT_META and type(txn) is WriteTxn:
