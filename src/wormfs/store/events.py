@@ -30,10 +30,6 @@ def encode(obj):
     return _ENCODE(obj).encode()
 
 
-def decode(payload):
-    return loads(payload)
-
-
 def loads(raw):
     """``json.loads`` of stored bytes, without its encoding detection for the usual case:
     what we write is ASCII. Anything else (a BOM, UTF-16, bytes that are not UTF-8) goes
@@ -44,6 +40,9 @@ def loads(raw):
         except (ValueError, AttributeError):  # AttributeError: json.loads says what is wrong
             pass
     return json.loads(raw)
+
+
+decode = loads  # an event's payload is stored JSON like the index's records
 
 
 def event_hash(payload):

@@ -126,9 +126,7 @@ def _drop(path):
     renamed out of the way, to a name that is not an inode number: a create of that inode
     would otherwise fail for ever. The store's open never fails for it."""
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        unlink_quiet(path)
     except OSError:
         try:
             os.rename(path, f"{path}.not-ours-{uuid.uuid4().hex[:8]}")
