@@ -14,16 +14,16 @@ def seal_big(st, data, name):
     """One file written in 1 MiB blocks, as FUSE delivers them, then sealed."""
     f = st.create(1, name, 0o644, ACTOR)
     for off in range(0, len(data), BLOCK):
-        st.write(f["ino"], off, data[off:off + BLOCK])
-    st.seal(f["ino"], ACTOR)
+        st.write(f.ino, off, data[off:off + BLOCK])
+    st.seal(f.ino, ACTOR)
 
 
 def seal_small(st, blobs, tag):
     """One file per blob, each created, written and sealed in turn."""
     for i, b in enumerate(blobs):
         f = st.create(1, b"s%s-%d" % (tag, i), 0o644, ACTOR)
-        st.write(f["ino"], 0, b)
-        st.seal(f["ino"], ACTOR)
+        st.write(f.ino, 0, b)
+        st.seal(f.ino, ACTOR)
 
 
 def raw_write(dirs, name, data):

@@ -173,10 +173,10 @@ def fill(store, n):
         d = None
         for i in range(n):
             if i % 100 == 0:
-                d = st.mkdir(1, b"d%06d" % (i // 100), 0o755, actor)["ino"]
+                d = st.mkdir(1, b"d%06d" % (i // 100), 0o755, actor).ino
             f = st.create(d, b"r%d" % i, 0o644, actor)
-            st.write(f["ino"], 0, b"record %d\n" % i)
-            st.seal(f["ino"], actor)
+            st.write(f.ino, 0, b"record %d\n" % i)
+            st.seal(f.ino, actor)
 
 
 def cold_mount(m, n, while_mounted=None):

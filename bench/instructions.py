@@ -37,7 +37,8 @@ def child(n, mirror):
     try:
         blobs = [os.urandom(4096) for _ in range(n)]
         for i, data in enumerate(blobs):
-            ino = st.create(1, b"f%d" % i, 0o644, actor)["ino"]
+            made = st.create(1, b"f%d" % i, 0o644, actor)
+            ino = made["ino"] if isinstance(made, dict) else made.ino  # a --src before 2026-12
             st.write(ino, 0, data)
             st.seal(ino, actor)
     finally:

@@ -53,7 +53,7 @@ def main():
         blobs = [os.urandom(4096) for _ in range(args.files + 50)]
         for i, data in enumerate(blobs):
             c0, t0 = time.process_time(), time.perf_counter()
-            ino = st.create(1, b"f%d" % i, 0o644, ACTOR)["ino"]
+            ino = st.create(1, b"f%d" % i, 0o644, ACTOR).ino
             c1, t1 = time.process_time(), time.perf_counter()
             st.write(ino, 0, data)
             c2, t2 = time.process_time(), time.perf_counter()

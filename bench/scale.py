@@ -31,10 +31,10 @@ def fill(store, start, stop):
             if d is None or i % 100 == 0:
                 name = b"d%06d" % (i // 100)
                 hit = st.lookup(1, name) if i % 100 else None
-                d = hit["ino"] if hit else st.mkdir(1, name, 0o755, actor)["ino"]
+                d = hit.ino if hit else st.mkdir(1, name, 0o755, actor).ino
             f = st.create(d, b"r%d" % i, 0o644, actor)
-            st.write(f["ino"], 0, b"record %d\n" % i)
-            st.seal(f["ino"], actor)
+            st.write(f.ino, 0, b"record %d\n" % i)
+            st.seal(f.ino, actor)
 
 
 def status_seconds(m):

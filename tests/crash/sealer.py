@@ -27,8 +27,8 @@ def main(path, seed, threads):
                 data = bytes(size)
             f = st.create(1, name, 0o644, actor)
             for off in range(0, size, 256 * 1024):
-                st.write(f["ino"], off, data[off:off + 256 * 1024])
-            r = st.seal(f["ino"], actor)
+                st.write(f.ino, off, data[off:off + 256 * 1024])
+            r = st.seal(f.ino, actor)
             with out_lock:
                 sys.stdout.write(f"{r['serial']} /{name.decode()} {blake3.blake3(data).hexdigest()}\n")
                 sys.stdout.flush()

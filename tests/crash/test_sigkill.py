@@ -40,9 +40,9 @@ def test_sigkill_while_sealing(unit_path):
         with Store(unit_path) as st:
             for path, (serial, digest) in sealed.items():
                 rec = st.resolve(path)
-                assert rec["state"] == "sealed" and rec["serial"] == serial
-                assert rec["blake3"] == digest
-                data = st.read(rec["ino"], 0, rec["size"])
+                assert rec.sealed and rec.serial == serial
+                assert rec.blake3 == digest
+                data = st.read(rec.ino, 0, rec.size)
                 assert blake3.blake3(data).hexdigest() == digest
             n_events, _ = verify_log(st.log, deep=(round_ % 5 == 0))
             assert n_events == st._last_seq

@@ -83,8 +83,8 @@ def _forge_shortened_retention(store, name):
     """What the old control socket let a caller do: a retention event the store never
     judged (until 1970, no 'before'), appended to the chain of an unmounted store."""
     with Store(str(store)) as st:
-        ino = st.lookup(1, name.encode())["ino"]
-        forged = dict(st.inode(ino)["retention"], until=0)
+        ino = st.lookup(1, name.encode()).ino
+        forged = dict(st.inode(ino).retention, until=0)
         st._mutate(lambda txn: st._append_one(txn, st.clock.now(), "retention", None,
                                               {"ino": ino, "after": forged}), durable=True)
         st.mirror_poll()
@@ -114,8 +114,8 @@ def test_item10_a_refused_event_does_not_stop_the_mirror_nor_resync(mount_factor
     m.umount()
     # The mirror kept the record whole: its copy still says 6 years.
     with Store(str(m.mirror), readonly=True) as ms:
-        ino = ms.lookup(1, b"r.txt")["ino"]
-        assert ms.inode(ino)["retention"]["until"] > 0
+        ino = ms.lookup(1, b"r.txt").ino
+        assert ms.inode(ino).retention["until"] > 0
 
     # resync to a new directory: copied, verified, then switched; no traceback.
     new = m.root / "mirror2"
@@ -125,9 +125,9 @@ def test_item10_a_refused_event_does_not_stop_the_mirror_nor_resync(mount_factor
     with open(m.store / "unit.json") as f:
         assert json.load(f)["peer_path"] == str(new)
     with Store(str(new), readonly=True) as ms:   # it judged the log itself, and refused too
-        ino = ms.lookup(1, b"r.txt")["ino"]
-        assert ms.inode(ino)["retention"]["until"] > 0
-        assert ms.lookup(1, b"after.txt")["state"] == "sealed"
+        ino = ms.lookup(1, b"r.txt").ino
+        assert ms.inode(ino).retention["until"] > 0
+        assert ms.lookup(1, b"after.txt").state == "sealed"
 
     # A primary restored from an older copy: its mirror holds events it lacks. resync to
     # yet another directory refuses and changes nothing.
@@ -149,7 +149,7 @@ def test_item10_a_refused_event_does_not_stop_the_mirror_nor_resync(mount_factor
         assert json.load(f)["peer_path"] == str(new)
     assert not third.exists() or not os.listdir(third)
     with Store(str(new), readonly=True) as ms:
-        assert ms.lookup(1, b"only-on-the-mirror.txt")["state"] == "sealed"
+        assert ms.lookup(1, b"only-on-the-mirror.txt").state == "sealed"
 
 
 def test_item12_privileged_delete_only_in_enterprise_mode(mount_factory):

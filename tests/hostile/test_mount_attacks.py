@@ -279,13 +279,13 @@ def test_item6_an_old_store_whose_dot_wormfs_a_user_took_still_mounts(mount_fact
     m = mount_factory()
     m.umount()
     with Store(str(m.store)) as st:
-        old = st.lookup(1, b".wormfs")["ino"]
+        old = st.lookup(1, b".wormfs").ino
         monkeypatch.setattr(Store, "_ensure_reserved", lambda self: None)
         monkeypatch.setattr(Store, "_check_reserved_name", lambda self, *a: None)
         monkeypatch.setattr(Store, "_check_not_reserved", lambda self, *a: None)
         st.rmdir(old, b"recovered", None)
         st.rmdir(1, b".wormfs", None)
-        ino = st.create(1, b".wormfs", 0o644, None)["ino"]
+        ino = st.create(1, b".wormfs", 0o644, None).ino
         st.write(ino, 0, b"a user's file, made before the name was reserved")
         st.seal(ino)
     monkeypatch.undo()

@@ -27,7 +27,7 @@ def test_a_log_cut_short_on_both_units_is_reported_even_after_rebuild_index(moun
         with st.ix.read() as txn:
             segno, offset = st.ix.event_pos(txn, cut_seq)
         last = st._last_seq
-        serials = {st.inode(st.lookup(1, f"lost{i}.txt".encode())["ino"])["serial"]
+        serials = {st.inode(st.lookup(1, f"lost{i}.txt".encode()).ino).serial
                    for i in range(3)}
     # As root, with the files alone: cut both open segments at that event, rebuild both
     # indexes (what a cover-up would do).

@@ -95,10 +95,10 @@ def _promote_and_check(s3_url, tmp_path, ignored):
     r = wormfs("mirror", "promote", s3_url, "--to", to, check=False)
     assert any(w in r.stdout for w in ignored), r.stdout + r.stderr
     with Store(str(to), readonly=True) as st:
-        ino = st.lookup(st.lookup(1, b"mail")["ino"], b"held.eml")["ino"]
-        assert "case-7" in st._inode(ino)["holds"]
+        ino = st.lookup(st.lookup(1, b"mail").ino, b"held.eml").ino
+        assert "case-7" in st._inode(ino).holds
         b = st.lookup(1, b"blotter.csv")
-        assert retention.effective(st._inode(b["ino"])["retention"])[1] >= \
+        assert retention.effective(st._inode(b.ino).retention)[1] >= \
             parse_date("2045-01-01")
     pm = tmp_path / "promoted-mnt"
     pm.mkdir()

@@ -47,7 +47,7 @@ def s3_store(tmp_path, s3_url):
 
 
 def put(st, name, data):
-    ino = st.create(1, name, 0o644, None)["ino"]
+    ino = st.create(1, name, 0o644, None).ino
     st.write(ino, 0, data)
     return st.seal(ino)
 
@@ -59,11 +59,11 @@ def test_disposal_with_an_s3_duplicate_leaves_both_sound(s3_store):
         gone_data = rnd.randbytes(600_000)
         gone = put(st, b"gone.eml", gone_data)
         put(st, b"kept.eml", rnd.randbytes(300_000))
-        st.set_retain_until(st.lookup(1, b"kept.eml")["ino"], "2040-01-01", None)
+        st.set_retain_until(st.lookup(1, b"kept.eml").ino, "2040-01-01", None)
         st.mirror_poll()
         clock.advance(2 * DAY)
         cert = disposal.run(st, None)
-        assert [r["serial"] for r in cert["records"]] == [gone["serial"]]
+        assert [r["serial"] for r in cert["records"]] == [gone.serial]
         # The certificate tells the truth: destroyed on the primary (and its shipping cache),
         # still held in the bucket's locked objects.
         assert cert["destroyed_on"] == ["WU-P"]
@@ -224,12 +224,12 @@ def test_disposal_redacts_the_bucket_and_a_later_dispose_deletes_what_expired(
             gone = put(st, b"gone.eml", gone_data)           # fills segment 1
             kept_data = rnd.randbytes(200_000)
             kept = put(st, b"kept.eml", kept_data)           # segment 2, held
-            st.place_hold(kept["ino"], "case-1", "litigation", None)
+            st.place_hold(kept.ino, "case-1", "litigation", None)
             st.mirror_poll()
             assert any(v.rel == "seg/0000000001" for v in bucket.versions())
             wait(3)
             cert = disposal.run(st, None)
-            assert [r["serial"] for r in cert["records"]] == [gone["serial"]]
+            assert [r["serial"] for r in cert["records"]] == [gone.serial]
             assert "bucket_destroyed" not in cert   # their locks have not ended yet
             held = {o["rel"] for o in cert["still_held"]["objects"]}
             assert "seg/0000000001" in held and any(r.startswith("tail/0000000001/")
@@ -274,7 +274,7 @@ def test_disposal_redacts_the_bucket_and_a_later_dispose_deletes_what_expired(
             rep = verification.run_readonly(copy)
             assert rep.ok, rep.findings
             rec = copy.lookup(1, b"kept.eml")
-            assert copy.read(rec["ino"], 0, len(kept_data)) == kept_data
+            assert copy.read(rec.ino, 0, len(kept_data)) == kept_data
             with pytest.raises(NotFound):
                 copy.lookup(1, b"gone.eml")
     finally:
@@ -292,7 +292,7 @@ def test_a_shipping_cache_changed_behind_wormfs_never_replaces_the_bucket(s3_sto
     with Store(path, time_source=clock, mirror_time_source=clock) as st:
         put(st, b"gone.eml", rnd.randbytes(600_000))
         put(st, b"kept.eml", kept_data)
-        st.set_retain_until(st.lookup(1, b"kept.eml")["ino"], "2040-01-01", None)
+        st.set_retain_until(st.lookup(1, b"kept.eml").ino, "2040-01-01", None)
         st.mirror_poll()
         seg = os.path.join(cache_path(path), "segments", "0000000001.open")
         with open(seg, "r+b") as f:

@@ -34,7 +34,7 @@ def blob(seed, n):
 
 
 def put(st, name, data, retain="2032-01-15"):
-    ino = st.create(1, name, 0o644, None)["ino"]
+    ino = st.create(1, name, 0o644, None).ino
     if retain:
         st.set_retain_until(ino, retain, None)
     st.write(ino, 0, data)
@@ -43,7 +43,7 @@ def put(st, name, data, retain="2032-01-15"):
 
 def chunk_ids(st, rec):
     with st.ix.read() as txn:
-        return {cid: length for _, length, cid in st.ix.manifest_from(txn, rec["serial"], 0)}
+        return {cid: length for _, length, cid in st.ix.manifest_from(txn, rec.serial, 0)}
 
 
 def segment_bytes(unit):
@@ -65,7 +65,7 @@ def test_two_records_share_most_chunks_and_only_the_first_ones_unique_chunks_go(
         a = put(st, b"a.eml", a_data, retain="2026-02-01")
         b = put(st, b"b.eml", b_data)
         held = put(st, b"held.eml", blob(4, 50_000), retain="2026-02-01")
-        st.place_hold(held["ino"], "CASE-1", "inquiry", None)
+        st.place_hold(held.ino, "CASE-1", "inquiry", None)
         unique = {c: n for c, n in chunk_ids(st, a).items() if c not in chunk_ids(st, b)}
         assert unique and len(unique) < len(chunk_ids(st, a)) / 2   # most are shared
         before = st.stats()
@@ -74,19 +74,19 @@ def test_two_records_share_most_chunks_and_only_the_first_ones_unique_chunks_go(
         assert early["records"] == [] and early["event"] is None
         fake_time.advance(30 * DAY)
         dry = disposal.run(st, None, dry_run=True)
-        assert [r["serial"] for r in dry["records"]] == [a["serial"]]
+        assert [r["serial"] for r in dry["records"]] == [a.serial]
         assert set(dry["chunk_ids"]) == {c.hex() for c in unique}
         assert st.stats() == before                     # a dry run changes nothing
 
         cert = disposal.run(st, None)
-        assert [r["serial"] for r in cert["records"]] == [a["serial"]]
-        assert cert["records"][0]["blake3"] == a["blake3"]
+        assert [r["serial"] for r in cert["records"]] == [a.serial]
+        assert cert["records"][0]["blake3"] == a.blake3
         assert cert["bytes"] == sum(unique.values()) and cert["chunks"] == len(unique)
         assert cert["destroyed_on"] == ["WU-P", "WU-M"]
         after = st.stats()
         assert before["stored_bytes"] - after["stored_bytes"] == sum(unique.values())
         assert after["records"] == before["records"] - 1
-        assert st.read(b["ino"], 0, len(b_data)) == b_data
+        assert st.read(b.ino, 0, len(b_data)) == b_data
         rep = verification.run(st, deep=True)
         assert rep.ok, rep.as_dict()["findings"]
         types = [e["type"] for e in st.events()]
@@ -103,7 +103,7 @@ def test_two_records_share_most_chunks_and_only_the_first_ones_unique_chunks_go(
         rebuild_index(unit)
         assert dump_index(unit) == live
     with Store(m, readonly=True) as ms:
-        assert ms.read(b["ino"], 0, len(b_data)) == b_data
+        assert ms.read(b.ino, 0, len(b_data)) == b_data
         assert ms.stats() == after
 
 
@@ -112,18 +112,18 @@ def test_a_file_being_written_keeps_the_chunks_it_matched(pair, fake_time):
     data = blob(5, 1 << 20)
     with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
         old = put(st, b"old", data, retain="2026-02-01")
-        ino = st.create(1, b"copy", 0o644, None)["ino"]
+        ino = st.create(1, b"copy", 0o644, None).ino
         st.write(ino, 0, data)                  # streamed: matches old's chunks
         streamed = {cid.hex() for _, cid in st._open[ino].stream.chunks}
         assert streamed
         fake_time.advance(30 * DAY)
         cert = disposal.run(st, None)
-        assert [r["serial"] for r in cert["records"]] == [old["serial"]]
+        assert [r["serial"] for r in cert["records"]] == [old.serial]
         # What the open file has matched stays; the rest (its tail, still in the chunker)
         # is destroyed and stored again when the file is sealed.
         assert not streamed & set(cert["chunk_ids"])
         rec = st.seal(ino)
-        assert st.read(rec["ino"], 0, len(data)) == data
+        assert st.read(rec.ino, 0, len(data)) == data
         assert verification.run(st).ok
 
 
@@ -237,7 +237,7 @@ def test_the_mirror_refuses_a_forged_disposal_of_a_retained_record(pair, fake_ti
     rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
     try:
         ev = {"seq": head_seq + 1, "prev": head_hash, "time": "2040-01-01T00:00:00.000000Z",
-              "time_us": 2208988800 * 10**6, "type": "dispose", "serials": [rec["serial"]],
+              "time_us": 2208988800 * 10**6, "type": "dispose", "serials": [rec.serial],
               "records": [], "chunks": chunks, "bytes": len(data)}
         end = rep.end()
         rep.receive(end[0], end[1], F.encode_event(E.encode(ev)))  # kept, not applied

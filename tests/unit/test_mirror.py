@@ -23,7 +23,7 @@ def pair(tmp_path):
 
 
 def put(st, name, data, actor=None):
-    ino = st.create(1, name, 0o644, actor)["ino"]
+    ino = st.create(1, name, 0o644, actor).ino
     st.write(ino, 0, data)
     return st.seal(ino)
 
@@ -54,14 +54,14 @@ def test_mirror_holds_the_same_log_and_answers_the_same(pair, fake_time):
     assert dump_index(p) == dump_index(m)
     with Store(m, readonly=True) as ms:
         for r in recs:
-            assert ms.read(r["ino"], 0, r["size"]) == Store.read(ms, r["ino"], 0, r["size"])
+            assert ms.read(r.ino, 0, r.size) == Store.read(ms, r.ino, 0, r.size)
         assert ms.stats()["records"] == 20
 
 
 def test_only_durable_frames_reach_the_mirror(pair, fake_time):
     p, m = make_pair(*pair, time_source=fake_time)
     with Store(p, time_source=fake_time) as st:
-        ino = st.create(1, b"open", 0o644, None)["ino"]
+        ino = st.create(1, b"open", 0o644, None).ino
         st.write(ino, 0, os.urandom(300_000))   # chunks appended, nothing made durable
         st.mirror.ship_durable()                  # ship now, without a sync first
         mirror_end = st.mirror.target.end()
@@ -116,12 +116,12 @@ def test_a_delete_the_mirror_clock_forbids_is_refused_by_the_mirror(pair):
     st.close()
     refusals = [e for e in local_events(m) if e["type"] == "refused"]
     assert len(refusals) == 1 and refusals[0]["event_type"] == "delete"
-    assert refusals[0]["serial"] == rec["serial"] and refusals[0]["kept"] is True
+    assert refusals[0]["serial"] == rec.serial and refusals[0]["kept"] is True
     same_segments(p, m)                           # the log is still one log
     with Store(m, readonly=True) as ms:             # the record is whole on the mirror
-        assert ms.read(rec["ino"], 0, rec["size"]) == b"blotter" * 1000
-        assert ms.inode(rec["ino"])["state"] == "sealed"
-        assert ms.inode(after["ino"])["state"] == "sealed"
+        assert ms.read(rec.ino, 0, rec.size) == b"blotter" * 1000
+        assert ms.inode(rec.ino).state == "sealed"
+        assert ms.inode(after.ino).state == "sealed"
     report = mirror_report(p, read_unit(p), seq)
     assert report["state"] == "refused" and "retained until" in report["detail"]
     assert [r["event_seq"] for r in report["refused_kept"]] == [refusals[0]["event_seq"]]
@@ -142,9 +142,9 @@ def test_a_forged_delete_frame_is_kept_unapplied(pair, fake_time):
     rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
     try:
         ev = {"seq": head_seq + 1, "prev": head_hash, "time": "2040-01-01T00:00:00.000000Z",
-              "time_us": 2208988800 * 10**6, "type": "delete", "ino": rec["ino"],
-              "serial": rec["serial"], "path": "/mail.eml", "blake3": rec["blake3"],
-              "size": rec["size"]}
+              "time_us": 2208988800 * 10**6, "type": "delete", "ino": rec.ino,
+              "serial": rec.serial, "path": "/mail.eml", "blake3": rec.blake3,
+              "size": rec.size}
         payload = E.encode(ev)
         frame = F.encode_event(payload)
         end = rep.end()
@@ -153,7 +153,7 @@ def test_a_forged_delete_frame_is_kept_unapplied(pair, fake_time):
         assert len(rep.kept_refusals()) == 1
         assert "retained until" in rep.kept_refusals()[0]["reason"]
         with rep.ix.read() as txn:
-            assert rep.ix.inode(txn, rec["ino"])["state"] == "sealed"
+            assert rep.ix.inode(txn, rec.ino).state == "sealed"
         # A chain break still stops the batch: nothing after it could be checked.
         bad = F.encode_event(E.encode(dict(ev, seq=head_seq + 5)))
         end = rep.end()
@@ -168,7 +168,7 @@ def test_a_forged_delete_frame_is_kept_unapplied(pair, fake_time):
     rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
     try:
         with rep.ix.read() as txn:
-            assert rep.ix.inode(txn, rec["ino"])["state"] == "sealed"
+            assert rep.ix.inode(txn, rec.ino).state == "sealed"
         assert rep.skip == {head_seq + 1}
     finally:
         rep.close()
@@ -220,7 +220,7 @@ def test_a_mirror_that_is_not_a_prefix_is_diverged(pair, fake_time):
         rec = put(st, b"zzz", b"other")               # the twin goes on alone
         assert st.record_mirror_status(rec) == "pending"
     with Store(m, readonly=True) as mirror:           # and the mirror kept its own history
-        assert mirror.lookup(1, b"a")["size"] == 1
+        assert mirror.lookup(1, b"a").size == 1
         with pytest.raises(NotFound):
             mirror.lookup(1, b"zzz")
 
@@ -249,3 +249,41 @@ def test_a_torn_end_of_the_mirrors_open_segment_is_cut_and_kept(pair, fake_time)
     assert len(torn) == 1 and torn[0]["offset"] == size and torn[0]["sound_after"] is False
     assert os.path.getsize(os.path.join(m, torn[0]["quarantine"])) == 19
     same_segments(p, m)
+
+
+def test_a_forged_create_or_state_that_names_a_record_state_is_kept_unapplied(pair, fake_time):
+    """Only a seal makes a record. A create that says its file is already 'sealed', or a
+    state change to 'sealed' or 'deleted', would give the mirror a record with no serial, no
+    content and no retention: the mirror refuses them (kept in its chain, not applied)."""
+    p, m = make_pair(*pair, time_source=fake_time)
+    with Store(p, time_source=fake_time) as st:
+        opened = st.create(1, b"draft.txt", 0o644, None)
+        st.sync()
+        head_seq, head_hash = st._last_seq, st._last_hash
+    rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
+    try:
+        forged = [
+            {"type": "create", "ino": opened.ino + 1, "parent": 1, "name": "fake.eml",
+             "mode": 0o444, "uid": 0, "gid": 0, "state": "sealed"},
+            {"type": "state", "ino": opened.ino, "state": "deleted"},
+            {"type": "state", "ino": 1, "state": "open"},   # the root is no file
+        ]
+        seq, prev = head_seq, head_hash
+        for i, fields in enumerate(forged):
+            seq += 1
+            payload = E.encode(dict(fields, seq=seq, prev=prev, time_us=fake_time.wall_us(),
+                                    time="2026-01-01T00:00:00.000000Z"))
+            prev = E.event_hash(payload)
+            end = rep.end()
+            rep.receive(end[0], end[1], F.encode_event(payload))
+        reasons = [r["reason"] for r in rep.kept_refusals()]
+        assert len(reasons) == 3, reasons
+        assert "state 'sealed' is not one of open, scratch" in reasons[0]
+        assert "state 'deleted' is not one of open, scratch" in reasons[1]
+        assert "not an open or scratch file" in reasons[2]
+        with rep.ix.read() as txn:
+            assert rep.ix.inode(txn, opened.ino + 1) is None
+            assert rep.ix.inode(txn, opened.ino).state == "open"
+            assert rep.ix.inode(txn, 1).state is None
+    finally:
+        rep.close()

@@ -14,8 +14,8 @@ YEAR = 365 * 24 * 3600
 
 def record(store, name=b"r.txt", data=b"hello", parent=1):
     f = store.create(parent, name, 0o644, USER)
-    store.write(f["ino"], 0, data)
-    return store.seal(f["ino"], USER)
+    store.write(f.ino, 0, data)
+    return store.seal(f.ino, USER)
 
 
 def refusals(store):
@@ -39,15 +39,15 @@ def test_durations_and_dates():
 
 def test_record_gets_store_default(store, fake_time):
     r = record(store)
-    assert retention.display(r["retention"]) == "2032-01-15T09:00:00Z"
+    assert retention.display(r.retention) == "2032-01-15T09:00:00Z"
 
 
 def test_directory_default_wins_over_store_default(store):
     d = store.mkdir(1, b"chat", 0o755, ROOT)
-    store.set_dir_retention(d["ino"], "18m", ROOT)
-    sub = store.mkdir(d["ino"], b"2026", 0o755, ROOT)
-    r = record(store, parent=sub["ino"])
-    assert retention.display(r["retention"]) == "2027-07-15T09:00:00Z"
+    store.set_dir_retention(d.ino, "18m", ROOT)
+    sub = store.mkdir(d.ino, b"2026", 0o755, ROOT)
+    r = record(store, parent=sub.ino)
+    assert retention.display(r.retention) == "2027-07-15T09:00:00Z"
 
 
 def test_file_xattr_wins_and_classes(store):
@@ -55,86 +55,86 @@ def test_file_xattr_wins_and_classes(store):
                                (b"b", "indefinite", "indefinite"),
                                (b"c", "event+6y", "event+6y")):
         f = store.create(1, name, 0o644, USER)
-        store.set_retain_until(f["ino"], value, USER)
-        r = store.seal(f["ino"], USER)
-        assert retention.display(r["retention"]) == shown
+        store.set_retain_until(f.ino, value, USER)
+        r = store.seal(f.ino, USER)
+        assert retention.display(r.retention) == shown
 
 
 def test_extend_only(store):
     r = record(store)
-    ino = r["ino"]
+    ino = r.ino
     store.set_retain_until(ino, "2035-01-01", USER)
-    assert retention.display(store.inode(ino)["retention"]) == "2035-01-01T00:00:00Z"
+    assert retention.display(store.inode(ino).retention) == "2035-01-01T00:00:00Z"
     with pytest.raises(Refused):
         store.set_retain_until(ino, "2034-01-01", USER)
-    assert retention.display(store.inode(ino)["retention"]) == "2035-01-01T00:00:00Z"
+    assert retention.display(store.inode(ino).retention) == "2035-01-01T00:00:00Z"
     store.set_retain_until(ino, "indefinite", USER)
     with pytest.raises(Refused):
         store.set_retain_until(ino, "2099-01-01", USER)
-    assert retention.display(store.inode(ino)["retention"]) == "indefinite"
+    assert retention.display(store.inode(ino).retention) == "indefinite"
     assert [e["op"] for e in refusals(store)] == ["set_retain_until", "set_retain_until"]
 
 
 def test_malformed_values_change_nothing(store):
     r = record(store)
-    before = store.inode(r["ino"])["retention"]
+    before = store.inode(r.ino).retention
     n = len(list(store.events()))
     for bad in ("soon", "2032-02-30", "event+", "event+0d", "", "\udcff"):
         with pytest.raises(InvalidValue):
-            store.set_retain_until(r["ino"], bad, USER)
-    assert store.inode(r["ino"])["retention"] == before
+            store.set_retain_until(r.ino, bad, USER)
+    assert store.inode(r.ino).retention == before
     assert len(list(store.events())) == n
     # A date in the past is earlier than the record's retain-until: a WORM refusal (SPEC:
     # "an earlier one ... is EPERM"), audited, not a bad value.
     with pytest.raises(Refused, match="earlier than the current retain-until"):
-        store.set_retain_until(r["ino"], "2020-01-01", USER)
-    assert store.inode(r["ino"])["retention"] == before
+        store.set_retain_until(r.ino, "2020-01-01", USER)
+    assert store.inode(r.ino).retention == before
     assert [e["type"] for e in store.events()][n:] == ["refused"]
     # On a file that is not a record yet, a past date is below its retention floor: EPERM
     # too (SPEC "retention floor").
     f = store.create(1, b"open", 0o644, USER)
     with pytest.raises(Refused, match="earlier than"):
-        store.set_retain_until(f["ino"], "2020-01-01", USER)
+        store.set_retain_until(f.ino, "2020-01-01", USER)
 
 
 def test_expiry_hold_and_delete(store, fake_time):
     d = store.mkdir(1, b"short", 0o755, ROOT)
-    store.set_dir_retention(d["ino"], "3s", ROOT)
-    r = record(store, parent=d["ino"])
+    store.set_dir_retention(d.ino, "3s", ROOT)
+    r = record(store, parent=d.ino)
     with pytest.raises(Refused, match="retained until"):
-        store.unlink(d["ino"], b"r.txt", USER)
+        store.unlink(d.ino, b"r.txt", USER)
     fake_time.advance(4)
-    store.place_hold(r["ino"], "case-42", "SEC inquiry", ROOT)
+    store.place_hold(r.ino, "case-42", "SEC inquiry", ROOT)
     with pytest.raises(Refused, match="legal hold"):
-        store.unlink(d["ino"], b"r.txt", USER)
+        store.unlink(d.ino, b"r.txt", USER)
     with pytest.raises(Refused):
-        store.release_hold(r["ino"], "case-42", USER)   # not a records admin
-    store.release_hold(r["ino"], "case-42", ROOT)
+        store.release_hold(r.ino, "case-42", USER)   # not a records admin
+    store.release_hold(r.ino, "case-42", ROOT)
     with pytest.raises(NoSuchAttribute):
-        store.release_hold(r["ino"], "case-42", ROOT)
-    store.unlink(d["ino"], b"r.txt", USER)
+        store.release_hold(r.ino, "case-42", ROOT)
+    store.unlink(d.ino, b"r.txt", USER)
     ev = [e for e in store.events() if e["type"] == "delete"]
-    assert ev and ev[0]["serial"] == r["serial"] and ev[0]["actor"]["uid"] == 1000
+    assert ev and ev[0]["serial"] == r.serial and ev[0]["actor"]["uid"] == 1000
     assert [e["op"] for e in refusals(store)] == ["unlink", "unlink", "release"]
 
 
 def test_event_based_pending_until_event_date(store, fake_time):
-    d = store.mkdir(1, b"accounts", 0o777, ROOT)["ino"]
+    d = store.mkdir(1, b"accounts", 0o777, ROOT).ino
     store.set_dir_retention(d, "1d", ROOT)  # a floor short enough for event+1y
     f = store.create(d, b"acct", 0o644, USER)
-    store.set_retain_until(f["ino"], "event+1y", USER)
-    r = store.seal(f["ino"], USER)
+    store.set_retain_until(f.ino, "event+1y", USER)
+    r = store.seal(f.ino, USER)
     fake_time.advance(3 * YEAR)
     with pytest.raises(Refused, match="event"):
         store.unlink(d, b"acct", USER)  # pending: never expires before the event
     with pytest.raises(Refused):
-        store.set_retain_until(r["ino"], "2030-01-01", USER)  # date would replace a pending event
+        store.set_retain_until(r.ino, "2030-01-01", USER)  # date would replace a pending event
     with pytest.raises(Refused):
-        store.set_event_date(r["ino"], "2027-01-01", USER)  # not a records admin
-    store.set_event_date(r["ino"], "2027-01-01", ROOT)
-    assert retention.display(store.inode(r["ino"])["retention"]) == "2028-01-01T00:00:00Z"
+        store.set_event_date(r.ino, "2027-01-01", USER)  # not a records admin
+    store.set_event_date(r.ino, "2027-01-01", ROOT)
+    assert retention.display(store.inode(r.ino).retention) == "2028-01-01T00:00:00Z"
     with pytest.raises(Refused, match="already set"):
-        store.set_event_date(r["ino"], "2027-06-01", ROOT)
+        store.set_event_date(r.ino, "2027-06-01", ROOT)
     store.unlink(d, b"acct", USER)  # 2029 > 2028: expired
 
 
@@ -249,17 +249,17 @@ def test_clock_survives_restart_and_reboot(unit_path, fake_time):
 def test_holds_and_event_dates_need_a_records_admin(store):
     r = record(store)
     with pytest.raises(Refused):
-        store.place_hold(r["ino"], "case", "x", USER)
+        store.place_hold(r.ino, "case", "x", USER)
     admin = Actor(1000, 1000, 3, "pytest", groups=(4242,))
     with pytest.raises(Refused):
-        store.place_hold(r["ino"], "case", "x", admin)   # store has no admin group
+        store.place_hold(r.ino, "case", "x", admin)   # store has no admin group
     for bad in ("", "a b", "x" * 65, "ü"):
         with pytest.raises(InvalidValue):
-            store.place_hold(r["ino"], bad, "x", ROOT)
+            store.place_hold(r.ino, bad, "x", ROOT)
     with pytest.raises(InvalidValue):
-        store.place_hold(r["ino"], "case", "x" * 2000, ROOT)
-    store.place_hold(r["ino"], "case", "reason", ROOT)
-    assert store.inode(r["ino"])["holds"] == {"case": "reason"}
+        store.place_hold(r.ino, "case", "x" * 2000, ROOT)
+    store.place_hold(r.ino, "case", "reason", ROOT)
+    assert store.inode(r.ino).holds == {"case": "reason"}
 
 
 def test_format_us_writes_what_strftime_writes_for_any_time():

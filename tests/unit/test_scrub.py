@@ -23,9 +23,9 @@ def filled(tmp_path, fake_time):
     with Store(p, time_source=fake_time) as st:
         for i in range(12):
             blob = os.urandom(60_000 + 9_000 * i)
-            ino = st.create(1, f"r{i}".encode(), 0o644, None)["ino"]
+            ino = st.create(1, f"r{i}".encode(), 0o644, None).ino
             st.write(ino, 0, blob)
-            data[st.seal(ino)["ino"]] = blob
+            data[st.seal(ino).ino] = blob
     yield p, m, data, fake_time
     clear_immutable(str(tmp_path))
 

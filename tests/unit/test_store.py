@@ -1,5 +1,6 @@
 """The record store below FUSE: files, records, dedup, refusals, the index as a cache of the
 log, damage detection."""
+import json
 import os
 import random
 
@@ -19,34 +20,34 @@ USER = Actor(1000, 1000, 7, "pytest")
 
 def put(store, name, data, parent=1):
     f = store.create(parent, name, 0o644, USER)
-    store.write(f["ino"], 0, data)
-    return store.seal(f["ino"], USER)
+    store.write(f.ino, 0, data)
+    return store.seal(f.ino, USER)
 
 
 def test_open_file_random_writes_then_record(store):
     f = store.create(1, b"blotter.csv", 0o644, USER)
-    assert f["state"] == "open"
-    store.write(f["ino"], 10, b"world")
-    store.write(f["ino"], 0, b"hello")
-    store.truncate(f["ino"], 12)
-    store.write(f["ino"], 12, b"!")
-    assert store.read(f["ino"], 0, 100) == b"hello\0\0\0\0\0wo!"
-    r = store.seal(f["ino"], USER)
-    assert r["state"] == "sealed" and r["serial"] == 1 and r["size"] == 13
-    assert r["blake3"] == blake3.blake3(b"hello\0\0\0\0\0wo!").hexdigest()
-    assert r["mode"] == 0o444
-    assert store.read(r["ino"], 5, 4) == b"\0\0\0\0"
+    assert f.state == "open"
+    store.write(f.ino, 10, b"world")
+    store.write(f.ino, 0, b"hello")
+    store.truncate(f.ino, 12)
+    store.write(f.ino, 12, b"!")
+    assert store.read(f.ino, 0, 100) == b"hello\0\0\0\0\0wo!"
+    r = store.seal(f.ino, USER)
+    assert r.state == "sealed" and r.serial == 1 and r.size == 13
+    assert r.blake3 == blake3.blake3(b"hello\0\0\0\0\0wo!").hexdigest()
+    assert r.mode == 0o444
+    assert store.read(r.ino, 5, 4) == b"\0\0\0\0"
     assert not staged_files(store)
 
 
 def test_empty_and_sparse_and_large(store):
-    assert put(store, b"empty", b"")["blake3"] == blake3.blake3(b"").hexdigest()
-    assert store.read(store.lookup(1, b"empty")["ino"], 0, 10) == b""
+    assert put(store, b"empty", b"").blake3 == blake3.blake3(b"").hexdigest()
+    assert store.read(store.lookup(1, b"empty").ino, 0, 10) == b""
     f = store.create(1, b"sparse", 0o644, USER)
-    store.write(f["ino"], 5 << 20, b"end")
-    r = store.seal(f["ino"], USER)
-    assert r["size"] == (5 << 20) + 3
-    assert store.read(r["ino"], (5 << 20) - 2, 10) == b"\0\0end"
+    store.write(f.ino, 5 << 20, b"end")
+    r = store.seal(f.ino, USER)
+    assert r.size == (5 << 20) + 3
+    assert store.read(r.ino, (5 << 20) - 2, 10) == b"\0\0end"
     stats = store.stats()
     assert stats["stored_bytes"] < 1 << 20     # the zeros are one chunk, stored once
 
@@ -62,12 +63,12 @@ def test_identical_content_stored_once(store):
     assert before == 2_000_000
     assert s["stored_bytes"] < before + 600_000   # the edit costs a few chunks, not a copy
     for name, expect in ((b"a", data), (b"b", data)):
-        assert store.read(store.lookup(1, name)["ino"], 0, len(data)) == expect
+        assert store.read(store.lookup(1, name).ino, 0, len(data)) == expect
 
 
 def test_records_refuse_change(store):
     r = put(store, b"rec", b"content")
-    ino = r["ino"]
+    ino = r.ino
     for fn in (lambda: store.write(ino, 0, b"x", USER), lambda: store.truncate(ino, 0, USER),
                lambda: store.setattr(ino, USER, mode=0o666),
                lambda: store.setattr(ino, USER, mtime=0),
@@ -84,27 +85,27 @@ def test_records_refuse_change(store):
     assert all(e["serial"] == 1 and e["path"] == "/rec" and e["actor"]["uid"] == 1000
                for e in refused[:7])
     assert store.read(ino, 0, 100) == b"content"
-    assert store.inode(ino)["blake3"] == blake3.blake3(b"content").hexdigest()
+    assert store.inode(ino).blake3 == blake3.blake3(b"content").hexdigest()
 
 
 def test_directories(store):
     d = store.mkdir(1, b"d", 0o755, USER)
-    e = store.mkdir(d["ino"], b"e", 0o755, USER)
+    e = store.mkdir(d.ino, b"e", 0o755, USER)
     with pytest.raises(Exists):
         store.mkdir(1, b"d", 0o755, USER)
     with pytest.raises(NotEmpty):
         store.rmdir(1, b"d", USER)
     store.rename(1, b"d", 1, b"d2", USER)               # no records below: allowed
-    put(store, b"r", b"x", parent=e["ino"])
+    put(store, b"r", b"x", parent=e.ino)
     with pytest.raises(Refused):
         store.rename(1, b"d2", 1, b"d3", USER)
     with pytest.raises(Refused):
-        store.rmdir(d["ino"], b"e", USER)
+        store.rmdir(d.ino, b"e", USER)
     with pytest.raises(IsADirectory):
         store.unlink(1, b"d2", USER)
     assert [n for _, n, _ in store.readdir(1)] == [b".wormfs", b"d2"]
-    assert store.resolve("/d2/e/r")["state"] == "sealed"
-    assert store.path_of(store.resolve("/d2/e/r")["ino"]) == "/d2/e/r"
+    assert store.resolve("/d2/e/r").state == "sealed"
+    assert store.path_of(store.resolve("/d2/e/r").ino) == "/d2/e/r"
     store.mkdir(1, b"gone", 0o755, USER)
     store.rmdir(1, b"gone", USER)
     with pytest.raises(NotFound):
@@ -125,15 +126,15 @@ def test_readdir_cookies_only_grow(store):
 
 def test_scratch_and_open_files_can_go(store):
     f = store.create(1, b".report.csv.a1B2c3", 0o644, USER)
-    assert f["state"] == "scratch"
-    store.write(f["ino"], 0, b"draft")
+    assert f.state == "scratch"
+    store.write(f.ino, 0, b"draft")
     r = store.rename(1, b".report.csv.a1B2c3", 1, b"report.csv", USER)
-    assert r["state"] == "open"
+    assert r.state == "open"
     g = store.create(1, b"x.tmp", 0o644, USER)
     store.unlink(1, b"x.tmp", USER)
     with pytest.raises(NotFound):
         store.lookup(1, b"x.tmp")
-    assert not os.path.exists(os.path.join(store.path, "staging", str(g["ino"])))
+    assert not os.path.exists(os.path.join(store.path, "staging", str(g.ino)))
 
 
 def test_a_reused_staging_file_starts_empty_whatever_was_put_in_it(store):
@@ -143,10 +144,10 @@ def test_a_reused_staging_file_starts_empty_whatever_was_put_in_it(store):
     with open(os.path.join(store.path, "staging", spares[0]), "wb") as f:
         f.write(b"planted behind the store's back" * 300)   # root, in the unit
     g = store.create(1, b"second", 0o644, USER)
-    store.write(g["ino"], 4096, b"tail")   # a hole before it: zeros, never the planted bytes
-    assert store.read(g["ino"], 0, 10_000) == bytes(4096) + b"tail"
-    r = store.seal(g["ino"], USER)
-    assert r["size"] == 4100 and store.read(r["ino"], 0, 10_000) == bytes(4096) + b"tail"
+    store.write(g.ino, 4096, b"tail")   # a hole before it: zeros, never the planted bytes
+    assert store.read(g.ino, 0, 10_000) == bytes(4096) + b"tail"
+    r = store.seal(g.ino, USER)
+    assert r.size == 4100 and store.read(r.ino, 0, 10_000) == bytes(4096) + b"tail"
 
 
 def test_leftover_staging_files_are_emptied_and_links_never_followed_at_open(unit_path,
@@ -156,7 +157,7 @@ def test_leftover_staging_files_are_emptied_and_links_never_followed_at_open(uni
     make_unit(unit_path, fake_time)
     with Store(unit_path, time_source=fake_time) as st:
         f = st.create(1, b"left-open", 0o644, USER)
-        st.write(f["ino"], 0, b"unfinished")
+        st.write(f.ino, 0, b"unfinished")
         staging = os.path.join(st.path, "staging")
     for name, data in (("999", b"a seal that ended before its unlink"), ("spare-4", b"junk")):
         with open(os.path.join(staging, name), "wb") as fh:
@@ -167,20 +168,20 @@ def test_leftover_staging_files_are_emptied_and_links_never_followed_at_open(uni
     linked.write_bytes(b"has another name")
     os.link(linked, os.path.join(staging, "997"))
     os.mkfifo(os.path.join(staging, "996"))
-    nxt = str(f["ino"] + 1)   # a directory where the next create's bytes go
+    nxt = str(f.ino + 1)   # a directory where the next create's bytes go
     os.mkdir(os.path.join(staging, nxt))
     with open(os.path.join(staging, nxt, "x"), "wb") as fh:
         fh.write(b"inside")
     with Store(unit_path, time_source=fake_time) as st:
-        assert [n for n in staged_files(st) if ".not-ours-" not in n] == [str(f["ino"])]
+        assert [n for n in staged_files(st) if ".not-ours-" not in n] == [str(f.ino)]
         names = os.listdir(staging)   # the open file's bytes stay (and the moved directory)
         assert all(os.path.getsize(os.path.join(staging, n)) == 0 and
                    not os.path.islink(os.path.join(staging, n))
                    for n in names if n.startswith("spare-"))
-        assert st.read(f["ino"], 0, 100) == b"unfinished"
+        assert st.read(f.ino, 0, 100) == b"unfinished"
         for i in range(3):   # the spares are taken: each new file holds just its bytes
             r = put(st, b"n%d" % i, b"new %d" % i)
-            assert st.read(r["ino"], 0, 100) == b"new %d" % i
+            assert st.read(r.ino, 0, 100) == b"new %d" % i
     assert victim.read_bytes() == b"not the store's"
     assert linked.read_bytes() == b"has another name"
     assert not os.path.exists(os.path.join(staging, "997"))
@@ -205,7 +206,7 @@ def test_a_failed_transaction_leaves_the_counters_as_committed(unit_path, fake_t
         with pytest.raises(RuntimeError):
             st.transact(half_done)
         r = put(st, b"b", b"two")   # the next events follow the committed head
-        assert r["serial"] == 2 and st.read(r["ino"], 0, 10) == b"two"
+        assert r.serial == 2 and st.read(r.ino, 0, 10) == b"two"
         assert st.stats()["records"] == 2
         events, _ = verify_log(st.log)
         assert [e["seq"] for e in st.events()] == list(range(1, events + 1))
@@ -219,7 +220,7 @@ def test_write_at_once_takes_only_small_in_order_writes(store):
     """The mount's event loop writes a small file itself (Store.write_at_once); anything
     that might wait or needs the rules (a rewrite, bytes ahead, a chunk's worth, a record)
     is left to ``write`` in a worker: None, and nothing done."""
-    ino = store.create(1, b"q", 0o644, USER)["ino"]
+    ino = store.create(1, b"q", 0o644, USER).ino
     assert store.write_at_once(ino, 0, b"abc") == 3
     assert store.write_at_once(ino, 10, b"x") is None          # ahead of the stream
     assert store.write_at_once(ino, 1, b"z") is None           # a rewrite
@@ -230,7 +231,7 @@ def test_write_at_once_takes_only_small_in_order_writes(store):
     assert store.write_at_once(ino, 6, b"late") is None        # a record: refused elsewhere
     with pytest.raises(Refused):
         store.write(ino, 6, b"late")
-    assert store.read(r["ino"], 0, 100) == b"abcdef" and r["size"] == 6
+    assert store.read(r.ino, 0, 100) == b"abcdef" and r.size == 6
 
 
 def test_rebuild_index_answers_exactly_as_before(unit_path, fake_time, capsys):
@@ -239,18 +240,18 @@ def test_rebuild_index_answers_exactly_as_before(unit_path, fake_time, capsys):
         d = st.mkdir(1, b"mail", 0o755, USER)
         rng = random.Random(3)
         for i in range(12):
-            put(st, b"m%d" % i, rng.randbytes(rng.randint(0, 400_000)), parent=d["ino"])
-        st.set_retain_until(st.lookup(d["ino"], b"m1")["ino"], "2040-01-01", USER)
-        st.place_hold(st.lookup(d["ino"], b"m2")["ino"], "case", "why", None)
+            put(st, b"m%d" % i, rng.randbytes(rng.randint(0, 400_000)), parent=d.ino)
+        st.set_retain_until(st.lookup(d.ino, b"m1").ino, "2040-01-01", USER)
+        st.place_hold(st.lookup(d.ino, b"m2").ino, "case", "why", None)
         st.rename(1, b"mail", 1, b"mail", USER)
         with pytest.raises(Refused):
-            st.unlink(d["ino"], b"m3", USER)
+            st.unlink(d.ino, b"m3", USER)
     before = dump_index(unit_path)
     assert len(os.listdir(os.path.join(unit_path, "segments"))) > 3
     assert cli(["rebuild-index", unit_path]) == 0
     assert dump_index(unit_path) == before
     with Store(unit_path, time_source=fake_time) as st:
-        assert st.resolve("/mail/m2")["holds"] == {"case": "why"}
+        assert st.resolve("/mail/m2").holds == {"case": "why"}
 
 
 def test_finished_segments_are_read_only(unit_path, fake_time):
@@ -265,7 +266,7 @@ def test_finished_segments_are_read_only(unit_path, fake_time):
 
 def flip_byte_in_chunk(path, st, record_ino):
     with st.ix.read() as txn:
-        _, _, cid = next(st.ix.manifest_from(txn, st.inode(record_ino)["serial"], 0))
+        _, _, cid = next(st.ix.manifest_from(txn, st.inode(record_ino).serial, 0))
         segno, off, length = st.ix.chunk(txn, cid)
     seg = st.log.path(segno)
     from wormfs.store.hostfs import set_immutable
@@ -281,10 +282,10 @@ def flip_byte_in_chunk(path, st, record_ino):
 def test_flipped_byte_is_an_integrity_error_never_wrong_bytes(store):
     data = random.Random(9).randbytes(300_000)
     r = put(store, b"r", data)
-    flip_byte_in_chunk(store.path, store, r["ino"])
+    flip_byte_in_chunk(store.path, store, r.ino)
     store._chunk_cache.clear()
     with pytest.raises(IntegrityError, match="checksum"):
-        store.read(r["ino"], 0, len(data))
+        store.read(r.ino, 0, len(data))
     with pytest.raises(IntegrityError):
         verify_log(store.log)
 
@@ -298,7 +299,7 @@ def test_torn_tail_is_cut_and_quarantined(unit_path, fake_time):
     with open(seg, "ab") as f:
         f.write(b"WF\x02\x00\xff\xff\x00\x00garbage-from-a-crash")
     with Store(unit_path, time_source=fake_time) as st:
-        assert st.read(r["ino"], 0, 10) == b"kept"
+        assert st.read(r.ino, 0, 10) == b"kept"
         ev = [e for e in st.events() if e["type"] == "torn_tail"]
         assert len(ev) == 1 and ev[0]["offset"] == end[1]
         assert os.path.exists(os.path.join(unit_path, ev[0]["quarantine"]))
@@ -350,7 +351,7 @@ def test_a_power_cut_that_lost_an_earlier_page_is_cut_there(unit_path, fake_time
     seg, start, ra, rc = _lose_a_page_then_power_cut(unit_path, fake_time)
     size = os.path.getsize(seg)
     with Store(unit_path, time_source=fake_time) as st:
-        assert st.read(ra["ino"], 0, 100) == b"acknowledged before the cut"
+        assert st.read(ra.ino, 0, 100) == b"acknowledged before the cut"
         with pytest.raises(NotFound):
             st.lookup(1, b"c")              # after the hole: never acknowledged, cut too
         ev = [e for e in st.events() if e["type"] == "torn_tail"]
@@ -431,7 +432,7 @@ def test_concurrent_seals_share_fsyncs(store):
     import time
     files = [store.create(1, b"g%d" % i, 0o644, USER) for i in range(24)]
     for f in files:
-        store.write(f["ino"], 0, os.urandom(20_000))
+        store.write(f.ino, 0, os.urandom(20_000))
     syncs_before = store.group.syncs
     barrier = threading.Barrier(8)
     real_sync = store.group._sync
@@ -444,14 +445,14 @@ def test_concurrent_seals_share_fsyncs(store):
     def worker(k):
         barrier.wait()
         for f in files[k::8]:
-            store.seal(f["ino"], USER)
+            store.seal(f.ino, USER)
     ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    assert all(store.inode(f["ino"])["state"] == "sealed" for f in files)
-    assert sorted(store.inode(f["ino"])["serial"] for f in files) == list(range(1, 25))
+    assert all(store.inode(f.ino).state == "sealed" for f in files)
+    assert sorted(store.inode(f.ino).serial for f in files) == list(range(1, 25))
     assert store.group.syncs - syncs_before < 24   # group commit: fewer fsyncs than seals
 
 
@@ -483,7 +484,7 @@ def test_open_segment_with_torn_header_is_restarted(unit_path, fake_time):
     seg = os.path.join(unit_path, "segments", "%010d.open" % segno)
     os.truncate(seg, 10)    # the crash hit before its header reached the disk
     with Store(unit_path, time_source=fake_time) as st:
-        assert st.read(r["ino"], 0, len(data)) == data
+        assert st.read(r.ino, 0, len(data)) == data
         put(st, b"after", b"more")
         verify_log(st.log)
 
@@ -498,7 +499,7 @@ def test_an_index_lmdb_cannot_read_is_rebuilt_from_the_log(unit_path, fake_time)
     with open(os.path.join(unit_path, "index", "data.mdb"), "r+b") as f:
         f.write(bytes(8192))
     with Store(unit_path, time_source=fake_time) as st:
-        assert st.read(r["ino"], 0, 100) == b"a record"
+        assert st.read(r.ino, 0, 100) == b"a record"
     assert dump_index(unit_path) == before
 
 
@@ -565,3 +566,92 @@ def test_the_scratch_matcher_answers_as_fnmatchcase_pattern_by_pattern():
     for s in names:
         assert (match(s) is not None) == any(fnmatch.fnmatchcase(s, p) for p in pats), s
     assert _scratch_matcher(())("x.tmp") is None
+
+
+# The inode record: typed, stored as JSON without empty fields, read back the same whichever
+# form the index holds.
+
+OLD_FORM = (  # what wormfs wrote before the typed record: every key, nulls included
+    '{"atime":5,"blake3":"%s","committed":5,"cookie":9,"creator":null,"ctime":5,"gid":0,'
+    '"holds":{},"ino":%d,"kind":"f","mode":292,"mtime":4,"name":"old.eml","parent":1,'
+    '"path":"/old.eml","retention":{"event_date":null,"event_period":null,"indefinite":true,'
+    '"until":null},"seal_seq":9,"serial":%d,"size":3,"state":"sealed","uid":0,"writer":null}')
+
+
+def test_an_inode_stored_with_every_key_reads_as_the_same_record(unit_path, fake_time):
+    """An index written before the typed record (every key present, nulls and an empty hold
+    list included) opens and answers as before; what is written now leaves those out and
+    reads back equal."""
+    from wormfs.store.index import Index, k64
+    from wormfs.store.inode import Inode, Kind, State
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        rec = put(st, b"old.eml", b"abc")
+        digest, ino, serial = rec.blake3, rec.ino, rec.serial
+    ix = Index(os.path.join(unit_path, "index"))
+    try:
+        with ix.write() as txn:
+            txn.put(k64(ino), (OLD_FORM % (digest, ino, serial)).encode(), db=ix.db["inodes"])
+    finally:
+        ix.close()
+    with Store(unit_path, time_source=fake_time) as st:
+        old = st.inode(ino)
+        assert old.kind is Kind.FILE and old.state is State.SEALED and old.sealed
+        assert old.holds == {} and old.creator is None and old.writer is None
+        assert old.retention["indefinite"] is True and old.subdirs == 0
+        assert st.read(ino, 0, 10) == b"abc"
+        st.place_hold(ino, "case", "why", None)   # written again, in the new form
+        with st.ix.read() as txn:
+            raw = txn.get(k64(ino), db=st.ix.db["inodes"])
+        stored = json.loads(raw)
+        assert "creator" not in stored and "writer" not in stored
+        assert stored["holds"] == {"case": "why"} and stored["state"] == "sealed"
+        assert st.inode(ino) == old.copy(holds={"case": "why"})
+    new = Inode.from_json(old.to_json())
+    assert new == old and "creator" not in old.to_json() and "subdirs" not in old.to_json()
+    assert str(State.SEALED) == f"{State.SEALED}" == "sealed"
+
+
+def test_a_record_read_from_the_index_is_the_readers_own_copy(unit_path, fake_time):
+    """Index.inode keeps the record it last decoded for each inode: changing what it returned,
+    or what a transaction that aborted wrote, must change nothing a later read sees."""
+    make_unit(unit_path, fake_time)
+    with Store(unit_path, time_source=fake_time) as st:
+        rec = put(st, b"r", b"abc")
+        st.place_hold(rec.ino, "case", "why", None)
+        mine = st.inode(rec.ino)
+        mine.holds.clear()
+        mine.retention["until"] = 0
+        mine.size = 99
+        again = st.inode(rec.ino)
+        assert again.holds == {"case": "why"} and again.size == 3
+        assert again.retention == rec.retention
+        txn = st.ix.write()
+        st.ix.put_inode(txn, again.copy(size=7, holds={}))
+        assert st.ix.inode(txn, rec.ino).size == 7
+        txn.abort()
+        with st.ix.read() as t:
+            assert st.ix.inode(t, rec.ino).size == 3
+            assert st.ix.inode(t, rec.ino).holds == {"case": "why"}
+
+
+def test_inode_record_fields_all_survive_copy_and_storage():
+    """Inode.copy, to_json and from_json name each field by hand (for speed): every slot
+    set to a value of its own must come through all three, and nothing shared stays
+    shared."""
+    from wormfs.store.inode import Inode, Kind, State
+    values = {name: 1000 + i for i, name in enumerate(Inode.__slots__)}
+    values.update(kind=Kind.FILE, state=State.DELETED, name="n", path="/n", blake3="b" * 64,
+                  creator={"uid": 1}, writer={"uid": 2}, holds={"h": "r"},
+                  retention={"until": 5, "indefinite": False, "event_period": None,
+                             "event_date": None},
+                  recovered_from="/r", orphan=True)
+    rec = Inode(**values)
+    copied = rec.copy()
+    assert all(getattr(copied, n) == values[n] for n in Inode.__slots__)
+    assert copied.holds is not rec.holds and copied.retention is not rec.retention
+    stored = rec.to_json()
+    assert set(stored) == set(Inode.__slots__) - {"orphan"}
+    back = Inode.from_json(stored)
+    assert all(getattr(back, n) == values[n] for n in Inode.__slots__ if n != "orphan")
+    assert back.orphan is False and back.state is State.DELETED

@@ -211,7 +211,7 @@ def cmd_retain(args):
             _committed_through_mount(path)).encode())
 
     def via_store(st, rec, actor):
-        st.set_retain_until(rec["ino"], value(rec["committed"]), actor)
+        st.set_retain_until(rec.ino, value(rec.committed), actor)
     return _apply(args, Change("retain", via_mount, via_store))
 
 
@@ -262,7 +262,7 @@ def cmd_hold(args):
         os.setxattr(path, HOLD + args.name, reason.encode("utf-8", "surrogateescape"))
 
     def via_store(st, rec, actor):
-        st.place_hold(rec["ino"], args.name, reason, actor)
+        st.place_hold(rec.ino, args.name, reason, actor)
     return _apply(args, Change("hold", via_mount, via_store))
 
 
@@ -273,7 +273,7 @@ def cmd_release(args):
         os.removexattr(path, HOLD + args.name)
 
     def via_store(st, rec, actor):
-        st.release_hold(rec["ino"], args.name, actor)
+        st.release_hold(rec.ino, args.name, actor)
     return _apply(args, Change(f"hold {args.name}", via_mount, via_store))
 
 
@@ -284,7 +284,7 @@ def cmd_event(args):
         os.setxattr(path, PREFIX + "event", args.date.strip().encode())
 
     def via_store(st, rec, actor):
-        st.set_event_date(rec["ino"], args.date.strip(), actor)
+        st.set_event_date(rec.ino, args.date.strip(), actor)
     return _apply(args, Change("event", via_mount, via_store))
 
 

@@ -231,11 +231,11 @@ def sums_line(digest, name):
 # -- the export ------------------------------------------------------------------------------------
 
 def _record_chunks(store, rec, hashes, progress):
-    off, size = 0, rec["size"]
+    off, size = 0, rec.size
     while off < size:
-        data = store.read(rec["ino"], off, min(READ_BLOCK, size - off))
+        data = store.read(rec.ino, off, min(READ_BLOCK, size - off))
         if not data:
-            raise IntegrityError(f"record {rec['serial']} ended at {off} of {size} bytes")
+            raise IntegrityError(f"record {rec.serial} ended at {off} of {size} bytes")
         for h in hashes:
             h.update(data)
         off += len(data)
@@ -267,7 +267,7 @@ def run(store, out, sel, progress=None):
     described = [records.describe(store, r, now, mirror_of) for r in recs]
     tops = {(d["path"] or "").lstrip("/").split("/")[0] for d in described}
     prefix = "records/" if tops & set(META_FILES) else ""
-    total = sum(r["size"] for r in recs)
+    total = sum(r.size for r in recs)
     counter = _Counter(total, progress) if progress else _NoProgress()
     target = open_output(out)
     try:
@@ -293,16 +293,16 @@ def _write(store, target, recs, described, prefix, counter, sel, now):
     for rec, d in zip(recs, described):
         name = prefix + d["path"].lstrip("/")
         sha, b3 = hashlib.sha256(), blake3.blake3()
-        target.add(name, _record_chunks(store, rec, (sha, b3), counter), rec["mtime"],
-                   size=rec["size"])
-        if b3.hexdigest() != rec["blake3"]:
-            raise ExportFailed(f"record {rec['serial']} ({d['path']}) does not match its "
+        target.add(name, _record_chunks(store, rec, (sha, b3), counter), rec.mtime,
+                   size=rec.size)
+        if b3.hexdigest() != rec.blake3:
+            raise ExportFailed(f"record {rec.serial} ({d['path']}) does not match its "
                                f"digest; run 'wormfs verify' and 'wormfs scrub --repair'")
         d["file"], d["sha256"] = name, sha.hexdigest()
-        expected[name] = (d["sha256"], rec["blake3"])
+        expected[name] = (d["sha256"], rec.blake3)
 
-    ino_serial = {r["ino"]: r["serial"] for r in recs}
-    history = {r["serial"]: [] for r in recs}
+    ino_serial = {r.ino: r.serial for r in recs}
+    history = {r.serial: [] for r in recs}
     audit_lines = []
     for ev, payload in auditlog.iter_events(store.log, store.ix):
         ev_inos, ev_serials = auditlog.subjects(ev)
@@ -320,7 +320,7 @@ def _write(store, target, recs, described, prefix, counter, sel, now):
              "mode": unit["mode"], "peer_unit": unit.get("peer_serial"),
              "exported_at": format_us(now), "wormfs_version": __version__,
              "selection": {k: v for k, v in vars(sel).items() if v not in (None, False)},
-             "records": len(recs), "bytes": sum(r["size"] for r in recs),
+             "records": len(recs), "bytes": sum(r.size for r in recs),
              "layout": f"records under {prefix or 'the top level'}"}
     meta = {
         "index.json": json.dumps({"export": about, "records": described}, indent=2,

@@ -8,6 +8,7 @@ import lmdb
 
 from .. import retention
 from ..errors import InvalidValue
+from ..store.inode import State
 from ..store.maintenance import unit_last_seq
 from ..timeutil import format_us, parse_date
 
@@ -33,7 +34,7 @@ def mirror_view(store):
             held = 0
 
     def status(rec):
-        seq = rec.get("seal_seq")
+        seq = rec.seal_seq
         return "synced" if seq is not None and seq <= held else "pending"
     return status
 
@@ -43,32 +44,32 @@ def describe(store, rec, now_us=None, mirror_of=None):
     ``mirror_of`` from ``mirror_view``."""
     now = store.now() if now_us is None else now_us
     mirror_of = mirror_of or store.record_mirror_status
-    r = rec["retention"]
-    state = rec["state"]
-    if state == "sealed" and retention.expired(r, now):
+    r = rec.retention
+    state = rec.state
+    if state is State.SEALED and retention.expired(r, now):
         state = "expired"
-    writer = rec.get("writer") or {}
+    writer = rec.writer or {}
     return {
-        "serial": rec["serial"],
-        "path": rec.get("path"),
-        "size": rec["size"],
-        "blake3": rec["blake3"],
-        "committed": format_us(rec["committed"]),
+        "serial": rec.serial,
+        "path": rec.path,
+        "size": rec.size,
+        "blake3": rec.blake3,
+        "committed": format_us(rec.committed),
         "retain_until": retention.display(r),
-        "state": state,
-        "holds": dict(sorted(rec.get("holds", {}).items())),
+        "state": str(state),
+        "holds": dict(sorted(rec.holds.items())),
         "event_date": format_us(r["event_date"]) if r.get("event_date") else None,
         "writer_uid": writer.get("uid"),
         "writer_user": writer.get("user"),
         "writer_gid": writer.get("gid"),
         "writer_pid": writer.get("pid"),
         "writer_program": writer.get("program"),
-        "mode": f"{rec['mode'] & 0o7777:04o}",
-        "uid": rec["uid"],
-        "gid": rec["gid"],
-        "mtime": format_us(rec["mtime"]),
-        "mirror": mirror_of(rec) if rec["state"] == "sealed" else None,
-        "recovered_from": rec.get("recovered_from"),
+        "mode": f"{rec.mode & 0o7777:04o}",
+        "uid": rec.uid,
+        "gid": rec.gid,
+        "mtime": format_us(rec.mtime),
+        "mirror": mirror_of(rec) if rec.sealed else None,
+        "recovered_from": rec.recovered_from,
         "unit": store.unit["serial"],
     }
 
@@ -76,9 +77,9 @@ def describe(store, rec, now_us=None, mirror_of=None):
 def lookup(store, inner):
     """The record at a path inside the store; NotFound or InvalidValue if it is not one."""
     rec = store.resolve(inner)
-    if rec["kind"] != "f":
+    if not rec.is_file:
         raise InvalidValue(f"{inner} is a directory, not a record")
-    if rec.get("state") != "sealed":
+    if not rec.sealed:
         raise InvalidValue(f"{inner} is not a record yet (it is {rec.get('state')}: it "
                            f"becomes one when its writer closes it)")
     return rec
@@ -103,13 +104,13 @@ class Selection:
             path, pattern.rstrip("/") + "/*")
 
     def matches(self, rec):
-        if self.since is not None and rec["committed"] < self.since:
+        if self.since is not None and rec.committed < self.since:
             return False
-        if self.until is not None and rec["committed"] > self.until:
+        if self.until is not None and rec.committed > self.until:
             return False
-        if self.held and not rec.get("holds"):
+        if self.held and not rec.holds:
             return False
-        return self.matches_path(rec.get("path") or "")
+        return self.matches_path(rec.path or "")
 
 
 def parse_serials(text):
@@ -158,7 +159,7 @@ def select(store, sel):
             pairs = ix.serials(txn, sel.first, sel.last)
         for serial, ino in pairs:
             rec = ix.inode(txn, ino)
-            if rec is None or rec.get("state") != "sealed":
+            if rec is None or not rec.sealed:
                 continue
             if sel.matches(rec):
                 yield rec

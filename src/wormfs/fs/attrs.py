@@ -27,42 +27,42 @@ def private(dir_rec):
     """Whether some user may not search ``dir_rec``: then the kernel must not answer a path
     walk through it from its caches (without default_permissions it checks no search
     permission itself), so its entries are looked up, and checked, every time."""
-    return dir_rec["mode"] & 0o111 != 0o111
+    return dir_rec.mode & 0o111 != 0o111
 
 
 def entry(rec, uncached=False):
     e = pyfuse3.EntryAttributes()
-    e.st_ino = rec["ino"]
+    e.st_ino = rec.ino
     e.generation = 0
     e.entry_timeout = 0 if uncached else ENTRY_TIMEOUT
-    size = rec.get("size", 0)
-    atime = rec["atime"]
-    if rec["kind"] == "d":
-        e.st_mode = stat.S_IFDIR | rec["mode"]
+    size = rec.size
+    atime = rec.atime
+    if rec.is_dir:
+        e.st_mode = stat.S_IFDIR | rec.mode
         e.attr_timeout = ATTR_TIMEOUT_DIR
         size = 4096
     else:
-        e.st_mode = stat.S_IFREG | rec["mode"]
-        if rec.get("state") == "sealed":
+        e.st_mode = stat.S_IFREG | rec.mode
+        if rec.sealed:
             e.attr_timeout = ATTR_TIMEOUT_RECORD
-            kind, until = retention.effective(rec["retention"])
+            kind, until = retention.effective(rec.retention)
             if kind == "until" and until is not None:
                 atime = until
         else:
             e.attr_timeout = ATTR_TIMEOUT_OPEN
-    if rec["kind"] == "d":
-        e.st_nlink = 2 + rec.get("subdirs", 0)
+    if rec.is_dir:
+        e.st_nlink = 2 + rec.subdirs
     else:
-        e.st_nlink = 0 if rec.get("orphan") else 1
+        e.st_nlink = 0 if rec.orphan else 1
     if uncached:
         e.attr_timeout = 0
-    e.st_uid = rec["uid"]
-    e.st_gid = rec["gid"]
+    e.st_uid = rec.uid
+    e.st_gid = rec.gid
     e.st_rdev = 0
     e.st_size = size
     e.st_blksize = BLKSIZE
     e.st_blocks = (size + 511) // 512
     e.st_atime_ns = atime * 1000
-    e.st_mtime_ns = rec["mtime"] * 1000
-    e.st_ctime_ns = rec["ctime"] * 1000
+    e.st_mtime_ns = rec.mtime * 1000
+    e.st_ctime_ns = rec.ctime * 1000
     return e

@@ -170,7 +170,7 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
         recovered = [] if readonly else store.recover_interrupted(RECOVERED_AT_MOUNT)
         for rec in recovered:
             log.warning("recovered an interrupted file as record %s at %s (was %s)",
-                        rec["serial"], rec["path"], rec.get("recovered_from"))
+                        rec.serial, rec.path, rec.recovered_from)
         ops = WormOperations(store, mountpoint)
         opts = {f"fsname={_escape(store_path)}", "subtype=wormfs"} | fuse_opts
         pyfuse3.init(ops, mountpoint, opts)
@@ -184,7 +184,7 @@ def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
         log.debug("could not raise the read-ahead of %s", mountpoint)
     if not readonly:
         store.note("mount", mountpoint=mountpoint, options=sorted(fuse_opts),
-                   recovered=[rec["serial"] for rec in recovered])
+                   recovered=[rec.serial for rec in recovered])
     control = None if readonly else _start_control(store)
     scrubber = BackgroundScrub(store) if not readonly else None
     log.info("mounted %s on %s%s", store_path, mountpoint, " (read-only)" if readonly else "")
@@ -220,11 +220,11 @@ def _start_control(store):
     def delete(req, progress, actor):
         rec = store.privileged_delete(store.resolve(req.path)["ino"], req.reason, actor)
         try:  # the kernel still has the name cached: it must not show it any more
-            pyfuse3.invalidate_entry(rec["parent"], os.fsencode(rec["name"]),
-                                     deleted=rec["ino"])
+            pyfuse3.invalidate_entry(rec.parent, os.fsencode(rec.name),
+                                     deleted=rec.ino)
         except OSError:
             pass
-        return {"serial": rec["serial"], "path": req.path}
+        return {"serial": rec.serial, "path": req.path}
     try:
         return ControlServer(store.path, {requests.Check: check, requests.ExportNote: note,
                                           requests.Dispose: dispose,
@@ -239,7 +239,7 @@ def _shutdown(store):
         if not store.readonly:
             for rec in store.recover_interrupted(RECOVERED_AT_UNMOUNT):
                 log.warning("file open at unmount recovered as record %s at %s",
-                            rec["serial"], rec["path"])
+                            rec.serial, rec.path)
             store.note("unmount")
     except (WormError, OSError) as e:  # a full disk, a failed mirror: said in one line
         log.error("could not finish open files at unmount (they are recovered at the next "
@@ -294,7 +294,7 @@ async def _housekeeping(ops, store):
                 rec = await ops.seal_scratch(ino)
                 if rec is not None:
                     log.info("scratch file untouched for the scratch TTL sealed as record %s "
-                             "at %s", rec["serial"], rec["path"])
+                             "at %s", rec.serial, rec.path)
         except Exception:
             log.exception("housekeeping failed; will try again")
 

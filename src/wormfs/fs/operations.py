@@ -27,6 +27,7 @@ import trio
 from ..actor import Actor
 from ..errors import (InvalidValue, IsADirectory, NotADirectory, NotFound, NotPermitted,
                       WormError)
+from ..store.inode import State
 from . import attrs, closers, permissions, xattrs
 from .permissions import R, W, X
 
@@ -177,7 +178,7 @@ class WormOperations(pyfuse3.Operations):
         if ino in self.sealing:
             return False
         rec = self.store.inode(ino)
-        if rec.get("state") != "open" or rec.get("orphan"):
+        if rec.state is not State.OPEN or rec.orphan:
             return False
         self.sealing.add(ino)
         try:
@@ -193,7 +194,7 @@ class WormOperations(pyfuse3.Operations):
         self.sealing.add(ino)
         try:
             rec = self.store.inode(ino)
-            if rec.get("state") != "scratch" or rec.get("orphan"):
+            if rec.state is not State.SCRATCH or rec.orphan:
                 return None
             rec = await self._run(self.store.seal, ino, None, "scratch_ttl")
         except NotFound:
@@ -228,10 +229,10 @@ class WormOperations(pyfuse3.Operations):
         if name == b".":
             rec = parent
         elif name == b"..":
-            rec = self.store.inode(parent["parent"])
+            rec = self.store.inode(parent.parent)
         else:
             rec = self.store.lookup(parent_inode, name)
-        self.lookups[rec["ino"]] += 1
+        self.lookups[rec.ino] += 1
         return attrs.entry(rec, uncached=attrs.private(parent))
 
     async def forget(self, inode_list):
@@ -253,9 +254,9 @@ class WormOperations(pyfuse3.Operations):
     async def setattr(self, inode, attr, fields, fh, ctx):
         actor = self._actor(ctx)
         rec = self.store.inode(inode)
-        record = rec["kind"] == "f" and rec.get("state") == "sealed"
+        record = rec.is_file and rec.sealed
         if fields.update_size:
-            if rec["kind"] == "d":
+            if rec.is_dir:
                 raise IsADirectory("is a directory")
             if record:
                 await self._refuse("truncate", "the file is a sealed record", actor, inode)
@@ -267,7 +268,7 @@ class WormOperations(pyfuse3.Operations):
         gid = attr.st_gid if fields.update_gid else None
         mtime = attr.st_mtime_ns // 1000 if fields.update_mtime else None
         atime = attr.st_atime_ns // 1000 if fields.update_atime else None
-        if record and mtime == rec["mtime"]:
+        if record and mtime == rec.mtime:
             # The writeback cache sends the cached mtime with every ctime update (after a
             # rename, say): not a change, so not a refusal.
             mtime = None
@@ -279,14 +280,14 @@ class WormOperations(pyfuse3.Operations):
                 mode, uid, gid = permissions.check_setattr(actor, rec, mode, uid, gid)
                 if mtime is not None or atime is not None:
                     permissions.check_times(actor, rec, self._is_now(mtime, atime))
-                if mode is uid is gid is None and rec["kind"] == "f" and \
+                if mode is uid is gid is None and rec.is_file and \
                         self.store.set_open_times(inode, mtime, atime):
                     # utimensat on a file open here (cp -p, rsync, tar): kept in memory
                     # until the seal, so no worker thread is needed.
                     return attrs.entry(self.store.inode(inode))
             await self._run(self.store.setattr, inode, actor, mode=mode, uid=uid, gid=gid,
                             mtime=mtime, atime=atime)
-            if rec["kind"] == "d" and not (mode is uid is gid is None):
+            if rec.is_dir and not (mode is uid is gid is None):
                 self._forget_children(inode)
         return attrs.entry(self.store.inode(inode))
 
@@ -301,8 +302,8 @@ class WormOperations(pyfuse3.Operations):
                 child = self.store.inode(ino)
             except NotFound:
                 continue
-            if child.get("parent") == dir_ino and ino != dir_ino:
-                pyfuse3.invalidate_entry_async(dir_ino, os.fsencode(child["name"]),
+            if child.parent == dir_ino and ino != dir_ino:
+                pyfuse3.invalidate_entry_async(dir_ino, os.fsencode(child.name),
                                                ignore_enoent=True)
 
     def _is_now(self, mtime, atime):
@@ -319,7 +320,7 @@ class WormOperations(pyfuse3.Operations):
         parent = self.store.inode(parent_inode)
         permissions.check(actor, parent, W | X)
         rec = await self._run(self.store.mkdir, parent_inode, name, mode, actor)
-        self.lookups[rec["ino"]] += 1
+        self.lookups[rec.ino] += 1
         return attrs.entry(rec, uncached=attrs.private(parent))
 
     async def _check_delete(self, op, actor, dir_rec, victim):
@@ -328,7 +329,7 @@ class WormOperations(pyfuse3.Operations):
         try:
             permissions.check_delete(actor, dir_rec, victim)
         except NotPermitted as e:
-            await self._run(self.store.refuse, op, str(e), actor, ino=victim["ino"])
+            await self._run(self.store.refuse, op, str(e), actor, ino=victim.ino)
 
     async def _remove(self, op, remover, parent_inode, name, ctx):
         actor = self._actor(ctx)
@@ -356,24 +357,24 @@ class WormOperations(pyfuse3.Operations):
             dst = None
         if dst is not None and flags & pyfuse3.RENAME_NOREPLACE:
             raise pyfuse3.FUSEError(errno.EEXIST)
-        if actor.uid != 0 and src.get("state") != "sealed" and \
-                (dst is None or dst.get("state") != "sealed"):
+        if actor.uid != 0 and not src.sealed and \
+                (dst is None or not dst.sealed):
             await self._check_delete("rename", actor, self.store.inode(parent_inode_old), src)
             new_dir = self.store.inode(parent_inode_new)
             if dst is not None:
                 await self._check_delete("rename", actor, new_dir, dst)
             else:
                 permissions.check(actor, new_dir, W | X)
-            if src["kind"] == "d" and parent_inode_new != parent_inode_old:
+            if src.is_dir and parent_inode_new != parent_inode_old:
                 # A directory that moves rewrites its own '..': Linux asks for write
                 # permission on it (vfs_rename), as pjdfstest rename/09 checks.
                 permissions.check(actor, src, W)
         rec = await self._run(self.store.rename, parent_inode_old, name_old, parent_inode_new,
                               name_new, actor)
-        if rec["kind"] == "f" and rec.get("state") == "open" and rec["ino"] not in self.writers:
+        if rec.is_file and rec.state is State.OPEN and rec.ino not in self.writers:
             # A closed scratch file renamed to an ordinary name: it is finished (rsync,
             # "save as temp then rename"), so it becomes a record now.
-            await self._seal(rec["ino"], actor, "rename")
+            await self._seal(rec.ino, actor, "rename")
 
     @_handler
     async def link(self, inode, new_parent_inode, new_name, ctx):
@@ -400,10 +401,10 @@ class WormOperations(pyfuse3.Operations):
         permissions.check(actor, parent, W | X)
         rec = await self._create(parent_inode, name, mode, actor)
         # Nobody holds it open, so nothing will close it: it is complete as it is.
-        if rec["state"] == "open":
-            await self._seal(rec["ino"], actor, "mknod")
-        self.lookups[rec["ino"]] += 1
-        return attrs.entry(self.store.inode(rec["ino"]), uncached=attrs.private(parent))
+        if rec.state is State.OPEN:
+            await self._seal(rec.ino, actor, "mknod")
+        self.lookups[rec.ino] += 1
+        return attrs.entry(self.store.inode(rec.ino), uncached=attrs.private(parent))
 
     def _child_path(self, parent, name):
         base = self.store.path_of(parent) or "?"
@@ -418,8 +419,8 @@ class WormOperations(pyfuse3.Operations):
         permissions.check(actor, parent, W | X)
         rec = await self._create(parent_inode, name, mode, actor)
         # The creator's handle is a writer whatever its flags: its close finishes the file.
-        fh = self._new_handle(rec["ino"], True, actor, ctx.pid)
-        self.lookups[rec["ino"]] += 1
+        fh = self._new_handle(rec.ino, True, actor, ctx.pid)
+        self.lookups[rec.ino] += 1
         return pyfuse3.FileInfo(fh=fh, direct_io=True), attrs.entry(
             rec, uncached=attrs.private(parent))
 
@@ -427,14 +428,14 @@ class WormOperations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         actor = self._actor(ctx)
         rec = self.store.inode(inode)
-        if rec["kind"] == "d":
+        if rec.is_dir:
             raise IsADirectory("is a directory")
         acc = flags & os.O_ACCMODE
         writable = acc != os.O_RDONLY
         # The kernel leaves O_TRUNC to us (atomic_o_trunc): with any access mode it is a
         # change of the file, so it needs write permission and is refused on a record.
         trunc = bool(flags & os.O_TRUNC)
-        sealed = rec.get("state") == "sealed"
+        sealed = rec.sealed
         if sealed and (writable or trunc):
             if _touch_probe(flags, actor) and not trunc:
                 # coreutils touch opens the file for writing first and, refused, sets the
@@ -467,7 +468,7 @@ class WormOperations(pyfuse3.Operations):
         if not h.wrote:
             h.wrote = True
             rec = self.store.inode(h.ino)
-            mode = permissions.kill_on_write(h.actor, rec) if rec.get("state") != "sealed" \
+            mode = permissions.kill_on_write(h.actor, rec) if not rec.sealed \
                 else None
             if mode is not None:  # a write by anyone but root clears set-user-ID
                 await self._run(self.store.setattr, h.ino, h.actor, mode=mode)
@@ -516,7 +517,7 @@ class WormOperations(pyfuse3.Operations):
     @_handler
     async def fsync(self, fh, datasync):
         h = self._handle(fh)
-        if self.store.inode(h.ino).get("state") == "sealed":
+        if self.store.inode(h.ino).sealed:
             await self._run(self.store.sync)
         else:
             await self._run(self.store.fsync_open, h.ino)
@@ -526,7 +527,7 @@ class WormOperations(pyfuse3.Operations):
     @_handler
     async def opendir(self, inode, ctx):
         rec = self.store.inode(inode)
-        if rec["kind"] != "d":
+        if not rec.is_dir:
             raise NotADirectory("not a directory")
         if ctx.uid != 0:
             permissions.check(self._actor(ctx), rec, R)
@@ -537,7 +538,7 @@ class WormOperations(pyfuse3.Operations):
         # Offsets 1 and 2 are '.' and '..'; an entry's offset is its store cookie + 2.
         d = self.store.inode(fh)
         uncached = attrs.private(d)
-        for off, name, ino in ((1, b".", fh), (2, b"..", d["parent"])):
+        for off, name, ino in ((1, b".", fh), (2, b"..", d.parent)):
             if start_id < off:
                 if not pyfuse3.readdir_reply(token, name, attrs.entry(
                         self.store.inode(ino), uncached), off):
@@ -550,7 +551,7 @@ class WormOperations(pyfuse3.Operations):
                 if not pyfuse3.readdir_reply(token, name, attrs.entry(rec, uncached),
                                              cookie + DOT_ENTRIES):
                     return
-                self.lookups[rec["ino"]] += 1
+                self.lookups[rec.ino] += 1
                 after = cookie
             if len(batch) < READDIR_BATCH:
                 return
@@ -576,7 +577,7 @@ class WormOperations(pyfuse3.Operations):
     @_handler
     async def access(self, inode, mode, ctx):
         rec = self.store.inode(inode)
-        if mode & os.W_OK and rec["kind"] == "f" and rec.get("state") == "sealed":
+        if mode & os.W_OK and rec.is_file and rec.sealed:
             return False
         return permissions.allowed(self._actor(ctx) if ctx.uid else None, rec, mode & 7)
 

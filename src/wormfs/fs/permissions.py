@@ -29,10 +29,10 @@ def _setid_cleared(mode):
 
 
 def _bits(actor, rec):
-    mode = rec["mode"]
-    if actor.uid == rec["uid"]:
+    mode = rec.mode
+    if actor.uid == rec.uid:
         return (mode >> 6) & 7
-    if _in_group(actor, rec["gid"]):
+    if _in_group(actor, rec.gid):
         return (mode >> 3) & 7
     return mode & 7
 
@@ -54,12 +54,12 @@ def check_delete(actor, dir_rec, victim):
     check(actor, dir_rec, W | X)
     if _root(actor):
         return
-    if dir_rec["mode"] & stat.S_ISVTX and actor.uid not in (dir_rec["uid"], victim["uid"]):
+    if dir_rec.mode & stat.S_ISVTX and actor.uid not in (dir_rec.uid, victim.uid):
         raise NotPermitted("sticky directory: only the owner may remove this entry")
 
 
 def check_owner(actor, rec, what):
-    if not _root(actor) and actor.uid != rec["uid"]:
+    if not _root(actor) and actor.uid != rec.uid:
         raise NotPermitted(f"only the owner may {what}")
 
 
@@ -69,11 +69,11 @@ def check_chown(actor, rec, uid, gid):
     change to the same values."""
     if _root(actor):
         return
-    if uid is not None and (uid != rec["uid"] or actor.uid != rec["uid"]):
+    if uid is not None and (uid != rec.uid or actor.uid != rec.uid):
         raise NotPermitted("only root may change a file's owner")
     if gid is not None:
         check_owner(actor, rec, "change the group")
-        if gid != rec["gid"] and not _in_group(actor, gid):
+        if gid != rec.gid and not _in_group(actor, gid):
             raise NotPermitted("the owner may only choose one of their own groups")
 
 
@@ -84,12 +84,12 @@ def check_setattr(actor, rec, mode, uid, gid):
     when the group may execute."""
     if mode is not None:
         check_owner(actor, rec, "change the mode")
-        group = gid if gid is not None else rec["gid"]
+        group = gid if gid is not None else rec.gid
         if not _root(actor) and not _in_group(actor, group):
             mode &= ~stat.S_ISGID
     check_chown(actor, rec, uid, gid)
-    if rec["kind"] == "f" and (uid is not None or gid is not None):
-        cleared = _setid_cleared(mode if mode is not None else rec["mode"])
+    if rec.is_file and (uid is not None or gid is not None):
+        cleared = _setid_cleared(mode if mode is not None else rec.mode)
         if cleared is not None:
             mode = cleared
     return mode, uid, gid
@@ -98,7 +98,7 @@ def check_setattr(actor, rec, mode, uid, gid):
 def check_times(actor, rec, now):
     """utimensat: the owner (or root) may set any times; with write permission anyone may
     set them to now; nobody else."""
-    if _root(actor) or actor.uid == rec["uid"]:
+    if _root(actor) or actor.uid == rec.uid:
         return
     if not now:
         raise NotPermitted("only the owner may set a file's times")
@@ -108,6 +108,6 @@ def check_times(actor, rec, now):
 def kill_on_write(actor, rec):
     """The mode after a write by ``actor``: set-user-ID goes, and set-group-ID when the group
     may execute, unless root writes. None when nothing changes."""
-    if _root(actor) or rec["kind"] != "f":
+    if _root(actor) or not rec.is_file:
         return None
-    return _setid_cleared(rec["mode"])
+    return _setid_cleared(rec.mode)

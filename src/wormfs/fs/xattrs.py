@@ -22,20 +22,20 @@ def _decode_name(name):
 
 
 def _state(store, rec):
-    if rec["state"] == "sealed" and retention.expired(rec["retention"], store.now()):
+    if rec.sealed and retention.expired(rec.retention, store.now()):
         return "expired"
-    return rec["state"]
+    return rec.state.value
 
 
 def list_names(store, rec):
-    if rec["kind"] == "d":
-        return [PREFIX + "retention"] if rec.get("retention") else []
+    if rec.is_dir:
+        return [PREFIX + "retention"] if rec.retention else []
     out = [PREFIX + "state", PREFIX + "retain_until"]
-    if rec["state"] == "sealed":
+    if rec.sealed:
         out += [PREFIX + "serial", PREFIX + "committed", PREFIX + "blake3", PREFIX + "mirror"]
-        if rec["retention"]["event_period"] is not None and rec["retention"]["event_date"]:
+        if rec.retention["event_period"] is not None and rec.retention["event_date"]:
             out.append(PREFIX + "event")
-        out += [HOLD + h for h in sorted(rec["holds"])]
+        out += [HOLD + h for h in sorted(rec.holds)]
     return out
 
 
@@ -46,25 +46,25 @@ def get_value(store, rec, name):
         raise NoSuchAttribute(name)
     key = n[len(PREFIX):]
     if key == "retention":
-        value = rec["retention"]
+        value = rec.retention
     elif key == "state":
         value = _state(store, rec)
     elif key == "retain_until":
-        r = rec["retention"] if rec["state"] == "sealed" else \
-            store.prospective_retention(rec["ino"])
+        r = rec.retention if rec.sealed else \
+            store.prospective_retention(rec.ino)
         value = retention.display(r)
     elif key == "serial":
-        value = str(rec["serial"])
+        value = str(rec.serial)
     elif key == "committed":
-        value = format_us(rec["committed"])
+        value = format_us(rec.committed)
     elif key == "blake3":
-        value = rec["blake3"]
+        value = rec.blake3
     elif key == "mirror":
         value = store.record_mirror_status(rec)
     elif key == "event":
-        value = format_us(rec["retention"]["event_date"])
+        value = format_us(rec.retention["event_date"])
     else:
-        value = rec["holds"][key[len("hold."):]]
+        value = rec.holds[key[len("hold."):]]
     return value.encode("utf-8", "surrogateescape")
 
 
@@ -82,7 +82,7 @@ def _value_text(store, rec, n, value, actor):
 
 
 def _invalid(store, rec, n, reason, actor):
-    store.refuse("setxattr", f"{n}: {reason}", actor, ino=rec["ino"], errno_name="EINVAL",
+    store.refuse("setxattr", f"{n}: {reason}", actor, ino=rec.ino, errno_name="EINVAL",
                  exc=InvalidValue)
 
 
@@ -92,7 +92,7 @@ def set_value(store, rec, name, value, actor):
         # Only wormfs's own attributes are kept; anything else has nowhere to live.
         raise Unsupported(f"only user.worm.* attributes are kept, not {name!r}")
     key = n[len(PREFIX):]
-    ino = rec["ino"]
+    ino = rec.ino
     if key in READ_ONLY:
         store.refuse("setxattr", f"{n} is read-only", actor, ino=ino)
     text = _value_text(store, rec, n, value, actor)
@@ -117,7 +117,7 @@ def remove_value(store, rec, name, actor):
     if n is None or not n.startswith(PREFIX) or n not in list_names(store, rec):
         raise NoSuchAttribute(name)
     if n.startswith(HOLD):
-        store.release_hold(rec["ino"], n[len(HOLD):], actor)
+        store.release_hold(rec.ino, n[len(HOLD):], actor)
     else:
-        store.refuse("removexattr", f"{n} cannot be removed", actor, ino=rec["ino"])
+        store.refuse("removexattr", f"{n} cannot be removed", actor, ino=rec.ino)
 

@@ -308,8 +308,8 @@ class Replica:
         if reason is not None and ev.get("type") == "delete" and rules.shape(ev) is None:
             # Only a few seconds short of expiry by this clock: wait for it once.
             rec = self.ix.inode(txn, ev["ino"])
-            if rec is not None and rec.get("state") == "sealed" and not rec["holds"]:
-                kind, until = retention.effective(rec["retention"])
+            if rec is not None and rec.sealed and not rec.holds:
+                kind, until = retention.effective(rec.retention)
                 wait = (until or 0) - self.clock.now()
                 if kind == "until" and 0 < wait <= CLOCK_SKEW_WAIT_US:
                     time.sleep(wait / 1e6 + 0.001)

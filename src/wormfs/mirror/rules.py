@@ -13,6 +13,7 @@ reads; ``Replayer.apply_event`` then applies the event exactly as on the primary
 """
 from .. import retention
 from ..store import events as E
+from ..store.inode import UNSEALED, State
 from ..store.replay import ROOT_INO
 
 
@@ -30,6 +31,7 @@ def check(ix, txn, ev, now_us):
 
 
 _INT, _STR, _DICT, _LIST, _BOOL = int, str, dict, list, bool
+UNSEALED_TEXT = frozenset(s.value for s in UNSEALED)
 _RET = "retention"  # a retention dict (retention.py)
 
 # The fields every event type that changes the index must carry, and their types: what
@@ -82,6 +84,10 @@ def shape(ev):
             if not (isinstance(c, list) and len(c) == 2 and isinstance(c[0], str)
                     and isinstance(c[1], int)):
                 return f"malformed seal event {ev['seq']}: a chunk is not [id, length]"
+    if ev["type"] in ("create", "state") and ev["state"] not in UNSEALED_TEXT:
+        # A file is created, or renamed, as open or scratch; only a seal makes a record.
+        return (f"malformed {ev['type']} event {ev['seq']}: state {ev['state']!r} is not "
+                f"one of {', '.join(sorted(UNSEALED_TEXT))}")
     if ev["type"] == "retention" and ev.get("before") is not None and \
             not retention.is_valid(ev["before"]):
         return f"malformed retention event {ev['seq']}: field 'before' is not a retention"
@@ -90,7 +96,7 @@ def shape(ev):
 
 def _record(ix, txn, ino):
     rec = ix.inode(txn, ino)
-    return rec if rec is not None and rec.get("state") == "sealed" else None
+    return rec if rec is not None and rec.sealed else None
 
 
 def _unit_init(ix, txn, ev, now):
@@ -101,7 +107,7 @@ def _unit_init(ix, txn, ev, now):
 
 def _new_entry(ix, txn, ev, now):
     parent = ix.inode(txn, ev["parent"])
-    if parent is None or parent["kind"] != "d":
+    if parent is None or not parent.is_dir:
         return f"parent directory inode {ev['parent']} does not exist here"
     if ix.lookup(txn, ev["parent"], E.name_bytes(ev["name"])) is not None:
         return f"{ev['name']!r} already exists here"
@@ -116,18 +122,25 @@ def _not_a_record(ix, txn, ev, now):
     return None
 
 
+def _state(ix, txn, ev, now):
+    rec = ix.inode(txn, ev["ino"])
+    if rec is None or not rec.unsealed:
+        return f"inode {ev['ino']} is not an open or scratch file here"
+    return None
+
+
 def _rename(ix, txn, ev, now):
     src = ix.inode(txn, ev["ino"])
     if src is None:
         return f"inode {ev['ino']} does not exist here"
-    if src.get("state") == "sealed":
+    if src.sealed:
         return f"inode {ev['ino']} is a sealed record here"
-    if src["kind"] == "d" and ix.holds_records(txn, src["ino"]):
+    if src.is_dir and ix.holds_records(txn, src.ino):
         return f"directory inode {ev['ino']} holds records here"
     if ev.get("replaced"):
         dst = ix.inode(txn, ev["replaced"])
-        if dst is not None and (dst.get("state") == "sealed" or (
-                dst["kind"] == "d" and not ix.dir_is_empty(txn, dst["ino"]))):
+        if dst is not None and (dst.sealed or (
+                dst.is_dir and not ix.dir_is_empty(txn, dst.ino))):
             return f"the target inode {ev['replaced']} is a record or holds entries here"
     return None
 
@@ -142,7 +155,7 @@ def _rmdir(ix, txn, ev, now):
 
 def _seal(ix, txn, ev, now):
     rec = ix.inode(txn, ev["ino"])
-    if rec is None or rec.get("state") not in ("open", "scratch"):
+    if rec is None or not rec.unsealed:
         return f"inode {ev['ino']} is not an open file here"
     if ix.serial_ino(txn, ev["serial"]) is not None:
         return f"serial {ev['serial']} is already taken here"
@@ -156,19 +169,19 @@ def _delete(ix, txn, ev, now):
     rec = _record(ix, txn, ev["ino"])
     if rec is None:
         return f"inode {ev['ino']} is not a record here"
-    if rec["holds"]:
-        return f"record {rec['serial']} is under legal hold ({', '.join(sorted(rec['holds']))})"
+    if rec.holds:
+        return f"record {rec.serial} is under legal hold ({', '.join(sorted(rec.holds))})"
     if ev.get("privileged") is True:
         # An early delete is lawful only where this unit's own mode allows it.
         mode = (ix.meta(txn, "unit") or {}).get("mode")
         if mode != "enterprise":
-            return f"a privileged delete of record {rec['serial']} in {mode} mode"
+            return f"a privileged delete of record {rec.serial} in {mode} mode"
         if not isinstance(ev.get("reason"), str) or not ev["reason"].strip():
-            return f"a privileged delete of record {rec['serial']} without a reason"
+            return f"a privileged delete of record {rec.serial} without a reason"
         return None
-    if not retention.expired(rec["retention"], now):
-        return (f"record {rec['serial']} is retained until "
-                f"{retention.display(rec['retention'])} by this unit's compliance clock")
+    if not retention.expired(rec.retention, now):
+        return (f"record {rec.serial} is retained until "
+                f"{retention.display(rec.retention)} by this unit's compliance clock")
     return None
 
 
@@ -176,13 +189,13 @@ def _retention(ix, txn, ev, now):
     rec = ix.inode(txn, ev["ino"])
     if rec is None:
         return f"inode {ev['ino']} does not exist here"
-    if rec.get("state") != "sealed":
+    if not rec.sealed:
         return None  # an open file's retention is only a wish until its seal
     # Shortening first: it is what an examiner needs to read, whatever 'before' says.
-    if not retention.never_shorter(rec["retention"], ev["after"], rec["committed"]):
-        return f"the change would shorten the retention of record {rec['serial']}"
-    if ev.get("before") != rec["retention"]:
-        return f"record {rec['serial']} has another retention here"
+    if not retention.never_shorter(rec.retention, ev["after"], rec.committed):
+        return f"the change would shorten the retention of record {rec.serial}"
+    if ev.get("before") != rec.retention:
+        return f"record {rec.serial} has another retention here"
     return None
 
 
@@ -190,11 +203,11 @@ def _event_date(ix, txn, ev, now):
     rec = _record(ix, txn, ev["ino"])
     if rec is None:
         return f"inode {ev['ino']} is not a record here"
-    old = rec["retention"]
+    old = rec.retention
     if old["event_period"] is None or old["event_date"] is not None:
-        return f"record {rec['serial']} has no pending event-based retention here"
+        return f"record {rec.serial} has no pending event-based retention here"
     if ev["after"] != dict(old, event_date=ev["after"]["event_date"]):
-        return f"the change would alter more than the event date of record {rec['serial']}"
+        return f"the change would alter more than the event date of record {rec.serial}"
     return None
 
 
@@ -213,7 +226,7 @@ def _dispose(ix, txn, ev, now):
     for serial in serials:
         ino = ix.serial_ino(txn, serial)
         rec = ix.inode(txn, ino) if ino is not None else None
-        if rec is None or rec.get("state") != "deleted":
+        if rec is None or rec.state is not State.DELETED:
             return f"record {serial} is not deleted here"
     wanted = {}
     for cid_hex, segno, offset, length in ev["chunks"]:
@@ -235,7 +248,7 @@ _CHECKS = {
     "create": _new_entry,
     "rmdir": _rmdir,
     "unlink": _not_a_record,
-    "state": _not_a_record,
+    "state": _state,
     "setattr": _not_a_record,
     "rename": _rename,
     "seal": _seal,

@@ -564,16 +564,16 @@ def record_needs(ix, txn, rec):
     """What a sealed record asks of the objects holding it: (the log places of its chunks
     and its seal event, the retain-until they must reach (0: none), whether they need a legal
     hold: held, retained indefinitely or waiting for its event date)."""
-    kind, until = retention.effective(rec["retention"])
+    kind, until = retention.effective(rec.retention)
     places = set()
-    for _, _, cid in ix.manifest_from(txn, rec["serial"], -1):
+    for _, _, cid in ix.manifest_from(txn, rec.serial, -1):
         loc = ix.chunk(txn, cid)
         if loc is not None:
             places.add((loc[0], loc[1]))
-    pos = ix.event_pos(txn, rec.get("seal_seq") or 0)
+    pos = ix.event_pos(txn, rec.seal_seq or 0)
     if pos is not None:
         places.add(tuple(pos))
-    return places, until or 0, bool(rec.get("holds")) or kind != "until"
+    return places, until or 0, bool(rec.holds) or kind != "until"
 
 
 def required_locks(ix, state):
@@ -583,7 +583,7 @@ def required_locks(ix, state):
     with ix.read() as txn:
         for _, ino in ix.serials(txn):
             rec = ix.inode(txn, ino)
-            if rec is None or rec.get("state") != "sealed":
+            if rec is None or not rec.sealed:
                 continue
             places, until, hold = record_needs(ix, txn, rec)
             for segno, off in places:

@@ -508,7 +508,7 @@ class S3Target:
         record must be kept."""
         with self.ix.read() as txn:
             rec = self.ix.inode(txn, ino)
-            if rec is None or rec.get("state") != "sealed" or rec.get("serial") is None:
+            if rec is None or not rec.sealed or rec.serial is None:
                 return
             places, until, hold = record_needs(self.ix, txn, rec)
         carriers = {}
@@ -516,7 +516,7 @@ class S3Target:
             o = self.state.carrier(segno, off)
             if o is None:
                 raise IntegrityError(f"{self.url}: no object holds segment {segno} offset "
-                                     f"{off} of record {rec['serial']}")
+                                     f"{off} of record {rec.serial}")
             carriers[o.rel] = o
         for o in carriers.values():
             if until and o.retain_until < until:

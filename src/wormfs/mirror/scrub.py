@@ -383,7 +383,7 @@ def _check_records(u, rep):
         if rec is None:
             rep.add(u, "record", f"record {serial} has no inode in the index")
             continue
-        if rec.get("state") not in ("sealed", "deleted") or rec.get("disposed"):
+        if not rec.ever_sealed or rec.disposed:
             continue  # a disposed record's data is gone on purpose (its dispose event says)
         rep.records[u.serial] += 1
         total, h = 0, blake3.blake3()
@@ -397,13 +397,13 @@ def _check_records(u, rep):
                     raise IntegrityError(f"chunk {cid.hex()[:16]} is not in the index")
                 h.update(u.log.read_chunk(loc[0], loc[1], cid, loc[2]))
         except IntegrityError as e:
-            rep.add(u, "record", f"record {serial} ({rec.get('path')}): {e}")
+            rep.add(u, "record", f"record {serial} ({rec.path}): {e}")
             continue
-        if total != rec["size"]:
-            rep.add(u, "record", f"record {serial} ({rec.get('path')}): chunks add up to "
-                    f"{total} bytes, not {rec['size']}")
-        elif h.hexdigest() != rec["blake3"]:
-            rep.add(u, "record", f"record {serial} ({rec.get('path')}): content does not "
+        if total != rec.size:
+            rep.add(u, "record", f"record {serial} ({rec.path}): chunks add up to "
+                    f"{total} bytes, not {rec.size}")
+        elif h.hexdigest() != rec.blake3:
+            rep.add(u, "record", f"record {serial} ({rec.path}): content does not "
                     f"match its digest")
 
 
@@ -477,18 +477,18 @@ def _check_parity(p, m, rep):
             return
     mirror_recs = {s: r for s, r in _records(m) if r is not None}
     for serial, rec in _records(p):
-        if rec is None or rec.get("state") not in ("sealed", "deleted"):
+        if rec is None or not rec.ever_sealed:
             continue
         other = mirror_recs.pop(serial, None)
         if other is None:
-            if (rec.get("seal_seq") or 0) > m.chain_seq:
+            if (rec.seal_seq or 0) > m.chain_seq:
                 rep.pending += 1
             else:
-                rep.add(m, "parity", f"record {serial} ({rec.get('path')}) is not on the "
+                rep.add(m, "parity", f"record {serial} ({rec.path}) is not on the "
                         f"mirror")
             continue
         for field in ("blake3", "size", "state"):
-            if rec.get(field) != other.get(field):
+            if getattr(rec, field) != getattr(other, field):
                 rep.add(m, "parity", f"record {serial}: {field} differs between the units")
                 break
     for serial in mirror_recs:

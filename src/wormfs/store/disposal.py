@@ -25,6 +25,7 @@ from .. import retention
 from ..errors import IntegrityError, Refused, StoreError
 from ..timeutil import format_us
 from .index import U64
+from .inode import State
 
 log = logging.getLogger("wormfs.dispose")
 
@@ -53,18 +54,18 @@ def plan(ix, txn, now_us, keep=frozenset()):
     expired = []
     for _, serial in ix.expiring(txn, now_us + 1):
         rec = ix.inode(txn, ix.serial_ino(txn, serial))
-        if rec is not None and rec.get("state") == "sealed" and not rec["holds"] \
-                and retention.expired(rec["retention"], now_us):
+        if rec is not None and rec.sealed and not rec.holds \
+                and retention.expired(rec.retention, now_us):
             expired.append(rec)
     deleted = []
     for _, ino in ix.serials(txn):
         rec = ix.inode(txn, ino)
-        if rec is not None and rec.get("state") == "deleted" and not rec.get("disposed"):
+        if rec is not None and rec.state is State.DELETED and not rec.disposed:
             deleted.append(rec)
-    dead = {r["serial"] for r in expired + deleted}
+    dead = {r.serial for r in expired + deleted}
     candidates = {}
     for rec in expired + deleted:
-        for _, length, cid in ix.manifest_from(txn, rec["serial"], 0):
+        for _, length, cid in ix.manifest_from(txn, rec.serial, 0):
             if cid not in keep:
                 candidates[cid] = length
     if candidates:
@@ -92,14 +93,14 @@ def still_unreferenced(ix, txn, candidates, dead_serials):
 
 def certificate(store, p, dry_run, event=None):
     unit = store.unit
-    now_deleted = {r["serial"] for r in p.expired}
+    now_deleted = {r.serial for r in p.expired}
     return {
         "dry_run": dry_run,
         "unit": unit["serial"], "mirror": unit.get("peer_serial"),
         "time": format_us(store.now()),
-        "records": [{"serial": r["serial"], "path": r.get("path"), "blake3": r["blake3"],
-                     "size": r["size"], "retain_until": retention.display(r["retention"]),
-                     "deleted_now": r["serial"] in now_deleted} for r in p.records],
+        "records": [{"serial": r.serial, "path": r.path, "blake3": r.blake3,
+                     "size": r.size, "retain_until": retention.display(r.retention),
+                     "deleted_now": r.serial in now_deleted} for r in p.records],
         "chunks": len(p.chunks), "bytes": p.bytes,
         "chunk_ids": [c[0].hex() for c in p.chunks],
         "event": event,
@@ -128,14 +129,14 @@ def run(store, actor, dry_run=False):
         if p.empty():
             return p, None
         for rec in p.expired:
-            j.event("delete", actor, ino=rec["ino"], serial=rec["serial"],
-                    path=j.path_of(rec["ino"]), blake3=rec["blake3"], size=rec["size"],
+            j.event("delete", actor, ino=rec.ino, serial=rec.serial,
+                    path=j.path_of(rec.ino), blake3=rec.blake3, size=rec.size,
                     cause="dispose")
         ev = j.event(
             "dispose", actor,
-            serials=[r["serial"] for r in p.records],
-            records=[{"serial": r["serial"], "path": r.get("path"), "blake3": r["blake3"],
-                      "size": r["size"]} for r in p.records],
+            serials=[r.serial for r in p.records],
+            records=[{"serial": r.serial, "path": r.path, "blake3": r.blake3,
+                      "size": r.size} for r in p.records],
             chunks=[[c[0].hex(), c[1], c[2], c[3]] for c in p.chunks],
             bytes=p.bytes)
         store.disposals += 1   # seals that matched chunks before now check them again

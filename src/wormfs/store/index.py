@@ -16,7 +16,7 @@ LMDB's byte order is numeric order). docs/FORMAT.md repeats this for readers wit
                last_verify  result of the last verify or scrub (time, kind, ok, findings)
                last_dispose seq of the last dispose event (its frames are destroyed again
                             at open if a crash interrupted that)
-    inodes     u64 ino -> JSON inode (fields in docs/FORMAT.md "Inodes")
+    inodes     u64 ino -> JSON inode (inode.py; fields in docs/FORMAT.md "Inodes")
     dirents    u64 parent ino | name bytes -> u64 child ino | u64 cookie
     dirlist    u64 parent ino | u64 cookie -> name bytes   (readdir order; cookies only grow:
                the seq of the event that made the entry)
@@ -47,10 +47,12 @@ import struct
 import lmdb
 
 from .events import loads
+from .inode import Inode, State
 
 DBS = ("meta", "inodes", "dirents", "dirlist", "chunks", "manifests", "serials", "expiry",
        "events", "unsealed")
 MAP_SIZE = 1 << 40  # address space only; the file grows with use
+INODE_MEMO = 1024   # decoded inodes kept (Index.inode): ~2 MiB at most
 
 U64 = struct.Struct(">Q")
 U64x2 = struct.Struct(">QQ")
@@ -128,6 +130,7 @@ class Index:
                              readonly=readonly, lock=True, sync=False, metasync=False,
                              readahead=False)
         self._committed = {}  # hot meta values as last committed (WriteTxn)
+        self._inodes = {}     # ino -> (stored bytes, Inode decoded from them): see inode()
         self.db = {}
         for name in DBS:
             self.db[name] = self.env.open_db(name.encode(), create=not readonly)
@@ -182,11 +185,33 @@ class Index:
         txn.put(key.encode(), _encode(value), db=self.db["meta"])
 
     def inode(self, txn, ino):
+        """The Inode stored for ``ino`` in ``txn`` (None if none), the caller's own copy.
+        A seal reads the same inode about a dozen times over its transactions (the
+        mirror's replay too), so the record last decoded (or written) for each inode is
+        kept beside its bytes and used again while the stored bytes are those bytes: no
+        invalidation to get wrong, in any transaction of any process."""
         v = txn.get(k64(ino), db=self.db["inodes"])
-        return None if v is None else loads(v)
+        if v is None:
+            return None
+        memo = self._inodes.get(ino)
+        if memo is None or memo[0] != v:
+            memo = (v, Inode.from_json(loads(v)))
+            self._remember(ino, memo)
+        return memo[1].copy()
 
     def put_inode(self, txn, rec):
-        txn.put(k64(rec["ino"]), _encode(rec), db=self.db["inodes"])
+        raw = _encode(rec.to_json())
+        txn.put(k64(rec.ino), raw, db=self.db["inodes"])
+        self._remember(rec.ino, (raw, rec.copy()))
+
+    def drop_inode(self, txn, ino):
+        txn.delete(k64(ino), db=self.db["inodes"])
+        self._inodes.pop(ino, None)
+
+    def _remember(self, ino, memo):
+        if len(self._inodes) >= INODE_MEMO and ino not in self._inodes:
+            self._inodes.clear()  # a bound, not a policy: the next reads decode again
+        self._inodes[ino] = memo
 
     def lookup(self, txn, parent, name):
         v = txn.get(k64(parent) + name, db=self.db["dirents"])
@@ -220,9 +245,9 @@ class Index:
         while stack:
             for _, _, ino in self.list_dir(txn, stack.pop()):
                 rec = self.inode(txn, ino)
-                if rec["kind"] == "d":
+                if rec.is_dir:
                     stack.append(ino)
-                elif rec.get("state") == "sealed":
+                elif rec.sealed:
                     return True
         return False
 
@@ -277,7 +302,7 @@ class Index:
     def unsealed(self, txn):
         """Yield (ino, state) of every file that is not a record yet."""
         for key, state in txn.cursor(db=self.db["unsealed"]):
-            yield U64.unpack(key)[0], state.decode()
+            yield U64.unpack(key)[0], State(state.decode())
 
     def dump(self):
         """Every key and value of every database: what ``rebuild-index`` must reproduce."""

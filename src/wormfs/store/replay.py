@@ -9,6 +9,7 @@ from .. import retention
 from ..errors import IntegrityError
 from . import events as E
 from .index import CHUNK_LOC, MANIFEST_VAL, U64, U64x2, k64, k64x2
+from .inode import Inode, Kind, State
 
 ROOT_INO = 1
 
@@ -84,9 +85,9 @@ class Replayer:
         rec = self.ix.inode(txn, ino)
         if rec is None:
             return
-        rec["mtime"] = rec["ctime"] = t
+        rec.mtime = rec.ctime = t
         if subdirs:
-            rec["subdirs"] = max(0, rec.get("subdirs", 0) + subdirs)
+            rec.subdirs = max(0, rec.subdirs + subdirs)
         self.ix.put_inode(txn, rec)
 
     def _bump_ino(self, txn, ino):
@@ -94,29 +95,29 @@ class Replayer:
             self.ix.put_meta(txn, "next_ino", ino + 1)
 
     def _set_expiry(self, txn, rec, old_ret):
-        if rec.get("serial") is None:
+        if rec.serial is None:
             return
-        serial = rec["serial"]
+        serial = rec.serial
         if old_ret is not None:
             kind, until = retention.effective(old_ret)
             if kind == "until" and until is not None:
                 txn.delete(k64x2(until, serial), db=self.db["expiry"])
-        if rec["state"] == "sealed":
-            kind, until = retention.effective(rec["retention"])
+        if rec.sealed:
+            kind, until = retention.effective(rec.retention)
             if kind == "until" and until is not None:
                 txn.put(k64x2(until, serial), b"", db=self.db["expiry"])
 
     def _set_unsealed(self, txn, ino, state):
-        if state in ("open", "scratch"):
-            txn.put(k64(ino), state.encode(), db=self.db["unsealed"])
+        if state is State.OPEN or state is State.SCRATCH:
+            txn.put(k64(ino), state.value.encode(), db=self.db["unsealed"])
         else:
             txn.delete(k64(ino), db=self.db["unsealed"])
 
-    def _new_inode(self, ev, kind):
-        return {"ino": ev["ino"], "kind": kind, "parent": ev["parent"], "name": ev["name"],
-                "mode": ev["mode"], "uid": ev["uid"], "gid": ev["gid"], "size": 0,
-                "ctime": ev["time_us"], "mtime": ev["time_us"], "atime": ev["time_us"],
-                "cookie": ev["seq"], "creator": ev.get("actor")}
+    def _new_inode(self, ev, kind, **fields):
+        t = ev["time_us"]
+        return Inode(ino=ev["ino"], kind=kind, parent=ev["parent"], name=ev["name"],
+                     mode=ev["mode"], uid=ev["uid"], gid=ev["gid"], size=0, ctime=t, mtime=t,
+                     atime=t, cookie=ev["seq"], creator=ev.get("actor"), **fields)
 
     # -- one method per event type that changes the index (docs/FORMAT.md "Events") -------
 
@@ -128,39 +129,34 @@ class Replayer:
                                         "stored_bytes": 0})
         self.ix.put_meta(txn, "next_ino", ROOT_INO + 1)
         self.ix.put_meta(txn, "next_serial", 1)
-        root = {"ino": ROOT_INO, "kind": "d", "parent": ROOT_INO, "name": "", "mode": 0o755,
-                "uid": 0, "gid": 0, "size": 0, "ctime": ev["time_us"], "mtime": ev["time_us"],
-                "atime": ev["time_us"], "cookie": 0, "creator": None, "retention": None}
-        self.ix.put_inode(txn, root)
+        t = ev["time_us"]
+        self.ix.put_inode(txn, Inode(ino=ROOT_INO, kind=Kind.DIR, parent=ROOT_INO, name="",
+                                     mode=0o755, ctime=t, mtime=t, atime=t))
 
     def _ev_mkdir(self, txn, ev):
-        rec = self._new_inode(ev, "d")
-        rec["retention"] = None
-        self.ix.put_inode(txn, rec)
+        self.ix.put_inode(txn, self._new_inode(ev, Kind.DIR))
         self._link(txn, ev["parent"], ev["name"], ev["ino"], ev["seq"])
         self._bump_ino(txn, ev["ino"])
         self._dir_changed(txn, ev["parent"], ev["time_us"], subdirs=1)
 
     def _ev_create(self, txn, ev):
-        rec = self._new_inode(ev, "f")
-        rec["state"] = ev["state"]
-        rec["retention"] = None   # set on the open file, or resolved at seal
-        rec["holds"] = {}
-        self.ix.put_inode(txn, rec)
+        # retention: None until set on the open file, or resolved at seal
+        state = State(ev["state"])
+        self.ix.put_inode(txn, self._new_inode(ev, Kind.FILE, state=state))
         self._link(txn, ev["parent"], ev["name"], ev["ino"], ev["seq"])
         self._bump_ino(txn, ev["ino"])
-        self._set_unsealed(txn, ev["ino"], ev["state"])
+        self._set_unsealed(txn, ev["ino"], state)
         self._dir_changed(txn, ev["parent"], ev["time_us"])
 
     def _ev_rmdir(self, txn, ev):
         self._unlink(txn, ev["parent"], ev["name"])
-        txn.delete(k64(ev["ino"]), db=self.db["inodes"])
+        self.ix.drop_inode(txn, ev["ino"])
         self._dir_changed(txn, ev["parent"], ev["time_us"], subdirs=-1)
 
     def _ev_unlink(self, txn, ev):
         # An open or scratch file given up before it became a record.
         self._unlink(txn, ev["parent"], ev["name"])
-        txn.delete(k64(ev["ino"]), db=self.db["inodes"])
+        self.ix.drop_inode(txn, ev["ino"])
         self._set_unsealed(txn, ev["ino"], None)
         self._dir_changed(txn, ev["parent"], ev["time_us"])
 
@@ -168,18 +164,18 @@ class Replayer:
         t = ev["time_us"]
         if ev.get("replaced"):
             gone = self.ix.inode(txn, ev["replaced"])
-            txn.delete(k64(ev["replaced"]), db=self.db["inodes"])
+            self.ix.drop_inode(txn, ev["replaced"])
             self._set_unsealed(txn, ev["replaced"], None)
             self._unlink(txn, ev["new_parent"], ev["new_name"])
-            if gone is not None and gone["kind"] == "d":
+            if gone is not None and gone.is_dir:
                 self._dir_changed(txn, ev["new_parent"], t, subdirs=-1)
         self._unlink(txn, ev["parent"], ev["name"])
         self._link(txn, ev["new_parent"], ev["new_name"], ev["ino"], ev["seq"])
         rec = self.ix.inode(txn, ev["ino"])
-        rec["parent"], rec["name"], rec["cookie"] = ev["new_parent"], ev["new_name"], ev["seq"]
-        rec["ctime"] = t
+        rec.parent, rec.name, rec.cookie = ev["new_parent"], ev["new_name"], ev["seq"]
+        rec.ctime = t
         self.ix.put_inode(txn, rec)
-        moved = 1 if rec["kind"] == "d" and ev["parent"] != ev["new_parent"] else 0
+        moved = 1 if rec.is_dir and ev["parent"] != ev["new_parent"] else 0
         self._dir_changed(txn, ev["parent"], t, subdirs=-moved)
         if ev["new_parent"] != ev["parent"]:
             self._dir_changed(txn, ev["new_parent"], t, subdirs=moved)
@@ -187,28 +183,30 @@ class Replayer:
     def _ev_state(self, txn, ev):
         # scratch <-> open, when a rename changes whether the name is a scratch name
         rec = self.ix.inode(txn, ev["ino"])
-        rec["state"] = ev["state"]
+        rec.state = State(ev["state"])
         self.ix.put_inode(txn, rec)
-        self._set_unsealed(txn, ev["ino"], ev["state"])
+        self._set_unsealed(txn, ev["ino"], rec.state)
 
     def _ev_setattr(self, txn, ev):
         rec = self.ix.inode(txn, ev["ino"])
         for k in ("mode", "uid", "gid", "mtime", "atime"):
             if k in ev:
-                rec[k] = ev[k]
-        rec["ctime"] = ev["time_us"]
+                setattr(rec, k, ev[k])
+        rec.ctime = ev["time_us"]
         self.ix.put_inode(txn, rec)
 
     def _ev_seal(self, txn, ev):
         rec = self.ix.inode(txn, ev["ino"])
         serial = ev["serial"]
-        rec.update(state="sealed", serial=serial, size=ev["size"], blake3=ev["blake3"],
-                   committed=ev["time_us"], retention=ev["retention"], mode=ev["mode"],
-                   uid=ev["uid"], gid=ev["gid"], mtime=ev["mtime"], atime=ev["time_us"],
-                   ctime=ev["time_us"], path=ev["path"], writer=ev.get("writer"),
-                   seal_seq=ev["seq"])
+        t = ev["time_us"]
+        rec.state, rec.serial, rec.size, rec.blake3 = State.SEALED, serial, ev["size"], \
+            ev["blake3"]
+        rec.committed, rec.retention, rec.mode = t, ev["retention"], ev["mode"]
+        rec.uid, rec.gid, rec.mtime, rec.atime, rec.ctime = ev["uid"], ev["gid"], \
+            ev["mtime"], t, t
+        rec.path, rec.writer, rec.seal_seq = ev["path"], ev.get("writer"), ev["seq"]
         if ev.get("recovered_from"):
-            rec["recovered_from"] = ev["recovered_from"]
+            rec.recovered_from = ev["recovered_from"]
         end = 0
         for cid_hex, length in ev["chunks"]:
             cid = bytes.fromhex(cid_hex)
@@ -230,41 +228,41 @@ class Replayer:
 
     def _ev_retention(self, txn, ev):
         rec = self.ix.inode(txn, ev["ino"])
-        old = rec.get("retention")
-        rec["retention"] = ev["after"]
+        old = rec.retention
+        rec.retention = ev["after"]
         self.ix.put_inode(txn, rec)
-        if rec.get("state") == "sealed":
+        if rec.sealed:
             self._set_expiry(txn, rec, old)
 
     _ev_event_date = _ev_retention
 
     def _ev_hold(self, txn, ev):
         rec = self.ix.inode(txn, ev["ino"])
-        rec["holds"][ev["name"]] = ev["reason"]
+        rec.holds[ev["name"]] = ev["reason"]
         self.ix.put_inode(txn, rec)
 
     def _ev_release(self, txn, ev):
         rec = self.ix.inode(txn, ev["ino"])
-        rec["holds"].pop(ev["name"], None)
+        rec.holds.pop(ev["name"], None)
         self.ix.put_inode(txn, rec)
 
     def _ev_dir_retention(self, txn, ev):
         rec = self.ix.inode(txn, ev["ino"])
-        rec["retention"] = ev["value"]
+        rec.retention = ev["value"]
         self.ix.put_inode(txn, rec)
 
     def _ev_delete(self, txn, ev):
         rec = self.ix.inode(txn, ev["ino"])
-        old = rec["retention"]
-        self._unlink(txn, rec["parent"], rec["name"])
-        rec["state"] = "deleted"
-        rec["deleted"] = ev["time_us"]
+        old = rec.retention
+        self._unlink(txn, rec.parent, rec.name)
+        rec.state = State.DELETED
+        rec.deleted = ev["time_us"]
         self.ix.put_inode(txn, rec)
-        self._dir_changed(txn, rec["parent"], ev["time_us"])
+        self._dir_changed(txn, rec.parent, ev["time_us"])
         self._set_expiry(txn, rec, old)
         stats = self.ix.meta(txn, "stats")
         stats["records"] -= 1
-        stats["logical_bytes"] -= rec["size"]
+        stats["logical_bytes"] -= rec.size
         self.ix.put_meta(txn, "stats", stats)
 
     def _ev_dispose(self, txn, ev):
@@ -275,7 +273,7 @@ class Replayer:
         for serial in ev["serials"]:
             ino = self.ix.serial_ino(txn, serial)
             rec = self.ix.inode(txn, ino)
-            rec["disposed"] = ev["time_us"]
+            rec.disposed = ev["time_us"]
             self.ix.put_inode(txn, rec)
             cur = txn.cursor(db=self.db["manifests"])
             prefix = k64(serial)

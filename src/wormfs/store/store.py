@@ -33,6 +33,7 @@ from . import events as E
 from . import frames as F
 from .commit import GroupCommit
 from .hostfs import tighten, try_lock, unlink_quiet
+from .inode import State
 from . import disposal
 from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_error,
                           open_index, torn_tail_text)
@@ -78,7 +79,7 @@ class OpenFile:
 
     ``mtime``/``atime`` set while it is open are kept here, not logged: the kernel's writeback
     cache sends one such setattr per close, and the seal event records the final mtime.
-    ``orphan`` holds the inode dict of a file unlinked while the mount still had it open.
+    ``orphan`` holds the Inode of a file unlinked while the mount still had it open.
     ``stream`` chunks the file while it is written (sealstream.py). ``lock`` orders the
     size and the stream among concurrent writes to the same file."""
 
@@ -321,11 +322,11 @@ class Store:
         if self.unit.get("role") == "mirror":
             return "synced"
         if self.mirror is not None:
-            return "synced" if self.mirror.is_synced(rec.get("seal_seq")) else "pending"
+            return "synced" if self.mirror.is_synced(rec.seal_seq) else "pending"
         if not replication.has_duplicate(self.unit):
             return "pending"
         saved = replication.hooks().saved_state(self.path)
-        seq = rec.get("seal_seq")
+        seq = rec.seal_seq
         return "synced" if seq is not None and seq <= saved.get("acked_seq", 0) else "pending"
 
     def _check_mirror_lag(self):
@@ -515,8 +516,8 @@ class Store:
             fields["ino"] = ino
             rec = self._inode(ino)
             if rec is not None:
-                if rec.get("serial") is not None:
-                    fields["serial"] = rec["serial"]
+                if rec.serial is not None:
+                    fields["serial"] = rec.serial
                 fields["path"] = path or self.path_of(ino)
         elif path is not None:
             fields["path"] = path
@@ -537,21 +538,22 @@ class Store:
             return self.ix.inode(t, ino)
 
     def inode(self, ino, txn=None):
-        """The inode dict (see replay.py), with the live size of an open file."""
+        """The Inode (inode.py), with the live size and times of an open file: the caller's
+        own copy."""
         rec = self._inode(ino, txn)
         of = self._open.get(ino)
         if rec is None and of is not None and of.orphan is not None:
-            rec = dict(of.orphan, orphan=True)
-        if rec is None or rec.get("state") == "deleted":
+            rec = of.orphan.copy(orphan=True)
+        if rec is None or rec.state is State.DELETED:
             raise NotFound(f"no inode {ino}")
         if of is not None:
-            rec["size"] = of.size
+            rec.size = of.size
             if of.mtime is not None:
-                rec["mtime"] = of.mtime
+                rec.mtime = of.mtime
             if of.atime is not None:
-                rec["atime"] = of.atime
+                rec.atime = of.atime
             if of.ctime is not None:
-                rec["ctime"] = of.ctime
+                rec.ctime = of.ctime
         return rec
 
     def lookup(self, parent, name):
@@ -560,7 +562,7 @@ class Store:
             prec = self.ix.inode(txn, parent)
             if prec is None:
                 raise NotFound(f"no directory inode {parent}")
-            if prec["kind"] != "d":
+            if not prec.is_dir:
                 raise NotADirectory(f"inode {parent} is not a directory")
             hit = self.ix.lookup(txn, parent, name)
         if hit is None:
@@ -574,7 +576,7 @@ class Store:
             rec = self.ix.inode(txn, ino)
             if rec is None:
                 raise NotFound(f"no inode {ino}")
-            if rec["kind"] != "d":
+            if not rec.is_dir:
                 raise NotADirectory(f"inode {ino} is not a directory")
             entries = []
             for c, n, i in self.ix.list_dir(txn, ino, after_cookie):
@@ -598,8 +600,8 @@ class Store:
                 rec = self.ix.inode(txn, ino)
                 if rec is None:
                     return None
-                parts.append(rec["name"])
-                ino = rec["parent"]
+                parts.append(rec.name)
+                ino = rec.parent
         finally:
             if own:
                 txn.abort()
@@ -609,7 +611,7 @@ class Store:
         """The inode dict at a path inside the store ('/a/b')."""
         rec = self.inode(ROOT_INO)
         for part in [p for p in path.split("/") if p]:
-            rec = self.lookup(rec["ino"], os.fsencode(part))
+            rec = self.lookup(rec.ino, os.fsencode(part))
         return rec
 
     def settings(self):
@@ -695,8 +697,8 @@ class Store:
 
     def _ours(self, rec):
         """A directory wormfs made itself (no process asked for it), owned by root."""
-        return rec is not None and rec["kind"] == "d" and rec["uid"] == 0 and \
-            rec.get("creator") is None
+        return rec is not None and rec.is_dir and rec.uid == 0 and \
+            rec.creator is None
 
     def _ensure_reserved(self):
         """Find or make the root-owned /.wormfs (with recovered/ in it). A store whose
@@ -713,11 +715,11 @@ class Store:
         else:
             raise StoreError("no name for the reserved directory: /.wormfs to /.wormfs.99 "
                              "are all taken")
-        self.reserved_ino = rec["ino"]
+        self.reserved_ino = rec.ino
         try:
-            self.lookup(rec["ino"], b"recovered")
+            self.lookup(rec.ino, b"recovered")
         except NotFound:
-            self.mkdir(rec["ino"], b"recovered", 0o755, None, _reserved_ok=True)
+            self.mkdir(rec.ino, b"recovered", 0o755, None, _reserved_ok=True)
 
     def reserved_problem(self):
         """What status says when /.wormfs is not wormfs's own directory, else None."""
@@ -727,10 +729,10 @@ class Store:
             return None
         if self._ours(rec):
             return None
-        if rec.get("serial"):
-            what = f"record {rec['serial']}"
+        if rec.serial:
+            what = f"record {rec.serial}"
         else:
-            what = "a directory" if rec["kind"] == "d" else "a file"
+            what = "a directory" if rec.is_dir else "a file"
         return (f"/.wormfs is {what} a user made before the name was reserved; files "
                 f"recovered after a crash go to /.wormfs.N/recovered/ instead")
 
@@ -741,8 +743,8 @@ class Store:
         if ino == self.reserved_ino:
             return True
         rec = self._inode(ino)
-        return rec is not None and rec["parent"] == self.reserved_ino and \
-            rec["name"] == "recovered" and self._ours(rec)
+        return rec is not None and rec.parent == self.reserved_ino and \
+            rec.name == "recovered" and self._ours(rec)
 
     def _check_reserved_name(self, parent, name, op, actor):
         """Nobody creates, or renames onto, the name /.wormfs (SPEC)."""
@@ -760,7 +762,7 @@ class Store:
         rec = self.ix.inode(txn, ino)
         if rec is None:
             raise NotFound(f"no inode {ino}")
-        if rec["kind"] != "d":
+        if not rec.is_dir:
             raise NotADirectory(f"inode {ino} is not a directory")
         return rec
 
@@ -790,20 +792,20 @@ class Store:
             if hit is None:
                 raise NotFound(f"{os.fsdecode(name)} not found")
             rec = self.ix.inode(txn, hit[0])
-            if rec["kind"] != "d":
+            if not rec.is_dir:
                 raise NotADirectory(f"{os.fsdecode(name)} is not a directory")
-            empty = self.ix.dir_is_empty(txn, rec["ino"])
-        self._check_not_reserved(rec["ino"], "rmdir", actor)
+            empty = self.ix.dir_is_empty(txn, rec.ino)
+        self._check_not_reserved(rec.ino, "rmdir", actor)
         if not empty:
-            if self._holds_records(rec["ino"]):
-                self.refuse("rmdir", "the directory holds records", actor, ino=rec["ino"])
+            if self._holds_records(rec.ino):
+                self.refuse("rmdir", "the directory holds records", actor, ino=rec.ino)
             raise NotEmpty(f"{os.fsdecode(name)} is not empty")
 
         def fn(txn):
             h = self.ix.lookup(txn, parent, name)
-            if h is None or h[0] != rec["ino"] or not self.ix.dir_is_empty(txn, rec["ino"]):
+            if h is None or h[0] != rec.ino or not self.ix.dir_is_empty(txn, rec.ino):
                 raise NotEmpty(f"{os.fsdecode(name)} changed; try again")
-            self._append_event(txn, "rmdir", actor, ino=rec["ino"], parent=parent,
+            self._append_event(txn, "rmdir", actor, ino=rec.ino, parent=parent,
                                name=E.name_str(name))
         self._mutate(fn)
 
@@ -814,7 +816,7 @@ class Store:
     def set_dir_retention(self, ino, value, actor):
         text = retention.parse_default(value)
         rec = self.inode(ino)
-        if rec["kind"] != "d":
+        if not rec.is_dir:
             raise InvalidValue("user.worm.retention is set on directories; use "
                                "user.worm.retain_until on files")
         if not self.is_admin(actor):
@@ -822,7 +824,7 @@ class Store:
                         "default retention", actor, ino=ino)
         self._mutate(lambda txn: self._append_event(
             txn, "dir_retention", actor, ino=ino, path=self.path_of(ino, txn), value=text,
-            before=rec.get("retention")), durable=True, reserve=True)
+            before=rec.retention), durable=True, reserve=True)
 
     # -- files before they are records ----------------------------------------------------
 
@@ -836,11 +838,11 @@ class Store:
             hit = self.ix.lookup(txn, parent, name)
             existing = self.ix.inode(txn, hit[0]) if hit else None
         if existing is not None:
-            if existing.get("state") == "sealed":
+            if existing.sealed:
                 self.refuse("create", "a record with this name exists", actor,
-                            ino=existing["ino"])
+                            ino=existing.ino)
             raise Exists(f"{os.fsdecode(name)} exists")
-        state = "scratch" if self.is_scratch(name) else "open"
+        state = State.SCRATCH if self.is_scratch(name) else State.OPEN
         self._check_mirror_lag()
 
         made = []  # (ino, fd) once the staging file exists, to undo if the commit fails
@@ -856,7 +858,7 @@ class Store:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             made.append((ino, fd))
             self._append_event(txn, "create", actor, ino=ino, parent=parent,
-                               name=E.name_str(name), mode=mode & 0o7777, state=state,
+                               name=E.name_str(name), mode=mode & 0o7777, state=state.value,
                                uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
             # Registered under the write lock, like a reopen in _open_file.
             of = self._open[ino] = OpenFile(ino, made[0][1], 0, self._new_stream())
@@ -883,9 +885,9 @@ class Store:
             rec = self._inode(ino)
             if rec is None:
                 raise NotFound(f"no inode {ino}")
-            if rec["kind"] == "d":
+            if rec.is_dir:
                 raise IsADirectory("is a directory")
-            if rec.get("state") not in ("open", "scratch"):
+            if not rec.unsealed:
                 self.refuse(op, "the file is a sealed record", actor, ino=ino)
             # Reopened after a restart: its staged bytes are still there.
             with self._wlock:
@@ -1013,14 +1015,14 @@ class Store:
         """chmod/chown/utimens on a directory or an open file. Records refuse (except the
         atime convention, handled by ``touch_atime``)."""
         rec = self.inode(ino)
-        if rec["kind"] == "f" and rec.get("state") == "sealed":
+        if rec.is_file and rec.sealed:
             self.refuse("setattr", "the file is a sealed record", actor, ino=ino)
         self._check_not_reserved(ino, "setattr", actor)
         fields = {k: v for k, v in (("mode", mode), ("uid", uid), ("gid", gid),
                                     ("mtime", mtime), ("atime", atime)) if v is not None}
         if "mode" in fields:
             fields["mode"] &= 0o7777
-        if rec["kind"] == "f" and fields and not fields.keys() - {"mtime", "atime"}:
+        if rec.is_file and fields and not fields.keys() - {"mtime", "atime"}:
             self._open_file(ino, "setattr", actor).set_times(mtime, atime,
                                                              self.clock.src.wall_us())
             return self.inode(ino)
@@ -1049,55 +1051,55 @@ class Store:
             self._dir(txn, new_parent)
             thit = self.ix.lookup(txn, new_parent, new_name)
             dst = self.ix.inode(txn, thit[0]) if thit else None
-        self._check_not_reserved(src["ino"], "rename", actor)
+        self._check_not_reserved(src.ino, "rename", actor)
         if dst is not None:
-            self._check_not_reserved(dst["ino"], "rename", actor)
+            self._check_not_reserved(dst.ino, "rename", actor)
         self._check_reserved_name(new_parent, new_name, "rename", actor)
-        if src.get("state") == "sealed":
-            self.refuse("rename", "the file is a sealed record", actor, ino=src["ino"])
-        if dst is not None and dst.get("state") == "sealed":
-            self.refuse("rename", "the target name is a sealed record", actor, ino=dst["ino"])
-        if dst is not None and dst["ino"] == src["ino"]:
-            return self.inode(src["ino"])
-        if src["kind"] == "d":
-            if self._holds_records(src["ino"]):
-                self.refuse("rename", "the directory holds records", actor, ino=src["ino"])
+        if src.sealed:
+            self.refuse("rename", "the file is a sealed record", actor, ino=src.ino)
+        if dst is not None and dst.sealed:
+            self.refuse("rename", "the target name is a sealed record", actor, ino=dst.ino)
+        if dst is not None and dst.ino == src.ino:
+            return self.inode(src.ino)
+        if src.is_dir:
+            if self._holds_records(src.ino):
+                self.refuse("rename", "the directory holds records", actor, ino=src.ino)
             p = new_parent
             with self.ix.read() as txn:
                 while True:
-                    if p == src["ino"]:
+                    if p == src.ino:
                         raise InvalidValue("cannot move a directory into itself")
                     if p == ROOT_INO:
                         break
                     p = self.ix.inode(txn, p)["parent"]
         if dst is not None:
-            if dst["kind"] == "d":
-                if src["kind"] != "d":
+            if dst.is_dir:
+                if not src.is_dir:
                     raise IsADirectory(f"{os.fsdecode(new_name)} is a directory")
-                if self._holds_records(dst["ino"]):
+                if self._holds_records(dst.ino):
                     self.refuse("rename", "the target directory holds records", actor,
-                                ino=dst["ino"])
+                                ino=dst.ino)
                 with self.ix.read() as txn:
-                    if not self.ix.dir_is_empty(txn, dst["ino"]):
+                    if not self.ix.dir_is_empty(txn, dst.ino):
                         raise NotEmpty(f"{os.fsdecode(new_name)} is not empty")
-            elif src["kind"] == "d":
+            elif src.is_dir:
                 raise NotADirectory(f"{os.fsdecode(new_name)} is not a directory")
         state = None
-        if src["kind"] == "f" and src.get("state") in ("open", "scratch"):
-            state = "scratch" if self.is_scratch(new_name) else "open"
+        if src.is_file and src.unsealed:
+            state = State.SCRATCH if self.is_scratch(new_name) else State.OPEN
 
         def fn(txn):
-            fields = dict(ino=src["ino"], parent=parent, name=E.name_str(name),
+            fields = dict(ino=src.ino, parent=parent, name=E.name_str(name),
                           new_parent=new_parent, new_name=E.name_str(new_name))
             if dst is not None:
-                fields["replaced"] = dst["ino"]
+                fields["replaced"] = dst.ino
             self._append_event(txn, "rename", actor, **fields)
-            if state is not None and state != src["state"]:
-                self._append_event(txn, "state", actor, ino=src["ino"], state=state)
+            if state is not None and state is not src.state:
+                self._append_event(txn, "state", actor, ino=src.ino, state=state.value)
         self._mutate(fn)
-        if dst is not None and dst["kind"] == "f":
-            self._drop_staging(dst["ino"], dst)
-        return self.inode(src["ino"])
+        if dst is not None and dst.is_file:
+            self._drop_staging(dst.ino, dst)
+        return self.inode(src.ino)
 
     def _drop_staging(self, ino, rec=None):
         """Forget a file that is no longer to become a record. If the mount still has it
@@ -1141,28 +1143,28 @@ class Store:
             if hit is None:
                 raise NotFound(f"{os.fsdecode(name)} not found")
             rec = self.ix.inode(txn, hit[0])
-        if rec["kind"] == "d":
+        if rec.is_dir:
             raise IsADirectory(f"{os.fsdecode(name)} is a directory")
-        if rec.get("state") == "sealed":
+        if rec.sealed:
             return self._delete_record(rec, actor)
-        self._mutate(lambda txn: self._append_event(txn, "unlink", actor, ino=rec["ino"],
+        self._mutate(lambda txn: self._append_event(txn, "unlink", actor, ino=rec.ino,
                                                     parent=parent, name=E.name_str(name)),
                      reserve=True)
-        self._drop_staging(rec["ino"], rec)
+        self._drop_staging(rec.ino, rec)
 
     def _delete_record(self, rec, actor):
-        ino = rec["ino"]
+        ino = rec.ino
         now = self.clock.now(strict=True)
-        if rec["holds"]:
+        if rec.holds:
             self.refuse("unlink", f"the record is under legal hold "
-                        f"({', '.join(sorted(rec['holds']))})", actor, ino=ino)
-        if not retention.expired(rec["retention"], now):
+                        f"({', '.join(sorted(rec.holds))})", actor, ino=ino)
+        if not retention.expired(rec.retention, now):
             self.refuse("unlink", f"the record is retained until "
-                        f"{retention.display(rec['retention'])}", actor, ino=ino)
+                        f"{retention.display(rec.retention)}", actor, ino=ino)
 
         self.clock_refusal("unlink", actor, ino=ino)
-        self._append_delete(ino, actor, lambda cur: not cur["holds"] and retention.expired(
-            cur["retention"], self.clock.now()))
+        self._append_delete(ino, actor, lambda cur: not cur.holds and retention.expired(
+            cur.retention, self.clock.now()))
 
     def _append_delete(self, ino, actor, still_allowed, **extra):
         """The delete event of a record, in one transaction with a last look at it: the
@@ -1170,11 +1172,11 @@ class Store:
         hold or an extension may have come in meanwhile."""
         def fn(txn):
             cur = self.ix.inode(txn, ino)
-            if cur is None or cur.get("state") != "sealed" or not still_allowed(cur):
+            if cur is None or not cur.sealed or not still_allowed(cur):
                 raise Refused("the record changed meanwhile; try again")
-            self._append_event(txn, "delete", actor, ino=ino, serial=cur["serial"],
-                               path=self.path_of(ino, txn), blake3=cur["blake3"],
-                               size=cur["size"], **extra)
+            self._append_event(txn, "delete", actor, ino=ino, serial=cur.serial,
+                               path=self.path_of(ino, txn), blake3=cur.blake3,
+                               size=cur.size, **extra)
         self._mutate(fn, durable=True, reserve=True)
 
     def privileged_delete(self, ino, reason, actor):
@@ -1186,7 +1188,7 @@ class Store:
             raise InvalidValue(f"a privileged delete needs --reason TEXT (1 to {MAX_REASON} "
                                f"bytes)")
         rec = self.inode(ino)
-        if rec["kind"] != "f" or rec.get("state") != "sealed":
+        if not rec.is_file or not rec.sealed:
             raise InvalidValue("a privileged delete is for records; a file that is not "
                                "sealed yet is removed with rm")
         mode = (self.unit_info() or {}).get("mode")
@@ -1196,12 +1198,12 @@ class Store:
         if not self.is_admin(actor):
             self.refuse("privileged_delete", "only a records admin may delete a record early",
                         actor, ino=ino)
-        if rec["holds"]:
+        if rec.holds:
             self.refuse("privileged_delete", f"the record is under legal hold "
-                        f"({', '.join(sorted(rec['holds']))})", actor, ino=ino)
+                        f"({', '.join(sorted(rec.holds))})", actor, ino=ino)
 
-        self._append_delete(ino, actor, lambda cur: not cur["holds"], privileged=True,
-                            reason=reason, retain_until=retention.display(rec["retention"]))
+        self._append_delete(ino, actor, lambda cur: not cur.holds, privileged=True,
+                            reason=reason, retain_until=retention.display(rec.retention))
         return rec
 
     def read(self, ino, offset, size):
@@ -1211,26 +1213,26 @@ class Store:
         if of is not None:
             return os.pread(of.fd, size, offset)
         rec = self.inode(ino)
-        if rec["kind"] == "d":
+        if rec.is_dir:
             raise IsADirectory("is a directory")
-        if rec.get("state") in ("open", "scratch"):
+        if rec.unsealed:
             return os.pread(self._open_file(ino, "read", None).fd, size, offset)
         return self._read_record(rec, offset, size)
 
     def _read_record(self, rec, offset, size):
-        end = min(offset + size, rec["size"])
+        end = min(offset + size, rec.size)
         if offset >= end:
             return b""
         out = []
         with self.ix.read() as txn:
             pieces = []
-            for start, length, cid in self.ix.manifest_from(txn, rec["serial"], offset):
+            for start, length, cid in self.ix.manifest_from(txn, rec.serial, offset):
                 if start >= end:
                     break
                 pieces.append((start, length, cid, self.ix.chunk(txn, cid)))
         for start, length, cid, loc in pieces:
             if loc is None:
-                raise IntegrityError(f"record {rec['serial']}: chunk {cid.hex()[:16]} is not in "
+                raise IntegrityError(f"record {rec.serial}: chunk {cid.hex()[:16]} is not in "
                                      f"the index")
             data = self._chunk_bytes(cid, loc)
             lo, hi = max(offset, start) - start, min(end, start + length) - start
@@ -1356,17 +1358,17 @@ class Store:
         p = parent
         while True:
             d = self.ix.inode(txn, p)
-            if d is not None and d.get("retention"):
-                return d["retention"]
+            if d is not None and d.retention:
+                return d.retention
             if p == ROOT_INO or d is None:
                 break
-            p = d["parent"]
+            p = d.parent
         return self.ix.meta(txn, "unit")["default_retention"]
 
     def _seal_retention(self, txn, rec, committed):
         """The floor at the commit time, lengthened by what the file's owner asked for."""
-        floor = retention.from_default(self._floor_text(txn, rec["parent"]), committed)
-        wish = rec.get("retention")
+        floor = retention.from_default(self._floor_text(txn, rec.parent), committed)
+        wish = rec.retention
         return retention.combine(floor, wish, committed) if wish else floor
 
     def _seal(self, of, actor, cause, recovered_from):
@@ -1395,7 +1397,7 @@ class Store:
                     self.ix.chunk(txn, cid) is None for _, cid in chunks):
                 raise _ChunksDisposed()
             rec = self.ix.inode(txn, ino)
-            if rec is None or rec.get("state") not in ("open", "scratch"):
+            if rec is None or not rec.unsealed:
                 raise Refused("the file is not open")
             # Never a serial handed out before, even one whose events were cut from the log
             # (heads.py keeps the high-water mark outside it).
@@ -1405,10 +1407,10 @@ class Store:
             extra = {"recovered_from": recovered_from} if recovered_from else {}
             self._append_event(
                 txn, "seal", actor, ino=ino, serial=serial, path=self.path_of(ino, txn),
-                size=size, blake3=digest, retention=ret, mode=rec["mode"] & 0o7555,
-                uid=rec["uid"], gid=rec["gid"],
-                mtime=of.mtime if of.mtime is not None else rec["mtime"],
-                writer=rec.get("creator"), cause=cause, **extra,
+                size=size, blake3=digest, retention=ret, mode=rec.mode & 0o7555,
+                uid=rec.uid, gid=rec.gid,
+                mtime=of.mtime if of.mtime is not None else rec.mtime,
+                writer=rec.creator, cause=cause, **extra,
                 chunks=[[cid.hex(), length] for length, cid in chunks])
         try:
             self._mutate(fn, durable=True)
@@ -1424,25 +1426,25 @@ class Store:
 
     def may_change_retention(self, actor, rec):
         """The file's owner or a records admin (SPEC): anyone else is refused."""
-        return actor is None or actor.uid == rec["uid"] or self.is_admin(actor)
+        return actor is None or actor.uid == rec.uid or self.is_admin(actor)
 
     def set_retain_until(self, ino, value, actor, op="set_retain_until"):
         """Write user.worm.retain_until: on an open file it lengthens what the record will
         get (never below its retention floor); on a record it may only extend (R7)."""
         new = retention.parse_value(value)
         rec = self.inode(ino)
-        if rec["kind"] != "f":
+        if not rec.is_file:
             raise InvalidValue("user.worm.retain_until is set on files; directories take "
                                "user.worm.retention")
         if not self.may_change_retention(actor, rec):
             self.refuse(op, "only the file's owner or a records admin may change its "
                         "retention", actor, ino=ino)
         now = self.clock.now()
-        if rec.get("state") == "sealed":
+        if rec.sealed:
             # Earlier than what the record has is a WORM refusal (EPERM), checked first; a
             # later date that has passed anyway (an expired record) is a bad value.
             try:
-                after = retention.extend(rec["retention"], new, rec["committed"])
+                after = retention.extend(rec.retention, new, rec.committed)
             except Refused as e:
                 self.refuse(op, str(e), actor, ino=ino)
         else:
@@ -1453,29 +1455,29 @@ class Store:
             if why is not None:
                 self.refuse(op, f"{why} (the retention floor of this directory or the "
                             f"store, or what was set before, cannot be lowered)", actor, ino=ino)
-            after = retention.combine(rec.get("retention") or retention.empty(), new, now)
+            after = retention.combine(rec.retention or retention.empty(), new, now)
         if new["until"] is not None and new["until"] <= now:
             raise InvalidValue(f"retain-until {value!r} is not in the future (compliance "
                                f"clock {format_us(now)})")
-        if after == rec.get("retention"):
+        if after == rec.retention:
             return
         self._mutate(lambda txn: self._append_event(
-            txn, "retention", actor, ino=ino, serial=rec.get("serial"),
-            path=self.path_of(ino, txn), before=rec.get("retention"), after=after),
+            txn, "retention", actor, ino=ino, serial=rec.serial,
+            path=self.path_of(ino, txn), before=rec.retention, after=after),
             durable=True, reserve=True)
 
     def touch_atime(self, ino, atime_us, actor):
         """The atime convention: a future atime extends retain-until; an earlier one changes
         nothing and is refused."""
         rec = self.inode(ino)
-        if rec.get("state") != "sealed":
+        if not rec.sealed:
             return self.setattr(ino, actor, atime=atime_us)
         # set_retain_until checks this too; here it comes first so that the no-op below is
         # the owner's or an admin's alone.
         if not self.may_change_retention(actor, rec):
             self.refuse("set_atime", "only the file's owner or a records admin may extend its "
                         "retention", actor, ino=ino)
-        if retention.effective(rec["retention"]) == ("until", atime_us):
+        if retention.effective(rec.retention) == ("until", atime_us):
             return self.inode(ino)  # the atime shown already: a copy tool putting it back
         # An earlier atime, or a date on an indefinite or pending record: extend() refuses
         # it inside set_retain_until (EPERM, audited as set_atime).
@@ -1484,18 +1486,18 @@ class Store:
     def set_event_date(self, ino, value, actor):
         date = parse_date(value)
         rec = self.inode(ino)
-        if rec.get("state") != "sealed":
+        if not rec.sealed:
             raise InvalidValue("the event date is set on records")
         if not self.is_admin(actor):
             self.refuse("set_event_date", "only a records admin may set an event date", actor,
                         ino=ino)
         try:
-            after = retention.set_event(rec["retention"], date)
+            after = retention.set_event(rec.retention, date)
         except Refused as e:
             self.refuse("set_event_date", str(e), actor, ino=ino)
         self._mutate(lambda txn: self._append_event(
-            txn, "event_date", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
-            date=format_us(date), before=rec["retention"], after=after), durable=True,
+            txn, "event_date", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
+            date=format_us(date), before=rec.retention, after=after), durable=True,
             reserve=True)
 
     def place_hold(self, ino, name, reason, actor):
@@ -1504,23 +1506,23 @@ class Store:
         if len(reason.encode("utf-8", "surrogateescape")) > MAX_REASON:
             raise InvalidValue(f"hold reason longer than {MAX_REASON} bytes")
         rec = self.inode(ino)
-        if rec.get("state") != "sealed":
+        if not rec.sealed:
             raise InvalidValue("legal holds are placed on records")
         if not self.is_admin(actor):
             self.refuse("hold", "only a records admin may place a legal hold", actor, ino=ino)
         self._mutate(lambda txn: self._append_event(
-            txn, "hold", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
+            txn, "hold", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
             name=name, reason=reason), durable=True, reserve=True)
 
     def release_hold(self, ino, name, actor):
         rec = self.inode(ino)
-        if name not in rec.get("holds", {}):
+        if name not in rec.holds:
             raise NoSuchAttribute(f"no hold named {name!r}")
         if not self.is_admin(actor):
             self.refuse("release", "only a records admin may release a legal hold", actor,
                         ino=ino)
         self._mutate(lambda txn: self._append_event(
-            txn, "release", actor, ino=ino, serial=rec["serial"], path=self.path_of(ino, txn),
+            txn, "release", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
             name=name), durable=True, reserve=True)
 
     def prospective_retention(self, ino):
@@ -1538,21 +1540,22 @@ class Store:
         rec = self.inode(ino)
         original = self.path_of(ino)
         rdir = self._recovered_dir()
-        name = f"{ino}-{rec['name']}".encode("utf-8", "surrogateescape")[:MAX_NAME]
-        self._event_now("recovery", actor, ino=ino, path=original, size=rec["size"],
+        name = f"{ino}-{rec.name}".encode("utf-8", "surrogateescape")[:MAX_NAME]
+        self._event_now("recovery", actor, ino=ino, path=original, size=rec.size,
                         reason=reason, to=f"{self.path_of(rdir)}/{E.name_str(name)}")
-        self.rename(rec["parent"], E.name_bytes(rec["name"]), rdir, name, actor)
+        self.rename(rec.parent, E.name_bytes(rec.name), rdir, name, actor)
         return self.seal(ino, actor, cause="recovery", recovered_from=original)
 
     def _recovered_dir(self):
         if self.reserved_ino is None:
             self._ensure_reserved()
-        return self.lookup(self.reserved_ino, b"recovered")["ino"]
+        return self.lookup(self.reserved_ino, b"recovered").ino
 
     def recover_interrupted(self, reason):
         """Recover every file left open (not scratch) by a writer that is gone. Returns the
         records made. Called at mount, before anything else can open them."""
-        return [self.recover(ino, reason) for ino, state in self.unsealed() if state == "open"]
+        return [self.recover(ino, reason) for ino, state in self.unsealed()
+                if state is State.OPEN]
 
     def stale_scratch(self, ttl_us):
         """Scratch files untouched for ``ttl_us``: real time since their last change in this
@@ -1562,7 +1565,7 @@ class Store:
         now, boot_now = self.clock.now(), self.clock.src.boot_us()
         out = []
         for ino, state in self.unsealed():
-            if state != "scratch":
+            if state is not State.SCRATCH:
                 continue
             of = self._open.get(ino)
             if of is not None and of.touched is not None:
