@@ -30,7 +30,7 @@ def main(path, seed, threads):
                 st.write(f.ino, off, data[off:off + 256 * 1024])
             r = st.seal(f.ino, actor)
             with out_lock:
-                sys.stdout.write(f"{r['serial']} /{name.decode()} {blake3.blake3(data).hexdigest()}\n")
+                sys.stdout.write(f"{r.serial} /{name.decode()} {blake3.blake3(data).hexdigest()}\n")
                 sys.stdout.flush()
 
     ts = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]

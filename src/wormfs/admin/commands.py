@@ -236,7 +236,7 @@ def cmd_delete(args):
                                                             reason=args.reason))
             else:
                 with Store(place.unit) as st:
-                    st.privileged_delete(records.lookup(st, place.inner)["ino"], args.reason,
+                    st.privileged_delete(records.lookup(st, place.inner).ino, args.reason,
                                          actor)
             if not args.json:
                 print(f"{text}: deleted (privileged, reason recorded)")

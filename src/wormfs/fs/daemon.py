@@ -218,7 +218,7 @@ def _start_control(store):
         return disposal.run(store, actor, dry_run=req.dry_run)
 
     def delete(req, progress, actor):
-        rec = store.privileged_delete(store.resolve(req.path)["ino"], req.reason, actor)
+        rec = store.privileged_delete(store.resolve(req.path).ino, req.reason, actor)
         try:  # the kernel still has the name cached: it must not show it any more
             pyfuse3.invalidate_entry(rec.parent, os.fsencode(rec.name),
                                      deleted=rec.ino)
