@@ -143,7 +143,7 @@ def status_report(path):
     with Store(path, readonly=True) as st:
         info = st.unit_info() or {}
         stats = st.stats()
-        seq = st._last_seq
+        seq = st.journal.last_seq
         last_verify = st.last_verification()
         comp = st.clock.now()
         wall = st.clock.wall_us()
@@ -353,7 +353,7 @@ def cmd_mirror_status(args):
         raise UsageError(f"{path} is a {unit['role']} unit; give its primary "
                          f"({unit.get('peer_path') or 'unknown'})")
     with Store(path, readonly=True) as st:
-        seq = st._last_seq
+        seq = st.journal.last_seq
     m = mirror_report(path, unit, seq)
     if args.json:
         print(json.dumps(m, indent=2))
@@ -447,7 +447,7 @@ def _copy_then_switch(path, target, same_ok):
     serial = new_serial()
     with Store(path, readonly=True) as st:  # readonly: it leaves the old mirror closed
         previous = st.unit.get("peer_serial")
-        pairing.check_old_mirror(path, st.unit, st._last_seq,
+        pairing.check_old_mirror(path, st.unit, st.journal.last_seq,
                                  lambda seq: event_hash_at(st.log, st.ix, seq))
     with Store(path) as st:
         report = pairing.copy_to_new_unit(st, target, serial, same)

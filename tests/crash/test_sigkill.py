@@ -45,7 +45,7 @@ def test_sigkill_while_sealing(unit_path):
                 data = st.read(rec.ino, 0, rec.size)
                 assert blake3.blake3(data).hexdigest() == digest
             n_events, _ = verify_log(st.log, deep=(round_ % 5 == 0))
-            assert n_events == st._last_seq
+            assert n_events == st.journal.last_seq
     assert len(sealed) > KILLS   # the test did seal things between kills
 
     # The index that lived through all of it equals one rebuilt from the segments alone.

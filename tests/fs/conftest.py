@@ -96,7 +96,7 @@ class Mount:
 
     def last_seq(self):
         with Store(str(self.store), readonly=True) as st:
-            return st._last_seq
+            return st.journal.last_seq
 
     def daemon_log(self):
         try:

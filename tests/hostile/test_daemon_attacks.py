@@ -85,8 +85,8 @@ def _forge_shortened_retention(store, name):
     with Store(str(store)) as st:
         ino = st.lookup(1, name.encode()).ino
         forged = dict(st.inode(ino).retention, until=0)
-        st._mutate(lambda txn: st._append_one(txn, st.clock.now(), "retention", None,
-                                              {"ino": ino, "after": forged}), durable=True)
+        st.journal.mutate(lambda txn: st.journal.append_at(
+            txn, st.clock.now(), "retention", None, {"ino": ino, "after": forged}), durable=True)
         st.mirror_poll()
         return [e["seq"] for e in st.events() if e["type"] == "retention"][-1]
 

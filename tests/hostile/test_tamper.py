@@ -18,7 +18,7 @@ def test_a_log_cut_short_on_both_units_is_reported_even_after_rebuild_index(moun
     m = mount_factory()
     _write(m, "kept.txt", "before the cut")
     with Store(str(m.store), readonly=True) as st:
-        cut_seq = st._last_seq + 1
+        cut_seq = st.journal.last_seq + 1
     for i in range(3):
         _write(m, f"lost{i}.txt", "cut away")
     os.setxattr(m.path("kept.txt"), "user.worm.hold.case-1", b"inquiry")
@@ -26,7 +26,7 @@ def test_a_log_cut_short_on_both_units_is_reported_even_after_rebuild_index(moun
     with Store(str(m.store), readonly=True) as st:
         with st.ix.read() as txn:
             segno, offset = st.ix.event_pos(txn, cut_seq)
-        last = st._last_seq
+        last = st.journal.last_seq
         serials = {st.inode(st.lookup(1, f"lost{i}.txt".encode()).ino).serial
                    for i in range(3)}
     # As root, with the files alone: cut both open segments at that event, rebuild both

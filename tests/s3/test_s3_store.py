@@ -129,7 +129,7 @@ def test_a_lost_shipping_cache_is_rebuilt_from_the_bucket(s3_store):
         assert st.mirror_state()[0] == "synced"
         put(st, b"after", b"one more\n")
         st.mirror_poll()
-        assert st.mirror.acked_seq == st._last_seq
+        assert st.mirror.acked_seq == st.journal.last_seq
         rep = verification.run(st, deep=True)
         assert rep.ok, rep.findings
     listed = [v.rel for v in Bucket(url).versions()]

@@ -233,7 +233,7 @@ def test_the_mirror_refuses_a_forged_disposal_of_a_retained_record(pair, fake_ti
     with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
         rec = put(st, b"kept.eml", data)
         chunks = [[c.hex(), *st.ix.chunk(st.ix.read(), c)] for c in chunk_ids(st, rec)]
-        head_seq, head_hash = st._last_seq, st._last_hash
+        head_seq, head_hash = st.journal.last_seq, st.journal.last_hash
     rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
     try:
         ev = {"seq": head_seq + 1, "prev": head_hash, "time": "2040-01-01T00:00:00.000000Z",

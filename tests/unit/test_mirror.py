@@ -112,7 +112,7 @@ def test_a_delete_the_mirror_clock_forbids_is_refused_by_the_mirror(pair):
     mirror_events = [e for e in st.events() if e["type"] == "mirror"]
     assert mirror_events[-1]["state"] == "refused" and "retained until" in \
         mirror_events[-1]["reason"]
-    seq = st._last_seq
+    seq = st.journal.last_seq
     st.close()
     refusals = [e for e in local_events(m) if e["type"] == "refused"]
     assert len(refusals) == 1 and refusals[0]["event_type"] == "delete"
@@ -138,7 +138,7 @@ def test_a_forged_delete_frame_is_kept_unapplied(pair, fake_time):
     p, m = make_pair(*pair, time_source=fake_time)
     with Store(p, time_source=fake_time) as st:
         rec = put(st, b"mail.eml", b"From: a\n\nhello\n")
-        head_seq, head_hash = st._last_seq, st._last_hash
+        head_seq, head_hash = st.journal.last_seq, st.journal.last_hash
     rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
     try:
         ev = {"seq": head_seq + 1, "prev": head_hash, "time": "2040-01-01T00:00:00.000000Z",
@@ -259,7 +259,7 @@ def test_a_forged_create_or_state_that_names_a_record_state_is_kept_unapplied(pa
     with Store(p, time_source=fake_time) as st:
         opened = st.create(1, b"draft.txt", 0o644, None)
         st.sync()
-        head_seq, head_hash = st._last_seq, st._last_hash
+        head_seq, head_hash = st.journal.last_seq, st.journal.last_hash
     rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
     try:
         forged = [

@@ -283,7 +283,7 @@ def test_flipped_byte_is_an_integrity_error_never_wrong_bytes(store):
     data = random.Random(9).randbytes(300_000)
     r = put(store, b"r", data)
     flip_byte_in_chunk(store.path, store, r.ino)
-    store._chunk_cache.clear()
+    store.reader.forget()
     with pytest.raises(IntegrityError, match="checksum"):
         store.read(r.ino, 0, len(data))
     with pytest.raises(IntegrityError):
@@ -309,7 +309,7 @@ def test_torn_tail_is_cut_and_quarantined(unit_path, fake_time):
 def test_damage_before_the_tail_is_not_cut(unit_path, fake_time):
     make_unit(unit_path, fake_time)
     with Store(unit_path, time_source=fake_time) as st:
-        st._mutate(lambda txn: None)
+        st.journal.mutate(lambda txn: None)
         start = st.log.end_position()
         put(st, b"a", b"first")
         put(st, b"b", b"second")

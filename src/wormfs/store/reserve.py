@@ -5,7 +5,7 @@ hold, a retention extension, a deletion that frees space, or the audit event of 
 each needs a frame in the log and LMDB pages. Databases keep a reserve for this; so does a
 unit: ``UNIT/reserve``, RESERVE_BYTES allocated at every writable open when there is room.
 When one of those essential changes finds the disk full, the store deletes the reserve and
-tries once more (``Store._mutate(reserve=True)``); ``reserve.used`` then marks that it is
+tries once more (``Journal.mutate(reserve=True)``); ``reserve.used`` then marks that it is
 gone, status says so, and it is made again once there is room (``ensure``)."""
 import logging
 import os

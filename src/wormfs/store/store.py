@@ -1,18 +1,21 @@
 """The record store of one unit: the Python API the FUSE layer and the commands call.
 
-Every state change is an event appended to the segment log and then applied to the index by
-``replay.Replayer`` inside one LMDB transaction; the log is the truth, the index follows it.
+``Store`` keeps the namespace and the WORM policy: it decides what may change and says so in
+events. The parts it is made of own their state: the journal (journal.py) appends every
+event and applies it to the index, under its lock, with the chain head; the reader
+(reader.py) serves records; sealstream.py chunks a file as it is written; spares.py keeps
+staging files ready; the duplicate is reached through replication.py's hooks.
 
 Concurrency (the FUSE layer calls from worker threads):
-- ``_wlock`` serializes appends and index writes. Held briefly: chunking and hashing happen
-  outside it; a seal takes it once per batch of new chunks and once for its seal event.
+- the journal's lock (``_wlock`` here) serializes appends, index writes and the table of open
+  files. Held briefly: chunking and hashing happen outside it; a seal takes it once per batch
+  of new chunks and once for its seal event.
 - Durability is by group commit (commit.py): callers that need it wait for one shared
   fdatasync after releasing the lock.
 - Reads take LMDB read transactions and pread; they never take ``_wlock``.
 
 Refusals: every operation WORM forbids appends a ``refused`` event and raises ``Refused``.
 """
-import collections
 import functools
 import fnmatch
 import logging
@@ -20,7 +23,6 @@ import os
 import re
 import threading
 
-import lmdb
 from blake3 import blake3 as _blake3
 
 from .. import _chunker, retention
@@ -34,14 +36,16 @@ from . import frames as F
 from .commit import GroupCommit
 from .hostfs import tighten, try_lock, unlink_quiet
 from .inode import State
+from .journal import Change, Journal
 from . import disposal
-from .maintenance import (catch_up, close_index, event_at, event_hash_at, index_error,
-                          open_index, torn_tail_text)
+from .maintenance import (catch_up, close_index, event_at, event_hash_at, open_index,
+                          torn_tail_text)
 from . import heads
 from .heads import HeadKeeper
 from .localchain import LocalChain, skipped_seqs
 from . import reserve as space_reserve
 from . import replication
+from .reader import RecordReader
 from .replay import ROOT_INO, Replayer
 from .sealstream import SealStream
 from .spares import Spares
@@ -55,13 +59,11 @@ DEFAULT_SCRATCH_TTL = "24h"
 DEFAULT_MIRROR_MAX_LAG = "24h"
 SEAL_READ_BLOCK = 4 << 20
 MAX_STREAMS = 64  # open files chunked as they are written; more wait for the seal
-CHUNK_CACHE_ENTRIES = 16
 HOLD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_NAME = 255
 MAX_FILE_SIZE = 1 << 44  # 16 TiB: beyond it ext4 (the usual staging file system) cannot go
 MAX_REASON = 1024
 RESERVED_NAME = b".wormfs"  # at the root: wormfs's own directory (recovered/ in it)
-RESERVED_FIELDS = frozenset(("seq", "prev", "time", "time_us", "type", "actor"))
 
 
 def check_name(name):
@@ -109,24 +111,6 @@ class OpenFile:
         self.mtime = self.ctime = now
 
 
-class Journal:
-    """What ``Store.transact`` hands its function: the one index transaction and the way to
-    append events in it. Code outside the store (disposal, scrub) changes a unit only
-    through this, so the store's lock, the undo of a failed commit and the durable wait
-    stay in one place."""
-    __slots__ = ("_store", "txn")
-
-    def __init__(self, store, txn):
-        self._store, self.txn = store, txn
-
-    def event(self, etype, actor=None, **fields):
-        """Append event ``etype`` and apply it to the index; returns the event."""
-        return self._store._append_event(self.txn, etype, actor, **fields)
-
-    def path_of(self, ino):
-        return self._store.path_of(ino, self.txn)
-
-
 class Store:
     def __init__(self, path, *, time_source=None, readonly=False, mirror_time_source=None):
         """Open a unit. A writable primary with a mirror connects to it and catches it up
@@ -134,13 +118,9 @@ class Store:
         self.path = os.path.abspath(path)
         self.unit = read_unit(self.path)
         self.readonly = readonly
-        self._wlock = threading.RLock()
         self._open = {}
         self._sealing = set()
-        self._chunk_cache = collections.OrderedDict()
-        self._cache_lock = threading.Lock()
         self._lockfd = None
-        self.failed = None
         self.recovered_tail = None
         self.mirror = None
         self.disposals = 0  # dispose runs in this process (disposal.py): seals re-check
@@ -162,7 +142,7 @@ class Store:
                 self._attach_mirror(mirror_time_source)
             if not readonly:
                 self.spares.adopt({str(ino) for ino, _ in self.unsealed()})
-            if not readonly and self._last_seq:
+            if not readonly and self.journal.last_seq:
                 self.tick()
         except BaseException:
             self.spares.close()
@@ -190,6 +170,7 @@ class Store:
                               self.unit["segment_size"], readonly=self.readonly)
         boot_id = (time_source or SystemTimeSource()).boot_id()
         self.ix, lost_cache = open_index(self.path, boot_id, readonly=self.readonly)
+        self.reader = RecordReader(self.log, self.ix, self._repair_chunk)
         # A promoted mirror's log may hold events it refused: its replays skip them too.
         self.replay = Replayer(self.ix, skip=skipped_seqs(self.path, self.unit))
         self.group = GroupCommit(self.log.sync) if not self.readonly else None
@@ -203,8 +184,6 @@ class Store:
             disposal.finish_last(self.log, self.ix,
                                  lambda seq: event_at(self.log, self.ix, seq))
         with self.ix.read() as txn:
-            self._last_seq = self.ix.meta(txn, "last_seq", 0)
-            self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
             floor = self.ix.meta(txn, "last_time", 0)
             checkpoint = self.ix.meta(txn, "clock_checkpoint")
         # The log's checkpoint is the clock's truth; clock.json only a cache (clock.py).
@@ -215,22 +194,26 @@ class Store:
                                      floor_us=floor, persist=not self.readonly,
                                      checkpoint=checkpoint, server=self.server_clock)
         self._checkpointed = checkpoint[0] if checkpoint else None
+        self.journal = Journal(self.path, self.log, self.ix, self.replay, self.group,
+                               self.clock, readonly=self.readonly)
+        self.journal.after_durable = self._ship
+        self._wlock = self.journal.lock  # the store's open files change under it too
         self._opened_at = self.clock.now()
-        if not self.readonly and self._last_seq and self.recovered_tail:
+        if not self.readonly and self.journal.last_seq and self.recovered_tail:
             t = self.recovered_tail
             log.warning("%s", torn_tail_text(t))
-            self._event_now("torn_tail", segment=t.segno, offset=t.offset, bytes=t.nbytes,
+            self.journal.event_now("torn_tail", segment=t.segno, offset=t.offset, bytes=t.nbytes,
                             quarantine=os.path.relpath(t.qpath, self.path),
                             sound_after=t.sound_after)
         self.reserved_ino = None
         for segno, length in restored:
             log.warning("segment %s was missing; copied back from the mirror %s (%s bytes)",
                         segno, self.unit.get("peer_serial"), length)
-            self._event_now("repair", durable=True, unit=self.unit["serial"], segment=segno,
+            self.journal.event_now("repair", durable=True, unit=self.unit["serial"], segment=segno,
                             offset=0, length=length, source=self.unit.get("peer_serial"),
                             cause="open",
                             detail=f"segment {segno} was missing; copied from the mirror")
-        if not self.readonly and self._last_seq:
+        if not self.readonly and self.journal.last_seq:
             # A restart or a clock jump noticed at open goes on record now; the checkpoint
             # waits until the mirror is attached (it then ships with the next seal).
             self.tick(allow_checkpoint=False)
@@ -306,8 +289,8 @@ class Store:
     def _record_mirror_changes(self):
         self._note_peer_head()
         for change in self.mirror.pop_changes():
-            lag = self._last_seq - change.pop("acked_seq", 0)
-            self._mutate(lambda txn: self._append_event(
+            lag = self.journal.last_seq - change.pop("acked_seq", 0)
+            self.journal.mutate(lambda txn: self.journal.append(
                 txn, "mirror", None, serial=self.unit.get("peer_serial"),
                 lag_events=max(0, lag), **change), durable=True, ship=False, reserve=True)
 
@@ -384,48 +367,21 @@ class Store:
     def _check_writable(self):
         if self.readonly:
             raise Refused(f"{self.path} is open read-only")
-        if self.failed:
-            raise StoreError(f"store stopped accepting changes after an error: {self.failed}")
+        self.journal.check_writable()
 
-    def _append_event(self, txn, etype, actor=None, **fields):
-        """Append one event (after any clock anomaly noticed since the last one) and apply
-        it in ``txn``. Caller holds _wlock."""
-        now = self.clock.now()
-        self._append_anomalies(txn, now)
-        return self._append_one(txn, now, etype, actor, fields)
-
-    def _append_anomalies(self, txn, now):
-        for a in self.clock.pop_anomalies():
-            self._append_one(txn, now, "clock", None, dict(
-                kind=a.kind, wall=format_us(a.wall_us), compliance=format_us(a.compliance_us),
-                detail=a.detail))
-
-    def _append_one(self, txn, now, etype, actor, fields):
-        # The chain's own fields are the store's alone: a caller's field never replaces
-        # them (a forged type, seq, time or actor would rewrite the audit trail).
-        clash = RESERVED_FIELDS.intersection(fields)
-        if clash:
-            raise InvalidValue(f"event fields {', '.join(sorted(clash))} are set by the store")
-        ev = dict(fields)
-        ev.update(seq=self._last_seq + 1, prev=self._last_hash, time=format_us(now),
-                  time_us=now, type=etype)
-        if actor is not None:
-            ev["actor"] = actor.as_dict()
-        payload = E.encode(ev)
-        segno, offset = self.log.append([F.encode_event(payload)])
-        h = E.event_hash(payload)
-        self.replay.apply_event(txn, ev, h, segno, offset)
-        self.ix.put_meta(txn, "applied", list(self.log.end_position()))
-        self._last_seq, self._last_hash = ev["seq"], h
-        return ev
+    @property
+    def failed(self):
+        """Why this store stopped taking changes (None while it takes them)."""
+        journal = getattr(self, "journal", None)
+        return journal.failed if journal is not None else None
 
     def transact(self, fn, durable=False, essential=False):
-        """Run ``fn(journal)`` (a Journal) in one index transaction under the write lock and
+        """Run ``fn(change)`` (a journal.Change) in one index transaction under the write lock and
         return what it returns. Its events are durable on both units on return if
         ``durable``; ``essential`` changes (deletions, holds, disposal) may use the space
         reserve. If ``fn`` raises, nothing it appended stays in the log."""
-        return self._mutate(lambda txn: fn(Journal(self, txn)), durable=durable,
-                            reserve=essential)
+        return self.journal.mutate(lambda txn: fn(Change(self.journal, self.path_of, txn)),
+                                   durable=durable, reserve=essential)
 
     def streamed_chunk_ids(self):
         """Chunk ids held by files still being written in this process (disposal keeps
@@ -437,76 +393,13 @@ class Store:
                 keep.update(cid for _, cid in list(st.chunks))
         return keep
 
-    def _mutate(self, fn, durable=False, ship=True, reserve=False):
-        """``reserve``: an essential change (a hold, an extension, a deletion, an audit
-        event) that may use the unit's space reserve when the disk is full (reserve.py)."""
-        try:
-            return self._mutate_once(fn, durable, ship)
-        except StoreFull:
-            if not reserve or not space_reserve.release(self.path):
-                raise
-            return self._mutate_once(fn, durable, ship)
-
-    def _mutate_once(self, fn, durable=False, ship=True):
-        """Run ``fn(txn)`` under the write lock in one index transaction. Events it appends
-        are durable on return if ``durable``: on this unit and, unless ``ship`` is False or
-        the mirror is unreachable, on the mirror too.
-
-        A change is in the log only if its index transaction commits: if anything fails
-        after ``fn`` appended frames (a full disk refusing the LMDB commit, say), those
-        frames are cut off again, so the failed request leaves no trace and the next one
-        finds log and index in step. Only if that is impossible (a segment rolled meanwhile)
-        is the index brought up to the log instead, which is the log-is-truth rule."""
-        self._check_writable()
-        with self._wlock:
-            before = self.log.end_position()
-            txn = self.ix.write()
-            try:
-                result = fn(txn)
-                txn.commit()
-            except BaseException as e:
-                txn.abort()
-                if self.log.end_position() != before:
-                    self._undo_appends(before)
-                if isinstance(e, lmdb.Error):
-                    raise index_error(e, self.path) from None
-                raise
-            if durable:
-                pos = self.log.end_position()
-                ticket = self.group.note_append(pos)
-        if durable:
-            self.group.wait(ticket)
-            if ship and self.mirror is not None:
-                self.mirror.wait(pos)
-                if self.mirror._changes:
-                    self._record_mirror_changes()
-        return result
-
-    def _undo_appends(self, before):
-        try:
-            if before[0] != self.log.cur_segno:
-                raise StoreError("a segment was finished in the meantime")
-            self.log.undo(before[1])
-            with self.ix.read() as txn:
-                self._last_seq = self.ix.meta(txn, "last_seq", 0)
-                self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
-        except (WormError, OSError) as e:
-            log.warning("could not drop unindexed frames (%s); indexing them instead", e)
-            self._resync_after_error()
-
-    def _resync_after_error(self):
-        try:
-            catch_up(self.log, self.ix, self.replay)
-            with self.ix.read() as txn:
-                self._last_seq = self.ix.meta(txn, "last_seq", 0)
-                self._last_hash = self.ix.meta(txn, "last_hash", E.GENESIS)
-        except Exception as e:  # the index cannot follow the log: stop changing anything
-            self.failed = f"index out of step with the log: {e}"
-
-    def _event_now(self, etype, actor=None, durable=False, **fields):
-        # Every single event (a refusal's audit, a note, a recovery) may use the reserve.
-        return self._mutate(lambda txn: self._append_event(txn, etype, actor, **fields),
-                            durable=durable, reserve=True)
+    def _ship(self, pos):
+        """The journal's after_durable: a durable change waits for the mirror too (unless it
+        is unreachable), and the mirror's changes of state go on record."""
+        if self.mirror is not None:
+            self.mirror.wait(pos)
+            if self.mirror._changes:
+                self._record_mirror_changes()
 
     def refuse(self, op, reason, actor=None, ino=None, path=None, errno_name="EPERM",
                exc=Refused):
@@ -522,12 +415,12 @@ class Store:
         elif path is not None:
             fields["path"] = path
         if not self.readonly and not self.failed:
-            self._event_now("refused", actor, **fields)
+            self.journal.event_now("refused", actor, **fields)
         raise exc(reason)
 
     def note(self, etype, actor=None, **fields):
         """Record an event that changes nothing in the index (mount, unmount), durably."""
-        return self._event_now(etype, actor, durable=True, **fields)
+        return self.journal.event_now(etype, actor, durable=True, **fields)
 
     # -- reading the index ----------------------------------------------------------------
 
@@ -647,12 +540,12 @@ class Store:
         due = allow_checkpoint and (
             self._checkpointed is None or now - self._checkpointed >= CHECKPOINT_INTERVAL_US)
         if self.clock.anomalies or due:
-            self._mutate(self._append_checkpoint, durable=True, reserve=True)
+            self.journal.mutate(self._append_checkpoint, durable=True, reserve=True)
 
     def _append_checkpoint(self, txn):
         now = self.clock.now()
-        self._append_anomalies(txn, now)
-        self._append_one(txn, now, "clock", None, dict(
+        self.journal.append_anomalies(txn, now)
+        self.journal.append_at(txn, now, "clock", None, dict(
             kind="checkpoint", readings=self.clock.readings().as_fields()))
         self._checkpointed = now
 
@@ -677,7 +570,7 @@ class Store:
         (SPEC "Compliance clock"): the time it would be judged by is in doubt."""
         why = self.clock.why_unsettled()
         if why is not None:
-            # The refusal's event carries the clock's anomalies before it (_append_event).
+            # The refusal's event carries the clock's anomalies before it (Journal.append).
             self.refuse(op, f"deletions wait until the compliance clock's sources agree "
                         f"again: {why}", actor, **where)
 
@@ -779,11 +672,11 @@ class Store:
             if self.ix.lookup(txn, parent, name) is not None:
                 raise Exists(f"{os.fsdecode(name)} exists")
             ino = self._new_ino(txn)
-            self._append_event(txn, "mkdir", actor, ino=ino, parent=parent,
+            self.journal.append(txn, "mkdir", actor, ino=ino, parent=parent,
                                name=E.name_str(name), mode=mode & 0o7777,
                                uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
             return ino
-        return self.inode(self._mutate(fn))
+        return self.inode(self.journal.mutate(fn))
 
     def rmdir(self, parent, name, actor):
         name = check_name(name)
@@ -805,9 +698,9 @@ class Store:
             h = self.ix.lookup(txn, parent, name)
             if h is None or h[0] != rec.ino or not self.ix.dir_is_empty(txn, rec.ino):
                 raise NotEmpty(f"{os.fsdecode(name)} changed; try again")
-            self._append_event(txn, "rmdir", actor, ino=rec.ino, parent=parent,
+            self.journal.append(txn, "rmdir", actor, ino=rec.ino, parent=parent,
                                name=E.name_str(name))
-        self._mutate(fn)
+        self.journal.mutate(fn)
 
     def _holds_records(self, dir_ino):
         with self.ix.read() as txn:
@@ -822,7 +715,7 @@ class Store:
         if not self.is_admin(actor):
             self.refuse("set_dir_retention", "only a records admin may set a directory's "
                         "default retention", actor, ino=ino)
-        self._mutate(lambda txn: self._append_event(
+        self.journal.mutate(lambda txn: self.journal.append(
             txn, "dir_retention", actor, ino=ino, path=self.path_of(ino, txn), value=text,
             before=rec.retention), durable=True, reserve=True)
 
@@ -857,7 +750,7 @@ class Store:
                 unlink_quiet(path)  # whatever is there (a link, say) is not followed
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             made.append((ino, fd))
-            self._append_event(txn, "create", actor, ino=ino, parent=parent,
+            self.journal.append(txn, "create", actor, ino=ino, parent=parent,
                                name=E.name_str(name), mode=mode & 0o7777, state=state.value,
                                uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
             # Registered under the write lock, like a reopen in _open_file.
@@ -865,7 +758,7 @@ class Store:
             of.touched = self.clock.src.boot_us()
             return ino
         try:
-            ino = self._mutate(fn)
+            ino = self.journal.mutate(fn)
         except BaseException:
             for ino, fd in made:
                 with self._wlock:
@@ -1027,7 +920,7 @@ class Store:
                                                              self.clock.src.wall_us())
             return self.inode(ino)
         if fields:
-            self._mutate(lambda txn: self._append_event(txn, "setattr", actor, ino=ino,
+            self.journal.mutate(lambda txn: self.journal.append(txn, "setattr", actor, ino=ino,
                                                         **fields))
         return self.inode(ino)
 
@@ -1071,7 +964,7 @@ class Store:
                         raise InvalidValue("cannot move a directory into itself")
                     if p == ROOT_INO:
                         break
-                    p = self.ix.inode(txn, p)["parent"]
+                    p = self.ix.inode(txn, p).parent
         if dst is not None:
             if dst.is_dir:
                 if not src.is_dir:
@@ -1093,10 +986,10 @@ class Store:
                           new_parent=new_parent, new_name=E.name_str(new_name))
             if dst is not None:
                 fields["replaced"] = dst.ino
-            self._append_event(txn, "rename", actor, **fields)
+            self.journal.append(txn, "rename", actor, **fields)
             if state is not None and state is not src.state:
-                self._append_event(txn, "state", actor, ino=src.ino, state=state.value)
-        self._mutate(fn)
+                self.journal.append(txn, "state", actor, ino=src.ino, state=state.value)
+        self.journal.mutate(fn)
         if dst is not None and dst.is_file:
             self._drop_staging(dst.ino, dst)
         return self.inode(src.ino)
@@ -1147,7 +1040,7 @@ class Store:
             raise IsADirectory(f"{os.fsdecode(name)} is a directory")
         if rec.sealed:
             return self._delete_record(rec, actor)
-        self._mutate(lambda txn: self._append_event(txn, "unlink", actor, ino=rec.ino,
+        self.journal.mutate(lambda txn: self.journal.append(txn, "unlink", actor, ino=rec.ino,
                                                     parent=parent, name=E.name_str(name)),
                      reserve=True)
         self._drop_staging(rec.ino, rec)
@@ -1174,10 +1067,10 @@ class Store:
             cur = self.ix.inode(txn, ino)
             if cur is None or not cur.sealed or not still_allowed(cur):
                 raise Refused("the record changed meanwhile; try again")
-            self._append_event(txn, "delete", actor, ino=ino, serial=cur.serial,
+            self.journal.append(txn, "delete", actor, ino=ino, serial=cur.serial,
                                path=self.path_of(ino, txn), blake3=cur.blake3,
                                size=cur.size, **extra)
-        self._mutate(fn, durable=True, reserve=True)
+        self.journal.mutate(fn, durable=True, reserve=True)
 
     def privileged_delete(self, ino, reason, actor):
         """Enterprise mode's audited early delete (SPEC): a records admin removes an
@@ -1217,49 +1110,12 @@ class Store:
             raise IsADirectory("is a directory")
         if rec.unsealed:
             return os.pread(self._open_file(ino, "read", None).fd, size, offset)
-        return self._read_record(rec, offset, size)
-
-    def _read_record(self, rec, offset, size):
-        end = min(offset + size, rec.size)
-        if offset >= end:
-            return b""
-        out = []
-        with self.ix.read() as txn:
-            pieces = []
-            for start, length, cid in self.ix.manifest_from(txn, rec.serial, offset):
-                if start >= end:
-                    break
-                pieces.append((start, length, cid, self.ix.chunk(txn, cid)))
-        for start, length, cid, loc in pieces:
-            if loc is None:
-                raise IntegrityError(f"record {rec.serial}: chunk {cid.hex()[:16]} is not in "
-                                     f"the index")
-            data = self._chunk_bytes(cid, loc)
-            lo, hi = max(offset, start) - start, min(end, start + length) - start
-            out.append(data[lo:hi])
-        return b"".join(out)
-
-    def _chunk_bytes(self, cid, loc):
-        with self._cache_lock:
-            data = self._chunk_cache.get(cid)
-            if data is not None:
-                self._chunk_cache.move_to_end(cid)
-                return data
-        segno, offset, length = loc
-        try:
-            data = self.log.read_chunk(segno, offset, cid, length)
-        except IntegrityError as e:
-            data = self._repair_chunk(cid, loc, e)
-        with self._cache_lock:
-            self._chunk_cache[cid] = data
-            if len(self._chunk_cache) > CHUNK_CACHE_ENTRIES:
-                self._chunk_cache.popitem(last=False)
-        return data
+        return self.reader.read(rec, offset, size)
 
     def _repair_chunk(self, cid, loc, damage):
-        """A chunk that fails its checks here is served from the mirror, which holds the same
-        frame at the same place, and the frame is copied back over the damaged one. Without a
-        sound copy the read fails (EIO): never wrong bytes."""
+        """The reader's repair hook. A chunk that fails its checks here is served from the
+        mirror, which holds the same frame at the same place, and the frame is copied back
+        over the damaged one. Without a sound copy the read fails (EIO): never wrong bytes."""
         target = self.mirror.target if self.mirror is not None else None
         if target is None or self.failed:
             raise damage
@@ -1332,7 +1188,7 @@ class Store:
         return st
 
     def _store_stream_chunks(self, got):
-        self._mutate(lambda txn: self._append_chunks(txn, got))
+        self.journal.mutate(lambda txn: self._append_chunks(txn, got))
 
     def _append_chunks(self, txn, got):
         """Append the chunks the unit lacks, given as (offset, length, id, xxh3, bytes), and
@@ -1405,7 +1261,7 @@ class Store:
             now = self.clock.now()
             ret = self._seal_retention(txn, rec, now)
             extra = {"recovered_from": recovered_from} if recovered_from else {}
-            self._append_event(
+            self.journal.append(
                 txn, "seal", actor, ino=ino, serial=serial, path=self.path_of(ino, txn),
                 size=size, blake3=digest, retention=ret, mode=rec.mode & 0o7555,
                 uid=rec.uid, gid=rec.gid,
@@ -1413,7 +1269,7 @@ class Store:
                 writer=rec.creator, cause=cause, **extra,
                 chunks=[[cid.hex(), length] for length, cid in chunks])
         try:
-            self._mutate(fn, durable=True)
+            self.journal.mutate(fn, durable=True)
         except BaseException:
             with of.lock:
                 self._end_stream(of)  # its tail is spent; a retry chunks the staged file
@@ -1461,7 +1317,7 @@ class Store:
                                f"clock {format_us(now)})")
         if after == rec.retention:
             return
-        self._mutate(lambda txn: self._append_event(
+        self.journal.mutate(lambda txn: self.journal.append(
             txn, "retention", actor, ino=ino, serial=rec.serial,
             path=self.path_of(ino, txn), before=rec.retention, after=after),
             durable=True, reserve=True)
@@ -1495,7 +1351,7 @@ class Store:
             after = retention.set_event(rec.retention, date)
         except Refused as e:
             self.refuse("set_event_date", str(e), actor, ino=ino)
-        self._mutate(lambda txn: self._append_event(
+        self.journal.mutate(lambda txn: self.journal.append(
             txn, "event_date", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
             date=format_us(date), before=rec.retention, after=after), durable=True,
             reserve=True)
@@ -1510,7 +1366,7 @@ class Store:
             raise InvalidValue("legal holds are placed on records")
         if not self.is_admin(actor):
             self.refuse("hold", "only a records admin may place a legal hold", actor, ino=ino)
-        self._mutate(lambda txn: self._append_event(
+        self.journal.mutate(lambda txn: self.journal.append(
             txn, "hold", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
             name=name, reason=reason), durable=True, reserve=True)
 
@@ -1521,7 +1377,7 @@ class Store:
         if not self.is_admin(actor):
             self.refuse("release", "only a records admin may release a legal hold", actor,
                         ino=ino)
-        self._mutate(lambda txn: self._append_event(
+        self.journal.mutate(lambda txn: self.journal.append(
             txn, "release", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
             name=name), durable=True, reserve=True)
 
@@ -1541,7 +1397,7 @@ class Store:
         original = self.path_of(ino)
         rdir = self._recovered_dir()
         name = f"{ino}-{rec.name}".encode("utf-8", "surrogateescape")[:MAX_NAME]
-        self._event_now("recovery", actor, ino=ino, path=original, size=rec.size,
+        self.journal.event_now("recovery", actor, ino=ino, path=original, size=rec.size,
                         reason=reason, to=f"{self.path_of(rdir)}/{E.name_str(name)}")
         self.rename(rec.parent, E.name_bytes(rec.name), rdir, name, actor)
         return self.seal(ino, actor, cause="recovery", recovered_from=original)
@@ -1571,7 +1427,7 @@ class Store:
             if of is not None and of.touched is not None:
                 idle = boot_now - of.touched
             else:
-                idle = now - max(self.inode(ino)["ctime"], self._opened_at)
+                idle = now - max(self.inode(ino).ctime, self._opened_at)
             if idle >= ttl_us:
                 out.append(ino)
         return out
@@ -1579,9 +1435,7 @@ class Store:
     def sync(self):
         """Make everything appended so far durable."""
         if not self.readonly:
-            with self._wlock:
-                ticket = self.group.note_append(self.log.end_position())
-            self.group.wait(ticket)
+            self.journal.sync()
 
     # -- the event log --------------------------------------------------------------------
 
@@ -1608,7 +1462,7 @@ def create_store(path, **unit_fields):
     unit = write_unit(path, **unit_fields)
     with Store(path, time_source=init.pop("time_source", None),
                mirror_time_source=init.pop("mirror_time_source", None)) as st:
-        st._event_now("unit_init", None, durable=True, serial=unit["serial"],
+        st.journal.event_now("unit_init", None, durable=True, serial=unit["serial"],
                       role=unit["role"], mode=unit["mode"], label=unit["label"],
                       peer_serial=unit["peer_serial"], settings=settings, **init)
         if unit["role"] == "primary":
