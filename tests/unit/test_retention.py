@@ -279,3 +279,16 @@ def test_format_us_writes_what_strftime_writes_for_any_time():
     times += [base + rnd.randint(0, 3_000_000) for _ in range(5000)]  # same seconds, again
     for t in times:
         assert format_us(t) == by_strftime(t), t
+
+
+def test_the_latest_expiry_is_the_longest_finite_retention(store):
+    """Index.latest_expiry (what an S3 duplicate locks its objects until at least): the
+    latest finite retain-until of any record; indefinite and pending ones have none."""
+    with store.ix.read() as txn:
+        assert store.ix.latest_expiry(txn) == 0
+    a, b, c = record(store, b"a"), record(store, b"b"), record(store, b"c")
+    store.set_retain_until(b.ino, "2090-01-01", USER)
+    store.set_retain_until(c.ino, "indefinite", USER)
+    with store.ix.read() as txn:
+        assert store.ix.latest_expiry(txn) == parse_date("2090-01-01")
+        assert store.ix.latest_expiry(txn) > retention.effective(store.inode(a.ino).retention)[1]

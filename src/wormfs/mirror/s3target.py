@@ -488,10 +488,7 @@ class S3Target:
         """The latest finite retain-until of the records this unit holds (the expiry table's
         last key)."""
         with self.ix.read() as txn:
-            cur = txn.cursor(db=self.ix.db["expiry"])
-            if cur.last():
-                return int.from_bytes(cur.key()[:8], "big")
-        return 0
+            return self.ix.latest_expiry(txn)
 
     def _sweep(self):
         """Lengthen a few live objects that are locked short of the floor."""

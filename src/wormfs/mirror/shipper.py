@@ -99,6 +99,12 @@ class Replicator:
             self._save()
             (log.info if state == "synced" else log.warning)("mirror %s: %s", state, reason)
 
+    @property
+    def has_changes(self):
+        """Whether changes of state wait for pop_changes (read without the lock: a change
+        that lands just after is popped by the next poll)."""
+        return bool(self._changes)
+
     def pop_changes(self):
         with self._cond:
             out, self._changes = self._changes, []

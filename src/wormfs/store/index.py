@@ -299,6 +299,11 @@ class Index:
                 break
             yield until, serial
 
+    def latest_expiry(self, txn):
+        """The latest finite retain-until (us) of any record, or 0 if none has one."""
+        cur = txn.cursor(db=self.db["expiry"])
+        return U64.unpack(cur.key()[:8])[0] if cur.last() else 0
+
     def unsealed(self, txn):
         """Yield (ino, state) of every file that is not a record yet."""
         for key, state in txn.cursor(db=self.db["unsealed"]):

@@ -14,6 +14,41 @@ from typing import Optional, Protocol
 from ..errors import StoreError
 
 
+class Replicator(Protocol):
+    """What store/ asks of the object ``ReplicationHooks.replicator`` returns (duplicate.py,
+    store.py, disposal.py); mirror/shipper.py's Replicator is the one there is."""
+    state: str                    # synced, lagging, unreachable, refused, diverged ...
+    reason: str
+    behind_since: Optional[int]   # us since which it has been behind, or None
+    acked: tuple                  # (segno, offset) the duplicate holds durably
+    acked_seq: int                # the last event it holds
+    connected: bool
+    target: object                # the connected unit (read(segno, offset, n)), or None
+    has_changes: bool             # changes of state wait for pop_changes
+
+    def connect(self) -> bool:
+        """Connect if not connected and due; whether it is connected now."""
+
+    def wait(self, pos):
+        """Return once the duplicate holds the log up to ``pos`` durably, or is
+        unreachable (its state says so)."""
+
+    def ship_durable(self):
+        """Ship what is durable here and not there."""
+
+    def pop_changes(self) -> list:
+        """The changes of state since the last call, as dicts for ``mirror`` events."""
+
+    def is_synced(self, seal_seq) -> bool:
+        """Whether the duplicate holds event ``seal_seq``."""
+
+    def exclusive(self, fn):
+        """Run ``fn(target)`` with shipping held off (disposal)."""
+
+    def close(self):
+        """Disconnect."""
+
+
 class ReplicationHooks(Protocol):
     def server_clock(self, unit):
         """The clock outside this host that bounds the compliance clock (an S3
@@ -25,8 +60,7 @@ class ReplicationHooks(Protocol):
 
     def replicator(self, log, group, unit, unit_path, time_source, server_clock, now_us,
                    event_hash_at):
-        """The object that ships the durable log to the duplicate (mirror/shipper.py's
-        Replicator)."""
+        """The object that ships the durable log to the duplicate: a Replicator."""
 
     def saved_state(self, unit_path):
         """The duplicate's last acknowledged state as the primary recorded it (mirror.json),

@@ -23,19 +23,18 @@ import os
 import re
 import threading
 
-from blake3 import blake3 as _blake3
-
 from .. import _chunker, retention
 from ..clock import CHECKPOINT_INTERVAL_US, ComplianceClock, SystemTimeSource
 from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
-                      StoreFull, WormError, FileTooBig)
-from ..timeutil import format_us, parse_date, parse_duration
+                      WormError, FileTooBig)
+from ..timeutil import format_us, parse_date
 from . import events as E
 from . import frames as F
 from .commit import GroupCommit
 from .hostfs import tighten, try_lock, unlink_quiet
 from .inode import State
+from .duplicate import Duplicate
 from .journal import Change, Journal
 from . import disposal
 from .maintenance import (catch_up, close_index, event_at, event_hash_at, open_index,
@@ -56,7 +55,6 @@ log = logging.getLogger("wormfs.store")
 
 DEFAULT_SCRATCH_PATTERNS = [".*.??????", "*.tmp", "~$*", ".~lock.*#", ".*.sw?"]
 DEFAULT_SCRATCH_TTL = "24h"
-DEFAULT_MIRROR_MAX_LAG = "24h"
 SEAL_READ_BLOCK = 4 << 20
 MAX_STREAMS = 64  # open files chunked as they are written; more wait for the seal
 HOLD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -122,7 +120,8 @@ class Store:
         self._sealing = set()
         self._lockfd = None
         self.recovered_tail = None
-        self.mirror = None
+        self.mirror = None     # the replicator (mirror/shipper.py), for who asks it directly
+        self.duplicate = None  # what the store does around it (duplicate.py)
         self.disposals = 0  # dispose runs in this process (disposal.py): seals re-check
         self.params = _chunker.Params(**self.unit["chunking"]) if self.unit.get("chunking") \
             else _chunker.Params()
@@ -196,7 +195,6 @@ class Store:
         self._checkpointed = checkpoint[0] if checkpoint else None
         self.journal = Journal(self.path, self.log, self.ix, self.replay, self.group,
                                self.clock, readonly=self.readonly)
-        self.journal.after_durable = self._ship
         self._wlock = self.journal.lock  # the store's open files change under it too
         self._opened_at = self.clock.now()
         if not self.readonly and self.journal.last_seq and self.recovered_tail:
@@ -236,23 +234,6 @@ class Store:
         if self.local is not None and self.local.last_head:
             self._serial_floor = int(self.local.last_head.get("next_serial") or 1)
 
-    def _note_peer_head(self, force=False):
-        """Record the head the mirror acknowledged (rate-limited; ``force`` at close)."""
-        if self.heads is None or self.mirror is None or not self.mirror.acked_seq or \
-                not self.mirror.connected:
-            return  # only a head the connected mirror itself acknowledged
-        if not force and not self.heads.due(self.clock.now()):
-            return  # rate-limited: no index read or frame read for a head not yet due
-        seq = self.mirror.acked_seq
-        with self.ix.read() as txn:
-            next_serial = self.ix.meta(txn, "next_serial", 1)
-        try:
-            h = event_hash_at(self.log, self.ix, seq)
-            self.heads.note(self.clock.now(), seq, h, max(next_serial, self._serial_floor),
-                            force=force)
-        except (IntegrityError, OSError) as e:
-            log.warning("cannot record the mirror's head %s: %s", seq, e)
-
     def tamper_problems(self):
         """One line each for status and verify: unit files that disagree with the log."""
         out = []
@@ -268,37 +249,22 @@ class Store:
         self.mirror = replication.hooks().replicator(
             self.log, self.group, self.unit, self.path, time_source, self.server_clock,
             self.clock.now, lambda seq: event_hash_at(self.log, self.ix, seq))
-        # Connect only: a backlog is shipped by mirror_poll (the mount's keeper, or the
-        # command that opened the store), so that opening never waits for it.
-        self.mirror.connect()
-        self._record_mirror_changes()
-
+        self.duplicate = Duplicate(self.mirror, journal=self.journal, unit=self.unit,
+                                   heads=self.heads, serial_floor=self._serial_floor,
+                                   settings=self.settings)
+        self.journal.after_durable = self.duplicate.after_durable
+        self.duplicate.connect()
 
     def mirror_poll(self):
-        """Keep the mirror up: reconnect it if it is due, ship what is durable and not
-        shipped (frames no seal waited for), and audit every change of its state. The mount
-        calls this every few seconds; it costs a stat when there is nothing to do."""
-        if self.mirror is None or self.failed:
-            return
-        if self.mirror.connect():
-            if self.mirror.acked < self.log.end_position():
-                self.sync()
-            self.mirror.ship_durable()
-        self._record_mirror_changes()
-
-    def _record_mirror_changes(self):
-        self._note_peer_head()
-        for change in self.mirror.pop_changes():
-            lag = self.journal.last_seq - change.pop("acked_seq", 0)
-            self.journal.mutate(lambda txn: self.journal.append(
-                txn, "mirror", None, serial=self.unit.get("peer_serial"),
-                lag_events=max(0, lag), **change), durable=True, ship=False, reserve=True)
+        """Keep the mirror up (duplicate.py): the mount calls this every few seconds."""
+        if self.duplicate is not None and not self.failed:
+            self.duplicate.poll()
 
     def mirror_state(self):
         """(state, reason, behind_since_us) of the mirror as this process sees it."""
-        if self.mirror is None:
+        if self.duplicate is None:
             return ("none", "no mirror", None)
-        return (self.mirror.state, self.mirror.reason, self.mirror.behind_since)
+        return self.duplicate.state()
 
     def record_mirror_status(self, rec):
         """user.worm.mirror of a record: 'synced' once the mirror holds its seal."""
@@ -312,31 +278,11 @@ class Store:
         seq = rec.seal_seq
         return "synced" if seq is not None and seq <= saved.get("acked_seq", 0) else "pending"
 
-    def _check_mirror_lag(self):
-        """New files are refused once the mirror has been behind longer than the store's
-        mirror_max_lag: records must not pile up without their duplicate."""
-        m = self.mirror
-        if m is None or m.behind_since is None:
-            return
-        limit = (self.settings() or {}).get("mirror_max_lag", DEFAULT_MIRROR_MAX_LAG)
-        now = self.clock.now()
-        if now - m.behind_since > parse_duration(limit).after(m.behind_since) - m.behind_since:
-            raise StoreFull(f"the mirror has not kept up since {format_us(m.behind_since)} "
-                            f"({m.state}: {m.reason}), longer than the store's mirror_max_lag "
-                            f"of {limit}: new files are refused until it is back (see "
-                            f"'wormfs status')")
-
     def close(self):
         if getattr(self, "log", None) is None:
             return
-        if self.mirror is not None:
-            try:
-                self.sync()
-                self.mirror.ship_durable()
-                self._note_peer_head(force=True)
-                self.mirror.close()
-            except WormError as e:
-                log.warning("mirror not closed cleanly: %s", e)
+        if self.duplicate is not None:
+            self.duplicate.close()
         if not self.readonly:
             with self._wlock:
                 for of in list(self._open.values()):
@@ -392,14 +338,6 @@ class Store:
             if st is not None:
                 keep.update(cid for _, cid in list(st.chunks))
         return keep
-
-    def _ship(self, pos):
-        """The journal's after_durable: a durable change waits for the mirror too (unless it
-        is unreachable), and the mirror's changes of state go on record."""
-        if self.mirror is not None:
-            self.mirror.wait(pos)
-            if self.mirror._changes:
-                self._record_mirror_changes()
 
     def refuse(self, op, reason, actor=None, ino=None, path=None, errno_name="EPERM",
                exc=Refused):
@@ -736,7 +674,8 @@ class Store:
                             ino=existing.ino)
             raise Exists(f"{os.fsdecode(name)} exists")
         state = State.SCRATCH if self.is_scratch(name) else State.OPEN
-        self._check_mirror_lag()
+        if self.duplicate is not None:
+            self.duplicate.check_lag()
 
         made = []  # (ino, fd) once the staging file exists, to undo if the commit fails
 
@@ -1113,42 +1052,10 @@ class Store:
         return self.reader.read(rec, offset, size)
 
     def _repair_chunk(self, cid, loc, damage):
-        """The reader's repair hook. A chunk that fails its checks here is served from the
-        mirror, which holds the same frame at the same place, and the frame is copied back
-        over the damaged one. Without a sound copy the read fails (EIO): never wrong bytes."""
-        target = self.mirror.target if self.mirror is not None else None
-        if target is None or self.failed:
+        """The reader's repair hook: the duplicate's copy of a damaged chunk, or the damage."""
+        if self.duplicate is None:
             raise damage
-        segno, offset, length = loc
-        flen = F.FIXED_LEN + 32 + length
-        try:
-            raw = target.read(segno, offset, flen)
-            ftype, key, plen, pxxh, hl = F.parse_header(raw)
-            data = memoryview(raw)[hl:]
-            F.check_payload(data, pxxh)
-            if ftype != F.T_CHUNK or key != cid or plen != length or \
-                    _blake3(data).digest() != cid:
-                raise IntegrityError("the mirror's frame is another chunk")
-        except (WormError, OSError) as e:
-            raise IntegrityError(f"{damage}; the mirror has no sound copy either "
-                                 f"({e})") from None
-        detail = f"read of chunk {cid.hex()[:16]}: {damage}"
-        try:
-            self.log.patch(segno, offset, raw)
-            self.log.read_chunk(segno, offset, cid, length)
-        except (WormError, OSError) as e:
-            log.error("chunk %s served from the mirror; repairing the primary failed: %s",
-                      cid.hex()[:16], e)
-            detail += f"; repair failed: {e}"
-            self.note("repair", unit=self.unit["serial"], segment=segno, offset=offset,
-                      length=flen, source=target.serial, cause="read", detail=detail,
-                      repaired=False)
-            return bytes(data)
-        log.warning("chunk %s at segment %d offset %d was damaged; repaired from mirror %s",
-                    cid.hex()[:16], segno, offset, target.serial)
-        self.note("repair", unit=self.unit["serial"], segment=segno, offset=offset,
-                  length=flen, source=target.serial, cause="read", detail=detail)
-        return bytes(data)
+        return self.duplicate.repair_chunk(cid, loc, damage)
 
     # -- sealing --------------------------------------------------------------------------
 
