@@ -1,8 +1,9 @@
 """The journal of one unit: the one writer of its log's events and of its index.
 
-Every change is events appended to the segment log and applied to the index by
-``replay.Replayer`` in the same LMDB transaction, under ``lock``; the chain head
-(``last_seq``, ``last_hash``) and ``applied`` move only here. Durability is a group commit
+Every change is frames (events, and the chunks a seal needs) appended to the segment log
+and applied to the index by ``replay.Replayer`` in the same LMDB transaction, under
+``lock``; the chain head (``last_seq``, ``last_hash``) and ``applied`` move only here (and
+in maintenance.py's catch-up and rebuild, before a journal exists). Durability is a group commit
 (commit.py): a durable change waits, after releasing the lock, for one shared fdatasync
 and then for ``after_durable(pos)`` (the store's duplicate, which this module knows
 nothing of).
@@ -85,6 +86,24 @@ class Journal:
         self.ix.put_meta(txn, "applied", list(self.log.end_position()))
         self.last_seq, self.last_hash = ev["seq"], h
         return ev
+
+    def append_chunks(self, txn, got):
+        """Append the chunks the unit lacks, given as (offset, length, id, xxh3, bytes), index
+        them in ``txn``, and read each back to check it against the checksum computed with
+        its id before anything may refer to it (R14). Caller holds ``lock``."""
+        written, seen = [], set()  # seen: ids appended in this batch, not indexed yet
+        for _, length, cid, x, data in got:
+            if cid in seen or self.ix.chunk(txn, cid) is not None:
+                continue
+            seen.add(cid)
+            segno, foff = self.log.append([F.frame_header(F.T_CHUNK, cid, length, x), data])
+            written.append((cid, segno, foff, length))
+        if not written:
+            return
+        self.replay.apply_chunks(txn, written)
+        self.ix.put_meta(txn, "applied", list(self.log.end_position()))
+        for cid, segno, foff, length in written:
+            self.log.read_chunk(segno, foff, cid, length)  # header and xxh3 checked
 
     # -- changes --------------------------------------------------------------------------
 

@@ -1095,25 +1095,7 @@ class Store:
         return st
 
     def _store_stream_chunks(self, got):
-        self.journal.mutate(lambda txn: self._append_chunks(txn, got))
-
-    def _append_chunks(self, txn, got):
-        """Append the chunks the unit lacks, given as (offset, length, id, xxh3, bytes), and
-        read each back to check it against the checksum computed with its id before anything
-        may refer to it (R14). Caller holds _wlock."""
-        written, seen = [], set()  # seen: ids appended in this batch, not indexed yet
-        for _, length, cid, x, data in got:
-            if cid in seen or self.ix.chunk(txn, cid) is not None:
-                continue
-            seen.add(cid)
-            segno, foff = self.log.append([F.frame_header(F.T_CHUNK, cid, length, x), data])
-            written.append((cid, segno, foff, length))
-        if not written:
-            return
-        self.replay.apply_chunks(txn, written)
-        self.ix.put_meta(txn, "applied", list(self.log.end_position()))
-        for cid, segno, foff, length in written:
-            self.log.read_chunk(segno, foff, cid, length)  # header and xxh3 checked
+        self.journal.mutate(lambda txn: self.journal.append_chunks(txn, got))
 
     def _floor_text(self, txn, parent):
         """The default period that sets a file's retention floor: the nearest ancestor
@@ -1155,7 +1137,7 @@ class Store:
             chunks, size = st.chunks, of.size
 
         def fn(txn):
-            self._append_chunks(txn, tail)
+            self.journal.append_chunks(txn, tail)
             if st.disposals != self.disposals and any(
                     self.ix.chunk(txn, cid) is None for _, cid in chunks):
                 raise _ChunksDisposed()
