@@ -9,6 +9,12 @@ disk, interleaved in one run so that the ratio means something on a noisy machin
 2. cold read of that file (page cache dropped) through the mount vs the raw file;
 3. 4 KiB files created, written and closed: 1 writer and 8 writers (threads), vs raw create +
    write + fsync with the same threads;
+   each of 1-3 also beside two baselines: the FUSE ceiling (the same loop through a null
+   pyfuse3 + trio daemon, bench/nullfs.py, which keeps nothing) and the durability floor
+   (what the rule "sealed and mirrored when close returns" costs with wormfs removed: the
+   raw work on the primary's disk with its fsync, then the same bytes appended to a file
+   in the mirror's directory with an fdatasync, one after the other; the bench's mirror is
+   on the same disk as the primary, as on this machine);
 4. the daemon's RSS and the mount time with N records in the store (records made through the
    store API, which is faster than through FUSE): neither should grow with N.
 
@@ -25,6 +31,7 @@ import threading
 import time
 
 WORMFS = [sys.executable, "-m", "wormfs"]
+HERE = os.path.dirname(os.path.abspath(__file__))
 BLOCK = 1 << 20
 
 
@@ -113,30 +120,93 @@ def small_files(directory, blobs, threads, fsync, tag):
     return time.perf_counter() - t
 
 
+def floor_small(primary, mirror, blobs, threads):
+    """Raw create + write + fsync of each file, then its bytes appended to the writer's own
+    log beside the mirror and fdatasynced: the two syncs every sealed, mirrored file needs,
+    in the order it needs them (the mirror never holds what the primary may lose)."""
+    def work(k):
+        fd = os.open(os.path.join(mirror, f"log-{k}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                     0o600)
+        try:
+            for i in range(k, len(blobs), threads):
+                with open(os.path.join(primary, f"f-{i}"), "wb") as f:
+                    f.write(blobs[i])
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.write(fd, blobs[i])
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    t = time.perf_counter()
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    return time.perf_counter() - t
+
+
+def floor_write(primary, mirror, data):
+    write_file(primary, data, True)
+    write_file(mirror, data, True)
+
+
+class NullMount:
+    """bench/nullfs.py mounted on ``mnt`` (the FUSE ceiling)."""
+
+    def __init__(self, mnt):
+        self.mnt = mnt
+        os.makedirs(mnt)
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "nullfs.py"), mnt])
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(mnt):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the null daemon did not mount")
+            time.sleep(0.05)
+
+    def umount(self):
+        subprocess.run(["fusermount3", "-u", self.mnt], check=False)
+        self.proc.wait(timeout=20)
+
+
 def timed(fn, *args):
     t = time.perf_counter()
     fn(*args)
     return time.perf_counter() - t
 
 
-def line(label, ours, theirs, unit, base_label):
+def line(label, ours, theirs, unit, base_label, null=None, floor=None):
+    extra = ""
+    if null is not None:
+        extra += f"   | null daemon {null:9.1f} ({null / theirs:4.2f}x)"
+    if floor is not None:
+        extra += f"   | two-sync floor {floor:9.1f} ({floor / theirs:4.2f}x)"
     print(f"{label:28} wormfs {ours:9.1f} {unit}   {base_label} {theirs:9.1f} {unit}   "
-          f"ratio {ours / theirs:5.2f}x", flush=True)
+          f"ratio {ours / theirs:5.2f}x{extra}", flush=True)
 
 
 def bench_io(root, args):
     m = Mounted(os.path.join(root, "io"))
     raw = os.path.join(root, "raw")
+    rawm = os.path.join(root, "raw-mirror")
     os.makedirs(raw)
+    os.makedirs(rawm)
     m.mount()
+    null = NullMount(os.path.join(root, "null"))
     try:
-        w_ours, w_raw, r_ours, r_raw = [], [], [], []
+        w_ours, w_raw, r_ours, r_raw, w_null, w_floor = [], [], [], [], [], []
         size = args.mib << 20
         cold = True
         for r in range(args.rounds):
             data = os.urandom(size)                       # unique every round: no dedup
             w_ours.append(size / timed(write_file, os.path.join(m.mnt, f"big{r}"), data, False))
             w_raw.append(size / timed(write_file, os.path.join(raw, f"big{r}"), data, True))
+            w_null.append(size / timed(write_file, os.path.join(null.mnt, f"big{r}"), data,
+                                       False))
+            w_floor.append(size / timed(floor_write, os.path.join(raw, f"fl{r}"),
+                                        os.path.join(rawm, f"fl{r}"), data))
+            os.unlink(os.path.join(raw, f"fl{r}"))
+            os.unlink(os.path.join(rawm, f"fl{r}"))
             del data
             cold = drop_caches() and cold
             r_ours.append(size / timed(read_file, os.path.join(m.mnt, f"big{r}")))
@@ -145,22 +215,29 @@ def bench_io(root, args):
         med = statistics.median
         print(f"{args.mib} MiB unique data, {args.rounds} interleaved rounds, median")
         line("sequential write", med(w_ours) / 1e6, med(w_raw) / 1e6, "MB/s",
-             "raw write+fsync")
+             "raw write+fsync", med(w_null) / 1e6, med(w_floor) / 1e6)
         line("cold read" if cold else "read (caches NOT dropped)", med(r_ours) / 1e6,
              med(r_raw) / 1e6, "MB/s", "raw read       ")
         blobs = [os.urandom(4096) for _ in range(args.files)]
         for threads in (1, 8):
-            ours, theirs = [], []
+            ours, theirs, nulls, floors = [], [], [], []
             for r in range(args.rounds):
                 d1 = os.path.join(m.mnt, f"small{threads}-{r}")
                 d2 = os.path.join(raw, f"small{threads}-{r}")
-                os.mkdir(d1)
-                os.mkdir(d2)
+                d3 = os.path.join(null.mnt, f"small{threads}-{r}")
+                d4 = os.path.join(raw, f"fl{threads}-{r}")
+                d5 = os.path.join(rawm, f"fl{threads}-{r}")
+                for d in (d1, d2, d3, d4, d5):
+                    os.mkdir(d)
                 ours.append(args.files / small_files(d1, blobs, threads, False, "f"))
                 theirs.append(args.files / small_files(d2, blobs, threads, True, "f"))
+                nulls.append(args.files / small_files(d3, blobs, threads, False, "f"))
+                floors.append(args.files / floor_small(d4, d5, blobs, threads))
             line(f"{args.files} x 4 KiB, {threads} writer{'s' if threads > 1 else ''}",
-                 med(ours), med(theirs), "files/s", "raw create+fsync")
+                 med(ours), med(theirs), "files/s", "raw create+fsync", med(nulls),
+                 med(floors))
     finally:
+        null.umount()
         m.umount()
 
 
