@@ -194,7 +194,7 @@ def bench_io(root, args):
     m.mount()
     null = NullMount(os.path.join(root, "null"))
     try:
-        w_ours, w_raw, r_ours, r_raw, w_null, w_floor = [], [], [], [], [], []
+        w_ours, w_raw, r_ours, r_raw, w_null, w_floor, r_null = [], [], [], [], [], [], []
         size = args.mib << 20
         cold = True
         for r in range(args.rounds):
@@ -212,12 +212,14 @@ def bench_io(root, args):
             r_ours.append(size / timed(read_file, os.path.join(m.mnt, f"big{r}")))
             cold = drop_caches() and cold
             r_raw.append(size / timed(read_file, os.path.join(raw, f"big{r}")))
+            cold = drop_caches() and cold
+            r_null.append(size / timed(read_file, os.path.join(null.mnt, f"big{r}")))
         med = statistics.median
         print(f"{args.mib} MiB unique data, {args.rounds} interleaved rounds, median")
         line("sequential write", med(w_ours) / 1e6, med(w_raw) / 1e6, "MB/s",
              "raw write+fsync", med(w_null) / 1e6, med(w_floor) / 1e6)
         line("cold read" if cold else "read (caches NOT dropped)", med(r_ours) / 1e6,
-             med(r_raw) / 1e6, "MB/s", "raw read       ")
+             med(r_raw) / 1e6, "MB/s", "raw read       ", med(r_null) / 1e6)
         blobs = [os.urandom(4096) for _ in range(args.files)]
         for threads in (1, 8):
             ours, theirs, nulls, floors = [], [], [], []
