@@ -3,8 +3,9 @@
 ``Store`` keeps the namespace and the WORM policy: it decides what may change and says so in
 events. The parts it is made of own their state: the journal (journal.py) appends every
 event and applies it to the index, under its lock, with the chain head; the reader
-(reader.py) serves records; sealstream.py chunks a file as it is written; spares.py keeps
-staging files ready; the duplicate is reached through replication.py's hooks.
+(reader.py) serves records; an open file's staged bytes and chunk stream are openfiles.py's
+(sealstream.py chunks); spares.py keeps staging files ready; duplicate.py is the primary's
+side of its mirror, which it reaches through replication.py's hooks.
 
 Concurrency (the FUSE layer calls from worker threads):
 - the journal's lock (``_wlock`` here) serializes appends, index writes and the table of open
@@ -21,11 +22,10 @@ import fnmatch
 import logging
 import os
 import re
-import threading
 
 from .. import _chunker, retention
 from ..clock import CHECKPOINT_INTERVAL_US, ComplianceClock, SystemTimeSource
-from ..errors import (Exists, IntegrityError, InvalidValue, IsADirectory, NameTooLong,
+from ..errors import (Exists, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
                       WormError, FileTooBig)
 from ..timeutil import format_us, parse_date
@@ -36,6 +36,7 @@ from .hostfs import tighten, try_lock, unlink_quiet
 from .inode import State
 from .duplicate import Duplicate
 from .journal import Change, Journal
+from .openfiles import OpenFile, stream_staged
 from . import disposal
 from .maintenance import (catch_up, close_index, event_at, event_hash_at, open_index,
                           torn_tail_text)
@@ -55,7 +56,6 @@ log = logging.getLogger("wormfs.store")
 
 DEFAULT_SCRATCH_PATTERNS = [".*.??????", "*.tmp", "~$*", ".~lock.*#", ".*.sw?"]
 DEFAULT_SCRATCH_TTL = "24h"
-SEAL_READ_BLOCK = 4 << 20
 MAX_STREAMS = 64  # open files chunked as they are written; more wait for the seal
 HOLD_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_NAME = 255
@@ -72,41 +72,6 @@ def check_name(name):
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
         raise InvalidValue(f"bad file name {name!r}")
     return name
-
-
-class OpenFile:
-    """A file that is not a record yet: its bytes live in staging/<ino>.
-
-    ``mtime``/``atime`` set while it is open are kept here, not logged: the kernel's writeback
-    cache sends one such setattr per close, and the seal event records the final mtime.
-    ``orphan`` holds the Inode of a file unlinked while the mount still had it open.
-    ``stream`` chunks the file while it is written (sealstream.py). ``lock`` orders the
-    size and the stream among concurrent writes to the same file."""
-
-    __slots__ = ("ino", "fd", "size", "mtime", "atime", "ctime", "orphan", "touched", "stream",
-                 "lock", "sealing")
-
-    def __init__(self, ino, fd, size, stream=None):
-        self.ino, self.fd, self.size, self.stream = ino, fd, size, stream
-        # Times of the open file kept in memory until the seal (no event per write); ctime
-        # moves with every change, as POSIX has it (data, size, times).
-        self.mtime = self.atime = self.ctime = self.orphan = None
-        self.touched = None  # boot-clock us of the last change (for the scratch TTL)
-        self.lock = threading.Lock()
-        # Set under ``lock`` once a seal has taken the file's size: a write or truncate
-        # that comes after it is refused, never accepted into bytes the record lacks.
-        self.sealing = False
-
-    def set_times(self, mtime, atime, now):
-        if mtime is not None:
-            self.mtime = mtime
-        if atime is not None:
-            self.atime = atime
-        self.ctime = now
-
-    def changed(self, now):
-        """Its data or size changed at wall time ``now``."""
-        self.mtime = self.ctime = now
 
 
 class Store:
@@ -747,11 +712,6 @@ class Store:
         st.disposals = self.disposals
         return st
 
-    def _end_stream(self, of):
-        if of.stream is not None:
-            of.stream.stop()
-            of.stream = None
-
     def write(self, ino, offset, data, actor=None):
         self._check_writable()
         if offset < 0 or offset + len(data) > MAX_FILE_SIZE:
@@ -764,7 +724,7 @@ class Store:
                 sealed = False
                 n = os.pwrite(of.fd, data, offset)
                 of.changed(self.clock.src.wall_us())
-                self._grow(of, offset, data, n)
+                of.grow(offset, data, n, self._store_stream_chunks)
         if sealed:
             self.refuse("write", "the file was sealed; the write came after its last close",
                         actor, ino=ino)
@@ -790,7 +750,7 @@ class Store:
                 return None
             n = os.pwrite(of.fd, data, offset)
             of.changed(self.clock.src.wall_us())
-            self._grow(of, offset, data, n)
+            of.grow(offset, data, n, self._store_stream_chunks)
         finally:
             of.lock.release()
         of.touched = self.clock.src.boot_us()
@@ -808,23 +768,6 @@ class Store:
         finally:
             self._wlock.release()
 
-    def _grow(self, of, offset, data, n):
-        """(under of.lock) The size and the chunk stream after a write of ``n`` bytes."""
-        if offset + n > of.size:
-            of.size = offset + n
-        if of.stream is None:
-            return
-        try:
-            of.stream.add(offset, memoryview(data)[:n], self._store_stream_chunks)
-        except (WormError, OSError) as e:
-            # The staged bytes are safe; the seal will chunk them and report a lasting
-            # problem itself.
-            log.warning("inode %d: chunking while written stopped: %s", of.ino, e)
-            self._end_stream(of)
-        else:
-            if of.stream.broken:
-                self._end_stream(of)
-
     def truncate(self, ino, size, actor=None):
         self._check_writable()
         if size < 0:
@@ -837,7 +780,7 @@ class Store:
             if not sealed:
                 os.ftruncate(of.fd, size)
                 if size != of.size:
-                    self._end_stream(of)
+                    of.end_stream()
                 of.size = size
                 of.changed(self.clock.src.wall_us())
         if sealed:
@@ -945,7 +888,7 @@ class Store:
                 return
         of = self._open.pop(ino, None)
         if of is not None:
-            self._end_stream(of)
+            of.end_stream()
             self.spares.give(of.fd, os.path.join(self.staging, str(ino)))
         else:
             unlink_quiet(os.path.join(self.staging, str(ino)))
@@ -956,7 +899,7 @@ class Store:
             of = self._open.get(ino)
             if of is not None and of.orphan is not None:
                 del self._open[ino]
-                self._end_stream(of)
+                of.end_stream()
                 os.close(of.fd)
 
     def fsync_open(self, ino):
@@ -1077,23 +1020,6 @@ class Store:
             with self._wlock:
                 self._sealing.discard(ino)
 
-    def _stream_staged(self, of):
-        """A stream fed with the whole staged file: the seal's way when the file was not
-        (entirely) written in order."""
-        st = SealStream(self.params)
-        st.disposals = self.disposals
-        buf = bytearray(max(1, min(SEAL_READ_BLOCK, of.size)))  # small files: small buffer
-        mv = memoryview(buf)
-        while st.pos < of.size:
-            n = os.preadv(of.fd, [buf], st.pos)
-            if n <= 0:
-                break
-            st.add(st.pos, mv[:n], self._store_stream_chunks)
-        if st.pos != of.size:
-            raise IntegrityError(f"staged file of inode {of.ino} is {st.pos} bytes, expected "
-                                 f"{of.size}")
-        return st
-
     def _store_stream_chunks(self, got):
         self.journal.mutate(lambda txn: self.journal.append_chunks(txn, got))
 
@@ -1130,8 +1056,9 @@ class Store:
             of.sealing = True  # from here on, writes are refused (see OpenFile)
             st = of.stream
             if st is None or not st.usable(of.size):
-                self._end_stream(of)
-                st = of.stream = self._stream_staged(of)
+                of.end_stream()
+                st = of.stream = stream_staged(of, self.params, self.disposals,
+                                                 self._store_stream_chunks)
             tail = []
             digest = st.finish(tail.extend)
             chunks, size = st.chunks, of.size
@@ -1161,7 +1088,7 @@ class Store:
             self.journal.mutate(fn, durable=True)
         except BaseException:
             with of.lock:
-                self._end_stream(of)  # its tail is spent; a retry chunks the staged file
+                of.end_stream()  # its tail is spent; a retry chunks the staged file
                 of.sealing = False
             raise
         self._drop_staging(ino)
