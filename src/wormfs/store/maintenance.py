@@ -11,7 +11,7 @@ import lmdb
 from ..errors import IntegrityError, StoreError, StoreFull
 from . import events as E
 from . import frames as F
-from .hostfs import unlink_quiet
+from .hostfs import atomic_write, unlink_quiet
 from .index import Index
 from .localchain import skipped_seqs
 from .replay import Replayer
@@ -148,8 +148,11 @@ def open_index(path, boot_id, readonly=False):
         _clear_dir(index_path)
         ix = Index(index_path)
         lost = True
-    with open(dirty, "w") as f:
-        f.write(boot_id + "\n")
+    # Durable before the index is written: the crash rule above is only as good as this
+    # marker. Unsynced, a power cut could lose its creation while index pages written after
+    # it reached the disk (a disk writes back in any order), and the next open would trust
+    # an index ahead of the log.
+    atomic_write(dirty, (boot_id + "\n").encode())
     return ix, lost
 
 

@@ -12,7 +12,7 @@
       local/        on a mirror: its own event chain (changes it refused, repairs of itself)
       quarantine/   torn log tails cut at recovery, kept rather than destroyed
       lock          flock()ed by the one process that writes the unit
-      index.dirty   present while a writer has the index open: holds the boot id
+      index.dirty   present while a writer has the index open: holds the boot id (fsynced)
 """
 import json
 import os
