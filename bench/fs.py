@@ -103,6 +103,17 @@ def read_file(path):
             n += len(b)
 
 
+def run_threads(work, threads):
+    """Seconds for ``work(k)`` to finish in ``threads`` threads, k = 0 .. threads - 1."""
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    t = time.perf_counter()
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    return time.perf_counter() - t
+
+
 def small_files(directory, blobs, threads, fsync, tag):
     def work(k):
         for i in range(k, len(blobs), threads):
@@ -111,13 +122,7 @@ def small_files(directory, blobs, threads, fsync, tag):
                 if fsync:
                     f.flush()
                     os.fsync(f.fileno())
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    t = time.perf_counter()
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
-    return time.perf_counter() - t
+    return run_threads(work, threads)
 
 
 def floor_small(primary, mirror, blobs, threads):
@@ -137,13 +142,7 @@ def floor_small(primary, mirror, blobs, threads):
                 os.fdatasync(fd)
         finally:
             os.close(fd)
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    t = time.perf_counter()
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
-    return time.perf_counter() - t
+    return run_threads(work, threads)
 
 
 def floor_write(primary, mirror, data):
