@@ -165,17 +165,18 @@ class Store:
         if not self.readonly and self.journal.last_seq and self.recovered_tail:
             t = self.recovered_tail
             log.warning("%s", torn_tail_text(t))
-            self.journal.event_now("torn_tail", segment=t.segno, offset=t.offset, bytes=t.nbytes,
-                            quarantine=os.path.relpath(t.qpath, self.path),
-                            sound_after=t.sound_after)
+            self.journal.event_now("torn_tail", segment=t.segno, offset=t.offset,
+                                   bytes=t.nbytes,
+                                   quarantine=os.path.relpath(t.qpath, self.path),
+                                   sound_after=t.sound_after)
         self.reserved_ino = None
         for segno, length in restored:
             log.warning("segment %s was missing; copied back from the mirror %s (%s bytes)",
                         segno, self.unit.get("peer_serial"), length)
-            self.journal.event_now("repair", durable=True, unit=self.unit["serial"], segment=segno,
-                            offset=0, length=length, source=self.unit.get("peer_serial"),
-                            cause="open",
-                            detail=f"segment {segno} was missing; copied from the mirror")
+            self.journal.event_now("repair", durable=True, unit=self.unit["serial"],
+                                   segment=segno, offset=0, length=length,
+                                   source=self.unit.get("peer_serial"), cause="open",
+                                   detail=f"segment {segno} was missing; copied from the mirror")
         if not self.readonly and self.journal.last_seq:
             # A restart or a clock jump noticed at open goes on record now; the checkpoint
             # waits until the mirror is attached (it then ships with the next seal).
@@ -276,15 +277,12 @@ class Store:
     # -- appending events -----------------------------------------------------------------
 
     def _check_writable(self):
-        if self.readonly:
-            raise Refused(f"{self.path} is open read-only")
-        self.journal.check_writable()
+        self.journal.check_writable()  # read-only, or stopped after an error
 
     @property
     def failed(self):
         """Why this store stopped taking changes (None while it takes them)."""
-        journal = getattr(self, "journal", None)
-        return journal.failed if journal is not None else None
+        return self.journal.failed
 
     def transact(self, fn, durable=False, essential=False):
         """Run ``fn(change)`` (a journal.Change) in one index transaction under the write lock and
@@ -576,8 +574,8 @@ class Store:
                 raise Exists(f"{os.fsdecode(name)} exists")
             ino = self._new_ino(txn)
             self.journal.append(txn, "mkdir", actor, ino=ino, parent=parent,
-                               name=E.name_str(name), mode=mode & 0o7777,
-                               uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
+                                name=E.name_str(name), mode=mode & 0o7777,
+                                uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
             return ino
         return self.inode(self.journal.mutate(fn))
 
@@ -602,7 +600,7 @@ class Store:
             if h is None or h[0] != rec.ino or not self.ix.dir_is_empty(txn, rec.ino):
                 raise NotEmpty(f"{os.fsdecode(name)} changed; try again")
             self.journal.append(txn, "rmdir", actor, ino=rec.ino, parent=parent,
-                               name=E.name_str(name))
+                                name=E.name_str(name))
         self.journal.mutate(fn)
 
     def _holds_records(self, dir_ino):
@@ -655,8 +653,8 @@ class Store:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             made.append((ino, fd))
             self.journal.append(txn, "create", actor, ino=ino, parent=parent,
-                               name=E.name_str(name), mode=mode & 0o7777, state=state.value,
-                               uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
+                                name=E.name_str(name), mode=mode & 0o7777, state=state.value,
+                                uid=actor.uid if actor else 0, gid=actor.gid if actor else 0)
             # Registered under the write lock, like a reopen in _open_file.
             of = self._open[ino] = OpenFile(ino, made[0][1], 0, self._new_stream())
             of.touched = self.clock.src.boot_us()
@@ -803,7 +801,7 @@ class Store:
             return self.inode(ino)
         if fields:
             self.journal.mutate(lambda txn: self.journal.append(txn, "setattr", actor, ino=ino,
-                                                        **fields))
+                                                                **fields))
         return self.inode(ino)
 
     def set_open_times(self, ino, mtime=None, atime=None):
@@ -922,9 +920,9 @@ class Store:
             raise IsADirectory(f"{os.fsdecode(name)} is a directory")
         if rec.sealed:
             return self._delete_record(rec, actor)
-        self.journal.mutate(lambda txn: self.journal.append(txn, "unlink", actor, ino=rec.ino,
-                                                    parent=parent, name=E.name_str(name)),
-                     reserve=True)
+        self.journal.mutate(lambda txn: self.journal.append(
+            txn, "unlink", actor, ino=rec.ino, parent=parent, name=E.name_str(name)),
+            reserve=True)
         self._drop_staging(rec.ino, rec)
 
     def _delete_record(self, rec, actor):
@@ -950,8 +948,8 @@ class Store:
             if cur is None or not cur.sealed or not still_allowed(cur):
                 raise Refused("the record changed meanwhile; try again")
             self.journal.append(txn, "delete", actor, ino=ino, serial=cur.serial,
-                               path=self.path_of(ino, txn), blake3=cur.blake3,
-                               size=cur.size, **extra)
+                                path=self.path_of(ino, txn), blake3=cur.blake3,
+                                size=cur.size, **extra)
         self.journal.mutate(fn, durable=True, reserve=True)
 
     def privileged_delete(self, ino, reason, actor):
@@ -1214,7 +1212,7 @@ class Store:
         rdir = self._recovered_dir()
         name = f"{ino}-{rec.name}".encode("utf-8", "surrogateescape")[:MAX_NAME]
         self.journal.event_now("recovery", actor, ino=ino, path=original, size=rec.size,
-                        reason=reason, to=f"{self.path_of(rdir)}/{E.name_str(name)}")
+                               reason=reason, to=f"{self.path_of(rdir)}/{E.name_str(name)}")
         self.rename(rec.parent, E.name_bytes(rec.name), rdir, name, actor)
         return self.seal(ino, actor, cause="recovery", recovered_from=original)
 
@@ -1279,8 +1277,8 @@ def create_store(path, **unit_fields):
     with Store(path, time_source=init.pop("time_source", None),
                mirror_time_source=init.pop("mirror_time_source", None)) as st:
         st.journal.event_now("unit_init", None, durable=True, serial=unit["serial"],
-                      role=unit["role"], mode=unit["mode"], label=unit["label"],
-                      peer_serial=unit["peer_serial"], settings=settings, **init)
+                             role=unit["role"], mode=unit["mode"], label=unit["label"],
+                             peer_serial=unit["peer_serial"], settings=settings, **init)
         if unit["role"] == "primary":
             st._ensure_reserved()
     return unit
