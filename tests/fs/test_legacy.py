@@ -3,6 +3,7 @@ create-write-close path and get a clean EPERM for anything WORM forbids."""
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -189,6 +190,63 @@ def test_child_keeps_writing_after_the_parent_closes(mnt):
     assert child.wait(timeout=30) == 0
     with open(p) as f:
         assert f.read() == "late\n"
+    assert os.getxattr(p, "user.worm.state") == b"sealed"
+    assert mnt.events("refused") == []
+
+
+# A writer with two threads: one writes a file while the other starts a program. The child
+# sits between fork and exec (preexec_fn holds it there) with a close-on-exec copy of every
+# descriptor of the process when the writer closes its file.
+_THREADED_WRITER = """
+import os, subprocess, sys, threading, time
+path = sys.argv[1]
+f = open(path, "wb")
+f.write(b"x" * 100_000)
+spawner = threading.Thread(target=subprocess.run, args=(["true"],),
+                           kwargs=dict(preexec_fn=lambda: time.sleep(0.25)))
+spawner.start()
+time.sleep(0.08)
+f.close()
+print(os.getxattr(path, "user.worm.state").decode())
+spawner.join()
+"""
+
+
+def test_close_seals_while_another_thread_starts_a_program(mnt):
+    """close() returns on a record even though a child forked by another thread still held a
+    copy of the descriptor then: the copy was going at the child's exec (closers.py)."""
+    p = mnt.path("blotter.csv")
+    r = run(sys.executable, "-c", _THREADED_WRITER, p)
+    assert r.stdout.split() == ["sealed"]
+    assert os.getxattr(p, "user.worm.blake3").decode() == \
+        blake3.blake3(b"x" * 100_000).hexdigest()
+    assert mnt.events("refused") == []
+
+
+# A forked child that does not exec goes on writing through its inherited close-on-exec copy
+# after the parent has closed its own: the seal must wait for the child, however long.
+_FORKED_WRITER = """
+import os, sys, time
+path = sys.argv[1]
+f = open(path, "wb", buffering=0)
+f.write(b"early ")
+pid = os.fork()
+if pid == 0:
+    time.sleep(1.0)
+    f.write(b"late")
+    os._exit(0)
+f.close()
+print(os.getxattr(path, "user.worm.state").decode())
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_child_writing_after_the_parent_closes_delays_the_seal(mnt):
+    p = mnt.path("forked.log")
+    r = run(sys.executable, "-c", _FORKED_WRITER, p)
+    assert r.stdout.split() == ["open"]
+    with open(p, "rb") as f:
+        assert f.read() == b"early late"
     assert os.getxattr(p, "user.worm.state") == b"sealed"
     assert mnt.events("refused") == []
 

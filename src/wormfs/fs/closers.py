@@ -11,6 +11,15 @@ this inode of this mount, the seal waits for a later FLUSH (or, failing that, RE
 At FLUSH time the kernel has already removed the closing descriptor from the fd table, and a
 process that is exiting has no fd table any more, so neither is counted.
 
+A multithreaded writer whose other thread starts a program (``subprocess.run``) forks a child
+that holds a copy of every descriptor of the process for the moment between fork and exec. If
+the writer closes its file in that moment, the child's copy is a writable descriptor of the
+opener's family, and the seal would wait for the child's exec: close() would return on a file
+not yet sealed. A copy in a child that is marked close-on-exec is about to go, so the check
+polls for a short while (EXEC_WAIT_S) for such copies to vanish before it answers. It never
+seals while any copy is there: a child that does not exec (a forked worker) only makes the
+close wait that long, and the seal then waits for that child's last close, as before.
+
 A process in another mount namespace (a container, a service with mounts of its own; or the
 daemon is the one in another namespace and its mount reached the caller's by propagation)
 sees our mount as another mount, with another mount id, maybe at another path. There the
@@ -20,10 +29,15 @@ writer started a child (the child's copy closes at exec).
 """
 import functools
 import os
+import time
 
 from . import mounts
 
 MAX_FAMILY = 256  # a bound, in case the opener is a process manager with many children
+# How long a FLUSH waits for close-on-exec copies in children to go at their exec: a fork+exec
+# takes well under a millisecond to tens of milliseconds on a loaded machine.
+EXEC_WAIT_S = 0.5
+HELD, LEAVING = "held", "leaving"
 
 
 def family(pid):
@@ -72,9 +86,24 @@ def _our_mounts(pid, mountpoint, mount):
             {e.mount_id for e in seen})
 
 
-def writable_fd_open(pid, ino, mountpoint, mount):
+def writable_fd_open(pid, ino, mountpoint, mount, wait_s=EXEC_WAIT_S):
     """Whether ``pid`` or a descendant holds a descriptor open for writing on ``ino`` of
-    our mount (``mount``: its MountEntry here, mounts.find)."""
+    our mount (``mount``: its MountEntry here, mounts.find). Copies that are only about to go
+    at a child's exec are waited for, up to ``wait_s``."""
+    found = holders(pid, ino, mountpoint, mount)
+    deadline = time.monotonic() + wait_s
+    pause = 0.001
+    while found is LEAVING and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+        found = holders(pid, ino, mountpoint, mount)
+    return found is not None
+
+
+def holders(pid, ino, mountpoint, mount):
+    """None if no one in the family holds a writable descriptor on ``ino``; LEAVING if only
+    children do, each through a close-on-exec descriptor; HELD otherwise."""
+    found = None
     for p in family(pid):
         fd_dir = f"/proc/{p}/fd"
         try:
@@ -98,8 +127,14 @@ def writable_fd_open(pid, ino, mountpoint, mount):
                     continue
                 if ids is not None and "mnt_id" in info and int(info["mnt_id"]) not in ids:
                     continue
-                if int(info.get("flags", "0"), 8) & os.O_ACCMODE != os.O_RDONLY:
-                    return True
+                flags = int(info.get("flags", "0"), 8)
             except ValueError:
                 continue
-    return False
+            if flags & os.O_ACCMODE == os.O_RDONLY:
+                continue
+            # The opener's own copies (a dup, the shell's dup2 onto stdout) are held whatever
+            # their flags; so is anything a child may go on writing through after an exec.
+            if p == pid or not flags & os.O_CLOEXEC:
+                return HELD
+            found = LEAVING
+    return found
