@@ -6,6 +6,7 @@ last day of the next month. Accepted forms (SPEC.md): ``18m`` (months), ``3y``, 
 ``12h``, ``90s`` and ISO 8601 ``P6Y``, ``P18M``, ``PT90S``, ``P1Y2M3DT4H5M6S``, ``P2W``.
 """
 import calendar
+import functools
 import datetime as _dt
 import re
 from dataclasses import dataclass
@@ -59,26 +60,37 @@ class Duration:
 def parse_duration(text):
     """Parse a retention period; raise InvalidValue naming the value and the accepted forms."""
     # Exact: a value with spaces or a NUL around it is not a duration (SPEC).
-    s = text if isinstance(text, str) else ""
+    if not isinstance(text, str):
+        raise InvalidValue(f"bad duration {text!r}: use {DURATION_FORMS}")
+    return _parse_duration(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_duration(s):
+    # Cached: every seal parses its retention floor's period (a Duration is frozen), and a
+    # bad value raises again each time (lru_cache keeps no exceptions).
     m = _SHORT.fullmatch(s)
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        dur = {
-            "y": Duration(months=12 * n, text=s),
-            "m": Duration(months=n, text=s),
-            "d": Duration(days=n, text=s),
-            "h": Duration(seconds=3600 * n, text=s),
-            "s": Duration(seconds=n, text=s),
-        }[unit]
+        if unit == "y":
+            dur = Duration(months=12 * n, text=s)
+        elif unit == "m":
+            dur = Duration(months=n, text=s)
+        elif unit == "d":
+            dur = Duration(days=n, text=s)
+        elif unit == "h":
+            dur = Duration(seconds=3600 * n, text=s)
+        else:
+            dur = Duration(seconds=n, text=s)
     else:
         m = _ISO.fullmatch(s.upper())
         if not m:
-            raise InvalidValue(f"bad duration {text!r}: use {DURATION_FORMS}")
+            raise InvalidValue(f"bad duration {s!r}: use {DURATION_FORMS}")
         y, mo, w, d, h, mi, sec = (int(g) if g else 0 for g in m.groups())
         dur = Duration(months=12 * y + mo, days=7 * w + d,
                        seconds=3600 * h + 60 * mi + sec, text=s.upper())
     if dur.is_zero():
-        raise InvalidValue(f"bad duration {text!r}: a retention period cannot be zero")
+        raise InvalidValue(f"bad duration {s!r}: a retention period cannot be zero")
     return dur
 
 
