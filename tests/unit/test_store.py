@@ -655,3 +655,45 @@ def test_inode_record_fields_all_survive_copy_and_storage():
     back = Inode.from_json(stored)
     assert all(getattr(back, n) == values[n] for n in Inode.__slots__ if n != "orphan")
     assert back.orphan is False and back.state is State.DELETED
+
+
+def test_creates_on_one_thread_while_seals_end_on_others(store):
+    """The mount creates small files on its event loop (Store.at_once) while worker threads
+    finish seals: a seal's end took its file out of the table of open files without the
+    store's lock, and a create counting that table's streams at that moment failed with
+    "dictionary changed size during iteration" (EIO through the mount)."""
+    import sys
+    import threading
+    errors, stop = [], threading.Event()
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+
+    def sealer(k):
+        try:
+            for i in range(60):
+                f = store.create(1, b"s%d-%d" % (k, i), 0o644, USER)
+                store.write(f.ino, 0, b"x" * 100)
+                store.seal(f.ino, USER)
+        except Exception as e:  # noqa: BLE001 - the test reports whatever broke
+            errors.append(e)
+        finally:
+            stop.set()
+
+    def creator():
+        i = 0
+        try:
+            while not stop.is_set():
+                done, _ = store.at_once(store.create, 1, b"c%d" % i, 0o644, USER)
+                i += done
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    try:
+        ts = [threading.Thread(target=sealer, args=(k,)) for k in range(3)]
+        ts.append(threading.Thread(target=creator))
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []

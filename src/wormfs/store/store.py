@@ -704,6 +704,7 @@ class Store:
         self._open_file(ino, "open", actor)
 
     def _new_stream(self):
+        """(under the lock, like every change to the table of open files)"""
         if sum(1 for of in self._open.values() if of.stream is not None) >= MAX_STREAMS:
             return None
         st = SealStream(self.params)
@@ -884,7 +885,8 @@ class Store:
                 of.orphan = rec
                 unlink_quiet(os.path.join(self.staging, str(ino)))
                 return
-        of = self._open.pop(ino, None)
+        with self._wlock:  # the table of open files changes under the lock only
+            of = self._open.pop(ino, None)
         if of is not None:
             of.end_stream()
             self.spares.give(of.fd, os.path.join(self.staging, str(ino)))
