@@ -17,6 +17,8 @@ import time
 import pyfuse3
 import trio
 
+from wormfs.fs.daemon import raise_readahead
+
 ROOT = pyfuse3.ROOT_INODE
 
 
@@ -99,16 +101,20 @@ class NullOps(pyfuse3.Operations):
         return s
 
 
-async def _main():
+async def _main(mountpoint):
     try:
-        await pyfuse3.main()
+        async with trio.open_nursery() as nursery:
+            # The read-ahead wormfs sets (fs/daemon.py), so that the ceiling reads as it does.
+            nursery.start_soon(raise_readahead, mountpoint)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
     finally:
         pyfuse3.close(unmount=True)
 
 
 def main():
     pyfuse3.init(NullOps(), sys.argv[1], {"fsname=nullfs", "subtype=nullfs"})
-    trio.run(_main)
+    trio.run(_main, sys.argv[1])
 
 
 if __name__ == "__main__":

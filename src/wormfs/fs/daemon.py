@@ -255,7 +255,7 @@ def _shutdown(store):
 async def _main(ops, store):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_on_signals)
-        nursery.start_soon(_raise_readahead, ops.mountpoint)
+        nursery.start_soon(raise_readahead, ops.mountpoint)
         if not store.readonly:
             nursery.start_soon(_housekeeping, ops, store)
             if store.mirror is not None:
@@ -264,7 +264,7 @@ async def _main(ops, store):
         nursery.cancel_scope.cancel()
 
 
-async def _raise_readahead(mountpoint):
+async def raise_readahead(mountpoint):
     """Raise the mount's read-ahead once the kernel has its answer to FUSE's INIT. It sets
     the read-ahead then, to no more than it offered in INIT (128 KiB): a value written before
     is lowered again, as it was until 2026-12-02. A stat of the mount point returns only after
