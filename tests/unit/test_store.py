@@ -682,7 +682,7 @@ def test_creates_on_one_thread_while_seals_end_on_others(store):
     def creator():
         i = 0
         try:
-            while not stop.is_set():
+            while not stop.is_set() and i < 400:  # each holds a staging descriptor
                 done, _ = store.at_once(store.create, 1, b"c%d" % i, 0o644, USER)
                 i += done
         except Exception as e:  # noqa: BLE001
