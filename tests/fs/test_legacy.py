@@ -194,6 +194,32 @@ def test_child_keeps_writing_after_the_parent_closes(mnt):
     assert mnt.events("refused") == []
 
 
+def test_a_dup_of_a_renamed_file_keeps_it_open(mnt):
+    """The last-close check reads the fdinfo of descriptors whose /proc link ends in a name
+    the file has had: after a rename the kernel shows the new one, and a dup still open
+    under it keeps the file open."""
+    first, second = mnt.path("draft.eml"), mnt.path("final.eml")
+    others = [open(mnt.path(f"other{i}.eml"), "wb") for i in range(5)]  # more to look at
+    try:
+        fd = os.open(first, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"one ")
+        dup = os.dup(fd)
+        os.rename(first, second)
+        os.close(fd)
+        try:
+            assert os.getxattr(second, "user.worm.state") == b"open"
+            os.write(dup, b"two")
+        finally:
+            os.close(dup)
+    finally:
+        for f in others:
+            f.close()
+    assert os.getxattr(second, "user.worm.state") == b"sealed"
+    with open(second, "rb") as f:
+        assert f.read() == b"one two"
+    assert mnt.events("refused") == []
+
+
 # A writer with two threads: one writes a file while the other starts a program. The child
 # sits between fork and exec (preexec_fn holds it there) with a close-on-exec copy of every
 # descriptor of the process when the writer closes its file.

@@ -38,6 +38,7 @@ MAX_FAMILY = 256  # a bound, in case the opener is a process manager with many c
 # takes well under a millisecond to tens of milliseconds on a loaded machine.
 EXEC_WAIT_S = 0.5
 HELD, LEAVING = "held", "leaving"
+DELETED = " (deleted)"  # what /proc adds to the link of a descriptor whose file is unlinked
 
 
 def family(pid):
@@ -86,23 +87,30 @@ def _our_mounts(pid, mountpoint, mount):
             {e.mount_id for e in seen})
 
 
-def writable_fd_open(pid, ino, mountpoint, mount, wait_s=EXEC_WAIT_S):
+def writable_fd_open(pid, ino, mountpoint, mount, names=None, wait_s=EXEC_WAIT_S):
     """Whether ``pid`` or a descendant holds a descriptor open for writing on ``ino`` of
-    our mount (``mount``: its MountEntry here, mounts.find). Copies that are only about to go
-    at a child's exec are waited for, up to ``wait_s``."""
-    found = holders(pid, ino, mountpoint, mount)
+    our mount (``mount``: its MountEntry here, mounts.find). ``names``: every name the file
+    has had while these descriptors can exist (None: any), see holders. Copies that are only
+    about to go at a child's exec are waited for, up to ``wait_s``."""
+    found = holders(pid, ino, mountpoint, mount, names)
     deadline = time.monotonic() + wait_s
     pause = 0.001
     while found is LEAVING and time.monotonic() < deadline:
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
-        found = holders(pid, ino, mountpoint, mount)
+        found = holders(pid, ino, mountpoint, mount, names)
     return found is not None
 
 
-def holders(pid, ino, mountpoint, mount):
+def holders(pid, ino, mountpoint, mount, names=None):
     """None if no one in the family holds a writable descriptor on ``ino``; LEAVING if only
-    children do, each through a close-on-exec descriptor; HELD otherwise."""
+    children do, each through a close-on-exec descriptor; HELD otherwise.
+
+    A descriptor's link in /proc ends with the name its file has now (a file has one name:
+    hard links are refused), with " (deleted)" once unlinked, in every mount namespace and
+    under any bind mount. With ``names`` (a set the caller may still add to), only
+    descriptors ending in one of them are ours to read the fdinfo of: that read, not the
+    readlink, is what cost 31 ms per close to a writer holding 1000 files open."""
     found = None
     for p in family(pid):
         fd_dir = f"/proc/{p}/fd"
@@ -115,8 +123,14 @@ def holders(pid, ino, mountpoint, mount):
             continue
         for fd in fds:
             try:
-                if not os.readlink(f"{fd_dir}/{fd}").startswith(prefixes):
+                link = os.readlink(f"{fd_dir}/{fd}")
+                if not link.startswith(prefixes):
                     continue
+                if names is not None:
+                    base = link.rpartition("/")[2]
+                    if base not in names and not (base.endswith(DELETED) and
+                                                  base[:-len(DELETED)] in names):
+                        continue
                 with open(f"/proc/{p}/fdinfo/{fd}") as f:
                     info = dict(line.split(":", 1) for line in f.read().splitlines()
                                 if ":" in line)

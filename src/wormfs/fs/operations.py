@@ -119,6 +119,10 @@ class WormOperations(pyfuse3.Operations):
         self.open_count = collections.Counter()  # ino -> handles of any kind
         self.lookups = collections.Counter()     # ino -> kernel lookup count
         self.sealing = set()                     # inos whose seal is under way
+        # ino -> every name an unsealed file has had since this mount: what the kernel can
+        # show for its descriptors in /proc, so the last-close check (closers.py) reads the
+        # fdinfo of those alone, not of every descriptor a writer holds on the mount.
+        self.names = {}
         self.limiter = trio.CapacityLimiter(WORKER_THREADS)
         store.keep_open = lambda ino: self.open_count.get(ino, 0) > 0
 
@@ -143,13 +147,14 @@ class WormOperations(pyfuse3.Operations):
     def _actor(ctx):
         return Actor.from_pid(ctx.uid, ctx.gid, ctx.pid)
 
-    def _new_handle(self, ino, writable, actor, pid):
+    def _new_handle(self, ino, writable, actor, pid, name=None):
         fh = self.next_fh
         self.next_fh += 1
         self.handles[fh] = Handle(ino, writable, actor, pid)
         self.open_count[ino] += 1
         if writable:
             self.writers.setdefault(ino, set()).add(fh)
+            self.names.setdefault(ino, set()).add(name)
         return fh
 
     def _handle(self, fh):
@@ -182,9 +187,12 @@ class WormOperations(pyfuse3.Operations):
             return False
         self.sealing.add(ino)
         try:
-            return await self._run(self._seal_now, ino, actor, cause, failed, last_close_of)
+            done = await self._run(self._seal_now, ino, actor, cause, failed, last_close_of)
         finally:
             self.sealing.discard(ino)
+        if done:
+            self.names.pop(ino, None)
+        return done
 
     async def seal_scratch(self, ino):
         """Seal a scratch file whose TTL passed, even if handles are open on it (their later
@@ -206,8 +214,10 @@ class WormOperations(pyfuse3.Operations):
 
     def _seal_now(self, ino, actor, cause, failed, last_close_of):
         """(worker thread)"""
+        # The live set of names (not a copy): a rename under way adds its new name before the
+        # kernel can show it, and a membership test is safe beside the loop's additions.
         if last_close_of is not None and closers.writable_fd_open(
-                last_close_of, ino, self.mountpoint, self.mount):
+                last_close_of, ino, self.mountpoint, self.mount, self.names.get(ino)):
             return False
         if failed:
             # Not sealed as if complete. Recovery needs room in the log, which a failed
@@ -369,6 +379,11 @@ class WormOperations(pyfuse3.Operations):
                 # A directory that moves rewrites its own '..': Linux asks for write
                 # permission on it (vfs_rename), as pjdfstest rename/09 checks.
                 permissions.check(actor, src, W)
+        if src.is_file and not src.sealed:
+            # Both names, before the store has the new one: until the kernel has moved its
+            # entry, /proc shows the old name of the file's descriptors, then the new one.
+            self.names.setdefault(src.ino, set()).update((os.fsdecode(name_old),
+                                                          os.fsdecode(name_new)))
         rec = await self._run(self.store.rename, parent_inode_old, name_old, parent_inode_new,
                               name_new, actor)
         if rec.is_file and rec.state is State.OPEN and rec.ino not in self.writers:
@@ -419,7 +434,7 @@ class WormOperations(pyfuse3.Operations):
         permissions.check(actor, parent, W | X)
         rec = await self._create(parent_inode, name, mode, actor)
         # The creator's handle is a writer whatever its flags: its close finishes the file.
-        fh = self._new_handle(rec.ino, True, actor, ctx.pid)
+        fh = self._new_handle(rec.ino, True, actor, ctx.pid, rec.name)
         self.lookups[rec.ino] += 1
         return pyfuse3.FileInfo(fh=fh, direct_io=True), attrs.entry(
             rec, uncached=attrs.private(parent))
@@ -451,7 +466,7 @@ class WormOperations(pyfuse3.Operations):
                 await self._run(self.store.truncate, inode, 0, actor)
         else:
             permissions.check(actor, rec, R)
-        fh = self._new_handle(inode, writable, actor, ctx.pid)
+        fh = self._new_handle(inode, writable, actor, ctx.pid, rec.name)
         # Records keep their cached pages across opens (their bytes never change); a file
         # still being written is read fresh by each new reader.
         return pyfuse3.FileInfo(fh=fh, direct_io=writable, keep_cache=sealed)
@@ -513,6 +528,7 @@ class WormOperations(pyfuse3.Operations):
             if not self.open_count[ino]:
                 del self.open_count[ino]
                 self.store.discard(ino)
+                self.names.pop(ino, None)  # the next writable open starts from its name
 
     @_handler
     async def fsync(self, fh, datasync):
