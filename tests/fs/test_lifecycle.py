@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import Mount, is_mounted, wormfs
 
 
@@ -102,3 +104,26 @@ def test_the_mount_reads_ahead_a_megabyte(mnt):
     while int(open(path).read()) != READAHEAD_KIB and time.monotonic() < deadline:
         time.sleep(0.05)
     assert int(open(path).read()) == READAHEAD_KIB == 1024
+
+
+def test_a_writer_may_hold_more_files_open_than_the_daemons_soft_limit(mount_factory):
+    """The daemon started with a soft limit of 256 descriptors (a service manager's is
+    often 1024) takes its hard limit: 400 files held open at once all work."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1024:
+        pytest.skip(f"the hard limit on descriptors here is {hard}")
+    m = mount_factory()
+    m.umount()
+    m.mount(foreground=True, prefix=["prlimit", f"--nofile=256:{hard}", "--"])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1024), hard))
+    fds = []
+    try:
+        for i in range(400):
+            fds.append(os.open(m.path(f"held{i}.eml"), os.O_WRONLY | os.O_CREAT, 0o644))
+            os.write(fds[-1], b"%d" % i)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert len(fds) == 400
+    assert os.getxattr(m.path("held399.eml"), "user.worm.state") == b"sealed"

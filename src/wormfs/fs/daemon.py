@@ -11,6 +11,7 @@ final sync, so ``wormfs umount`` waits for that lock to know everything is durab
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -163,7 +164,20 @@ def _report(fd, message):
         print(f"wormfs: {message}", file=sys.stderr)
 
 
+def _raise_open_files_limit():
+    """Every open file through the mount holds a descriptor of its staged bytes here, so the
+    daemon takes the hard limit on descriptors as its own (a service manager's soft limit
+    is often 1024): a writer holding many files open gets them, not EMFILE."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as e:
+        log.debug("could not raise the limit on open files: %s", e)
+
+
 def _serve(store_path, mountpoint, fuse_opts, readonly, ready_fd):
+    _raise_open_files_limit()
     try:
         store = Store(store_path, readonly=readonly)
     except WormError as e:

@@ -51,6 +51,9 @@ def forget_data(ino):
 
 # Errors of the unit's disk, passed on to the caller as they are.
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+# The daemon is out of descriptors (a writer holds more files open than its hard limit):
+# the caller gets ENFILE, the system's limit as the caller sees it, and the log one line.
+LIMIT_ERRNOS = (errno.EMFILE, errno.ENFILE)
 # The unit's file system is gone: the caller gets EIO, the log one line.
 GONE_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED, errno.ESTALE, errno.ENXIO, errno.ENODEV)
 
@@ -69,6 +72,9 @@ def _handler(fn):
             if e.errno in DISK_ERRNOS:
                 log.error("%s%r: %s", fn.__name__, args[:2], e)
                 raise pyfuse3.FUSEError(e.errno) from None
+            if e.errno in LIMIT_ERRNOS:
+                log.error("%s%r: %s", fn.__name__, args[:2], e)
+                raise pyfuse3.FUSEError(errno.ENFILE) from None
             if e.errno in GONE_ERRNOS:
                 # The file system holding the unit went away under us (a network or FUSE
                 # file system that died, a device pulled): the disk failed, not wormfs.
