@@ -8,11 +8,10 @@ Not run by CI.
 import argparse
 import os
 import resource
-import shutil
-import subprocess
 import tempfile
 import time
 
+from benchlib import remove_tree
 from fs import Mounted
 
 
@@ -41,8 +40,7 @@ def main():
               f"closing them {closed:.2f} s ({closed / args.files * 1000:.1f} ms a close)")
     finally:
         m.umount()
-        subprocess.run(["chattr", "-R", "-i", root], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,10 @@ Not run by CI.
 """
 import argparse
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 
+from benchlib import remove_tree
 from fs import Mounted, drop_caches, read_file
 from wormfs.fs import mounts
 
@@ -47,8 +46,7 @@ def main():
             print("read_ahead_kb  " + "    ".join(figures))
     finally:
         m.umount()
-        subprocess.run(["chattr", "-R", "-i", root], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
 
 
 if __name__ == "__main__":
