@@ -153,7 +153,7 @@ class WormOperations(pyfuse3.Operations):
     def _actor(ctx):
         return Actor.from_pid(ctx.uid, ctx.gid, ctx.pid)
 
-    def _new_handle(self, ino, writable, actor, pid, name=None):
+    def _new_handle(self, ino, writable, actor, pid, name):
         fh = self.next_fh
         self.next_fh += 1
         self.handles[fh] = Handle(ino, writable, actor, pid)
