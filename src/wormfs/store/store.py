@@ -1096,6 +1096,14 @@ class Store:
 
     # -- retention and holds (records admin where SPEC says so) ---------------------------
 
+    def _record_event(self, etype, actor, rec, **fields):
+        """One durable change of record ``rec`` (its retention, event date or holds), with
+        its serial and its path at the time. Essential: it may use the space reserve."""
+        ino = rec.ino
+        self.journal.mutate(lambda txn: self.journal.append(
+            txn, etype, actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
+            **fields), durable=True, reserve=True)
+
     def may_change_retention(self, actor, rec):
         """The file's owner or a records admin (SPEC): anyone else is refused."""
         return actor is None or actor.uid == rec.uid or self.is_admin(actor)
@@ -1133,10 +1141,7 @@ class Store:
                                f"clock {format_us(now)})")
         if after == rec.retention:
             return
-        self.journal.mutate(lambda txn: self.journal.append(
-            txn, "retention", actor, ino=ino, serial=rec.serial,
-            path=self.path_of(ino, txn), before=rec.retention, after=after),
-            durable=True, reserve=True)
+        self._record_event("retention", actor, rec, before=rec.retention, after=after)
 
     def touch_atime(self, ino, atime_us, actor):
         """The atime convention: a future atime extends retain-until; an earlier one changes
@@ -1167,10 +1172,8 @@ class Store:
             after = retention.set_event(rec.retention, date)
         except Refused as e:
             self.refuse("set_event_date", str(e), actor, ino=ino)
-        self.journal.mutate(lambda txn: self.journal.append(
-            txn, "event_date", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
-            date=format_us(date), before=rec.retention, after=after), durable=True,
-            reserve=True)
+        self._record_event("event_date", actor, rec, date=format_us(date),
+                           before=rec.retention, after=after)
 
     def place_hold(self, ino, name, reason, actor):
         if not name or len(name) > 64 or not set(name) <= HOLD_NAME_CHARS:
@@ -1182,9 +1185,7 @@ class Store:
             raise InvalidValue("legal holds are placed on records")
         if not self.is_admin(actor):
             self.refuse("hold", "only a records admin may place a legal hold", actor, ino=ino)
-        self.journal.mutate(lambda txn: self.journal.append(
-            txn, "hold", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
-            name=name, reason=reason), durable=True, reserve=True)
+        self._record_event("hold", actor, rec, name=name, reason=reason)
 
     def release_hold(self, ino, name, actor):
         rec = self.inode(ino)
@@ -1193,9 +1194,7 @@ class Store:
         if not self.is_admin(actor):
             self.refuse("release", "only a records admin may release a legal hold", actor,
                         ino=ino)
-        self.journal.mutate(lambda txn: self.journal.append(
-            txn, "release", actor, ino=ino, serial=rec.serial, path=self.path_of(ino, txn),
-            name=name), durable=True, reserve=True)
+        self._record_event("release", actor, rec, name=name)
 
     def prospective_retention(self, ino):
         """The retention an open file would get if it were sealed now."""
