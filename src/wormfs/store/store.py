@@ -22,6 +22,7 @@ import fnmatch
 import logging
 import os
 import re
+import threading
 
 from .. import _chunker, retention
 from ..clock import CHECKPOINT_INTERVAL_US, ComplianceClock, SystemTimeSource
@@ -83,6 +84,9 @@ class Store:
         self.readonly = readonly
         self._open = {}
         self._sealing = set()
+        # Its own lock, not the journal's: a seal's start and end wait behind no other
+        # seal's commit (readers test membership without it).
+        self._sealing_lock = threading.Lock()
         self._lockfd = None
         self.recovered_tail = None
         self.mirror = None     # the replicator (mirror/shipper.py), for who asks it directly
@@ -1007,7 +1011,7 @@ class Store:
         serial and retain-until; durable when this returns. ``cause`` says why now (close,
         rename, scratch_ttl, recovery), for the audit trail."""
         self._check_writable()
-        with self._wlock:
+        with self._sealing_lock:
             if ino in self._sealing:
                 raise Refused("the file is already being sealed")
             self._sealing.add(ino)
@@ -1017,7 +1021,7 @@ class Store:
                 raise NotFound("the file was removed before it was sealed")
             return self._seal(of, actor, cause, recovered_from)
         finally:
-            with self._wlock:
+            with self._sealing_lock:
                 self._sealing.discard(ino)
 
     def _store_stream_chunks(self, got):
