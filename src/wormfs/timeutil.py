@@ -72,16 +72,13 @@ def _parse_duration(s):
     m = _SHORT.fullmatch(s)
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        if unit == "y":
-            dur = Duration(months=12 * n, text=s)
-        elif unit == "m":
-            dur = Duration(months=n, text=s)
-        elif unit == "d":
-            dur = Duration(days=n, text=s)
-        elif unit == "h":
-            dur = Duration(seconds=3600 * n, text=s)
-        else:
-            dur = Duration(seconds=n, text=s)
+        dur = {
+            "y": Duration(months=12 * n, text=s),
+            "m": Duration(months=n, text=s),
+            "d": Duration(days=n, text=s),
+            "h": Duration(seconds=3600 * n, text=s),
+            "s": Duration(seconds=n, text=s),
+        }[unit]
     else:
         m = _ISO.fullmatch(s.upper())
         if not m:
