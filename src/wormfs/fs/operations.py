@@ -479,7 +479,11 @@ class WormOperations(pyfuse3.Operations):
 
     @_handler
     async def read(self, fh, off, size):
-        return await self._run(self.store.read, self._handle(fh).ino, off, size)
+        ino = self._handle(fh).ino
+        data = self.store.read_at_once(ino, off, size)  # from the page cache, no hop
+        if data is None:
+            data = await self._run(self.store.read, ino, off, size)
+        return data
 
     @_handler
     async def write(self, fh, off, buf):

@@ -361,6 +361,11 @@ class SegmentLog:
 
     # -- reading --------------------------------------------------------------------------
 
+    def fd(self, segno):
+        """A read-only descriptor of segment ``segno``, kept open by the log (do not close
+        it); IntegrityError if the segment is missing."""
+        return self._fd(segno)
+
     def _fd(self, segno):
         fd = self._fds.get(segno)
         if fd is None:

@@ -998,6 +998,18 @@ class Store:
             return os.pread(self._open_file(ino, "read", None).fd, size, offset)
         return self.reader.read(rec, offset, size)
 
+    def read_at_once(self, ino, offset, size):
+        """``read`` for the caller that must not wait (the mount's event loop): a record's
+        bytes if the page cache holds every one of them and every chunk passes its checks,
+        else None and the caller goes to ``read`` in a worker (which waits for the disk,
+        and repairs). Files not sealed yet always go there."""
+        if offset < 0 or size < 0 or ino in self._open:
+            return None
+        rec = self.inode(ino)
+        if not rec.sealed:
+            return None
+        return self.reader.read(rec, offset, size, nowait=True)
+
     def _repair_chunk(self, cid, loc, damage):
         """The reader's repair hook: the duplicate's copy of a damaged chunk, or the damage."""
         if self.duplicate is None:
