@@ -30,9 +30,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing wormfs and its test extras into .venv"
 .venv/bin/python -m pip install -q --upgrade pip
-# The Cython extension must build: there is no pure-Python fallback.
+# The Cython extensions must build: there is no pure-Python fallback.
 .venv/bin/python -m pip install -q -e ".[test]"
-.venv/bin/python -c "import wormfs._chunker" || { echo "the Cython chunker did not build" >&2; exit 1; }
+.venv/bin/python -c "import wormfs._chunker, wormfs._procfs" || { echo "the Cython extensions did not build" >&2; exit 1; }
 
 case "$job" in
     demo)

@@ -26,11 +26,16 @@ sees our mount as another mount, with another mount id, maybe at another path. T
 mounts of our device (the same superblock in every namespace) in that process's own
 mountinfo say which descriptors are ours: missing them sealed a file half-written when a
 writer started a child (the child's copy closes at exec).
+
+The walk's system calls go through _procfs (csrc/_procfs.pyx), which makes each batch of them
+with the GIL let go once: done from Python they gave it away at every call, and a writer with
+eight threads paid for some fifty hand-offs of the lock per close (bench/RESULTS.md).
 """
 import functools
 import os
 import time
 
+from .. import _procfs
 from . import mounts
 
 MAX_FAMILY = 256  # a bound, in case the opener is a process manager with many children
@@ -39,24 +44,15 @@ MAX_FAMILY = 256  # a bound, in case the opener is a process manager with many c
 EXEC_WAIT_S = 0.5
 HELD, LEAVING = "held", "leaving"
 DELETED = " (deleted)"  # what /proc adds to the link of a descriptor whose file is unlinked
+_LINK_MAX = 4096  # _procfs.readlinks reads this much of a link, as os.readlink does
 
 
 def family(pid):
-    """``pid`` and its descendants (bounded)."""
+    """``pid`` and its descendants (bounded), a generation at a time."""
     out, i = [pid], 0
     while i < len(out) and len(out) < MAX_FAMILY:
-        p = out[i]
-        i += 1
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tids:
-            try:
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    out.extend(int(c) for c in f.read().split())
-            except OSError:
-                pass
+        generation, i = out[i:], len(out)
+        out.extend(_procfs.children(generation))
     return out[:MAX_FAMILY]
 
 
@@ -113,28 +109,32 @@ def holders(pid, ino, mountpoint, mount, names=None):
     readlink, is what cost 31 ms per close to a writer holding 1000 files open."""
     found = None
     for p in family(pid):
-        fd_dir = f"/proc/{p}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
+        links = _procfs.readlinks(b"/proc/%d/fd" % p)
+        if links is None:
+            continue  # gone, or not ours to look at
         prefixes, ids = _our_mounts(p, mountpoint, mount)
         if not prefixes:
             continue
-        for fd in fds:
-            try:
-                link = os.readlink(f"{fd_dir}/{fd}")
-                if not link.startswith(prefixes):
+        wanted = []
+        for fd, target in links:
+            link = os.fsdecode(target)
+            if not link.startswith(prefixes):
+                continue
+            if names is not None and len(target) < _LINK_MAX - 1:  # a cut link: read it
+                base = link.rpartition("/")[2]
+                if base not in names and not (base.endswith(DELETED) and
+                                              base[:-len(DELETED)] in names):
                     continue
-                if names is not None:
-                    base = link.rpartition("/")[2]
-                    if base not in names and not (base.endswith(DELETED) and
-                                                  base[:-len(DELETED)] in names):
-                        continue
-                with open(f"/proc/{p}/fdinfo/{fd}") as f:
-                    info = dict(line.split(":", 1) for line in f.read().splitlines()
-                                if ":" in line)
-            except (OSError, ValueError):
+            wanted.append(fd)
+        if not wanted:
+            continue
+        for data in _procfs.read_files([b"/proc/%d/fdinfo/%s" % (p, fd) for fd in wanted]):
+            if data is None:
+                continue  # closed meanwhile
+            try:
+                info = dict(line.split(":", 1) for line in data.decode().splitlines()
+                            if ":" in line)
+            except (UnicodeDecodeError, ValueError):
                 continue
             try:
                 if int(info.get("ino", "-1")) != ino:
