@@ -32,6 +32,7 @@ from ..errors import (Exists, InvalidValue, IsADirectory, NameTooLong,
 from ..timeutil import format_us, parse_date
 from . import events as E
 from . import frames as F
+from .combiner import Combiner
 from .commit import GroupCommit
 from .hostfs import tighten, try_lock, unlink_quiet
 from .inode import State
@@ -87,6 +88,7 @@ class Store:
         # Its own lock, not the journal's: a seal's start and end wait behind no other
         # seal's commit (readers test membership without it).
         self._sealing_lock = threading.Lock()
+        self._sealer = Combiner(self._seal_batch)
         self._lockfd = None
         self.recovered_tail = None
         self.mirror = None     # the replicator (mirror/shipper.py), for who asks it directly
@@ -1021,7 +1023,9 @@ class Store:
     def seal(self, ino, actor=None, cause="close", recovered_from=None):
         """Make an open file a record: chunk, dedup, append, verify by reading back, index,
         serial and retain-until; durable when this returns. ``cause`` says why now (close,
-        rename, scratch_ttl, recovery), for the audit trail."""
+        rename, scratch_ttl, recovery), for the audit trail. The file's bytes are chunked
+        to the end here; seals that reach the index together are committed one after
+        another by one of their threads and made durable together (combiner.py)."""
         self._check_writable()
         with self._sealing_lock:
             if ino in self._sealing:
@@ -1031,10 +1035,45 @@ class Store:
             of = self._open_file(ino, "seal", actor)
             if of.orphan is not None:
                 raise NotFound("the file was removed before it was sealed")
-            return self._seal(of, actor, cause, recovered_from)
+            fin = self._finish_stream(of)
+            return self._sealer.submit(of, fin, actor, cause, recovered_from)
         finally:
             with self._sealing_lock:
                 self._sealing.discard(ino)
+
+    def _seal_batch(self, batch):
+        """(the combiner's thread) Commit each request's seal to the index, then make them
+        all durable with one sync here and one shipment to the duplicate; each request gets
+        its record or its error. A failure of that sync fails every seal of the batch, as
+        it failed the seal whose sync it was."""
+        made = []
+        for req in batch:
+            of, fin, actor, cause, recovered_from = req.args
+            try:
+                self._seal(of, fin, actor, cause, recovered_from)
+            except Exception as e:
+                req.finish(error=e)
+            else:
+                made.append((req, of))
+        if not made:
+            return
+        try:
+            self.journal.settle()
+        except BaseException as e:
+            for req, of in made:
+                with of.lock:
+                    of.end_stream()  # its tail is spent; a retry chunks the staged file
+                    of.sealing = False
+                req.finish(error=e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for req, of in made:
+            try:
+                self._drop_staging(of.ino)
+                req.finish(self.inode(of.ino))
+            except Exception as e:
+                req.finish(error=e)
 
     def _store_stream_chunks(self, got):
         self.journal.mutate(lambda txn: self.journal.append_chunks(txn, got))
@@ -1058,18 +1097,19 @@ class Store:
         wish = rec.retention
         return retention.combine(floor, wish, committed) if wish else floor
 
-    def _seal(self, of, actor, cause, recovered_from):
+    def _seal(self, of, fin, actor, cause, recovered_from):
         try:
-            return self._seal_once(of, actor, cause, recovered_from)
+            self._seal_index(of, fin, actor, cause, recovered_from)
         except _ChunksDisposed:
             # A disposal took chunks this file had matched while it was written: chunk the
             # staged file again, now that the index no longer offers them.
-            return self._seal_once(of, actor, cause, recovered_from)
+            self._seal_index(of, self._finish_stream(of), actor, cause, recovered_from)
 
-    def _seal_once(self, of, actor, cause, recovered_from):
-        ino = of.ino
+    def _finish_stream(self, of):
+        """Chunk the file to its end (the staged file whole if its stream cannot finish
+        it); from here on, writes to it are refused (see OpenFile)."""
         with of.lock:
-            of.sealing = True  # from here on, writes are refused (see OpenFile)
+            of.sealing = True
             st = of.stream
             if st is None or not st.usable(of.size):
                 of.end_stream()
@@ -1077,7 +1117,12 @@ class Store:
                                                  self._store_stream_chunks)
             tail = []
             digest = st.finish(tail.extend)
-            chunks, size = st.chunks, of.size
+            return _Finished(st, digest, st.chunks, of.size, tail)
+
+    def _seal_index(self, of, fin, actor, cause, recovered_from):
+        """The seal event and its chunks' frames, in the index (not durable yet)."""
+        ino, st, digest, chunks, size, tail = (of.ino, fin.stream, fin.digest, fin.chunks,
+                                               fin.size, fin.tail)
 
         def fn(txn):
             self.journal.append_chunks(txn, tail)
@@ -1101,14 +1146,12 @@ class Store:
                 writer=rec.creator, cause=cause, **extra,
                 chunks=[[cid.hex(), length] for length, cid in chunks])
         try:
-            self.journal.mutate(fn, durable=True)
+            self.journal.mutate(fn)  # durable with the rest of its batch (_seal_batch)
         except BaseException:
             with of.lock:
                 of.end_stream()  # its tail is spent; a retry chunks the staged file
                 of.sealing = False
             raise
-        self._drop_staging(ino)
-        return self.inode(ino)
 
     # -- retention and holds (records admin where SPEC says so) ---------------------------
 
@@ -1279,6 +1322,15 @@ class Store:
         for fr in self.log.scan(pos):
             if fr.ftype == F.T_EVENT:
                 yield E.decode(fr.payload)
+
+
+class _Finished:
+    """A file chunked to its end, ready for its seal event."""
+    __slots__ = ("stream", "digest", "chunks", "size", "tail")
+
+    def __init__(self, stream, digest, chunks, size, tail):
+        self.stream, self.digest, self.chunks, self.size, self.tail = (stream, digest, chunks,
+                                                                       size, tail)
 
 
 class _ChunksDisposed(Exception):
