@@ -10,6 +10,7 @@ CPU went there (bench/RESULTS.md). These functions do the same system calls and 
 Python's would, with the lock released once.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdio cimport snprintf
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, strlen
 
@@ -69,9 +70,12 @@ cdef int _put(Buf *b, const char *s, size_t n) noexcept nogil:
     return 0
 
 
+DEF NO_MEMORY = -2
+
+
 cdef ssize_t _slurp(int dfd, const char *path, Buf *b) noexcept nogil:
     """Append the whole file at ``path`` (relative to ``dfd``, or absolute) to ``b``; its
-    length, or -1 if it cannot be read."""
+    length, -1 if it cannot be read, NO_MEMORY if ``b`` cannot hold it."""
     cdef int fd = openat(dfd, path, O_RDONLY | O_CLOEXEC)
     cdef size_t start = b.n
     cdef ssize_t got
@@ -81,7 +85,7 @@ cdef ssize_t _slurp(int dfd, const char *path, Buf *b) noexcept nogil:
         if _reserve(b, CHUNK) < 0:
             c_close(fd)
             b.n = start
-            return -1
+            return NO_MEMORY
         got = c_read(fd, b.p + b.n, CHUNK)
         if got < 0:
             c_close(fd)
@@ -151,6 +155,7 @@ def read_files(paths):
     cdef ssize_t *lens
     cdef Buf b
     cdef size_t pos = 0
+    cdef int failed = 0
     keep = [bytes(p) for p in paths]
     cpaths = <const char **>malloc(max(count, 1) * sizeof(char *))
     lens = <ssize_t *>malloc(max(count, 1) * sizeof(ssize_t))
@@ -165,6 +170,11 @@ def read_files(paths):
         with nogil:
             for i in range(count):
                 lens[i] = _slurp(-100, cpaths[i], &b)  # AT_FDCWD: the paths are absolute
+                if lens[i] == NO_MEMORY:
+                    failed = 1  # never a file that exists reported as one that does not
+                    break
+        if failed:
+            raise MemoryError()
         out = []
         for i in range(count):
             if lens[i] < 0:
@@ -190,6 +200,7 @@ def children(pids):
     cdef char path[64]
     cdef char rel[320]
     cdef int failed = 0
+    cdef ssize_t n
     cp = <long *>malloc(max(count, 1) * sizeof(long))
     if cp == NULL:
         raise MemoryError()
@@ -199,7 +210,7 @@ def children(pids):
     try:
         with nogil:
             for i in range(count):
-                _format_task_dir(path, cp[i])
+                snprintf(path, sizeof(path), b"/proc/%ld/task", cp[i])
                 d = opendir(path)
                 if d == NULL:
                     continue
@@ -207,12 +218,11 @@ def children(pids):
                     e = readdir(d)
                     if e == NULL:
                         break
-                    if _skip(e.d_name) or strlen(e.d_name) > 256:
+                    if _skip(e.d_name):
                         continue
-                    _join(rel, e.d_name, b"/children")
-                    if _slurp(dirfd(d), rel, &b) > 0 and _put(&b, b" ", 1) < 0:
-                        failed = 1
-                    if _reserve(&b, 8192) < 0:  # _slurp drops what it cannot hold
+                    snprintf(rel, sizeof(rel), b"%s/children", e.d_name)
+                    n = _slurp(dirfd(d), rel, &b)
+                    if n == NO_MEMORY or (n > 0 and _put(&b, b" ", 1) < 0):
                         failed = 1
                 closedir(d)
         if failed:
@@ -222,29 +232,3 @@ def children(pids):
         free(b.p)
         free(cp)
     return [int(c) for c in text.split()]
-
-
-cdef void _format_task_dir(char *out, long pid) noexcept nogil:
-    """``out`` = b"/proc/<pid>/task" (64 bytes is room for any pid)."""
-    cdef char digits[24]
-    cdef int n = 0, k
-    cdef const char *head = b"/proc/"
-    cdef const char *tail = b"/task"
-    if pid <= 0:
-        pid = 0
-    while True:
-        digits[n] = <char>(48 + pid % 10)
-        n += 1
-        pid //= 10
-        if pid == 0:
-            break
-    memcpy(out, head, 6)
-    for k in range(n):
-        out[6 + k] = digits[n - 1 - k]
-    memcpy(out + 6 + n, tail, 6)  # with its NUL
-
-
-cdef void _join(char *out, const char *a, const char *b) noexcept nogil:
-    cdef size_t la = strlen(a), lb = strlen(b)
-    memcpy(out, a, la)
-    memcpy(out + la, b, lb + 1)

@@ -64,19 +64,18 @@ class Combiner:
         with self._lock:
             batch, self._queue = self._queue, []
         me = self._leader = threading.get_ident()
+        failure = None
         try:
             self._run_batch(batch)
         except BaseException as e:
-            for r in batch:
-                if not r.done:  # never left waiting for a batch that is over
-                    r.finish(error=e)
+            failure = e
             raise
         finally:
             self._leader = None
             self.batches += 1
             for r in batch:
-                if not r.done:
-                    r.finish(error=RuntimeError("the request was not carried out"))
+                if not r.done:  # never left waiting for a batch that is over
+                    r.finish(error=failure or RuntimeError("the request was not carried out"))
             with self._lock:
                 nxt = self._queue[0] if self._queue else None
                 self._running = nxt is not None

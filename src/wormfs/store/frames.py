@@ -127,6 +127,17 @@ def check_payload(payload, pxxh):
 
 
 HEADER_PEEK = FIXED_LEN + 32  # the longest fixed header plus key
+CHUNK_HEAD_LEN = FIXED_LEN + KEY_LEN[T_CHUNK]  # a chunk frame's fixed header and key
+
+
+def check_chunk(head, payload, chunk_id, length):
+    """Check a chunk frame read from the log against the chunk the index names: its header
+    and key (``head``, or a buffer starting with them), then its payload's checksum.
+    FrameError if it is not exactly that chunk."""
+    ftype, key, plen, pxxh, _ = parse_header(head)
+    if ftype != T_CHUNK or key != chunk_id or plen != length:
+        raise FrameError("frame is not the expected chunk")
+    check_payload(payload, pxxh)
 
 
 def read_frame(buf, off, end):

@@ -154,18 +154,18 @@ class Journal:
         """Make everything appended so far durable on this unit and then on the duplicate:
         what ``mutate(durable=True)`` does after its change, for a batch of changes made
         without it."""
-        with self.lock:
-            pos = self.log.end_position()
-            ticket = self.group.note_append(pos)
-        self.group.wait(ticket)
+        pos = self.sync()
         if self.after_durable is not None:
             self.after_durable(pos)
 
     def sync(self):
-        """Make everything appended so far durable on this unit."""
+        """Make everything appended so far durable on this unit; returns the log position
+        that is durable now."""
         with self.lock:
-            ticket = self.group.note_append(self.log.end_position())
+            pos = self.log.end_position()
+            ticket = self.group.note_append(pos)
         self.group.wait(ticket)
+        return pos
 
     def _undo_appends(self, before):
         try:

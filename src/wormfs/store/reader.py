@@ -25,7 +25,6 @@ from . import frames as F
 
 CHUNK_CACHE_ENTRIES = 16  # a sequential read of a big record uses each chunk many times
 PREFETCH = 8 << 20        # how far past a read the segment is read ahead
-_HEAD = F.FIXED_LEN + F.KEY_LEN[F.T_CHUNK]  # a chunk frame's header and key
 
 
 class RecordReader:
@@ -73,7 +72,7 @@ class RecordReader:
             last = pieces[-1].loc
             # The frames after a record's last chunk read here are, for a record written
             # in order, its next ones (and a little more for their headers).
-            self._read_ahead(last[0], last[1] + _HEAD + last[2],
+            self._read_ahead(last[0], last[1] + F.CHUNK_HEAD_LEN + last[2],
                              min(PREFETCH, (rec.size - end) * 2 + (64 << 10)))
         return out
 
@@ -86,20 +85,15 @@ class RecordReader:
         segno, first = run[0].loc[0], run[0].loc[1]
         iov = []
         for p in run:
-            p.head = bytearray(_HEAD)
+            p.head = bytearray(F.CHUNK_HEAD_LEN)
             p.whole = p.start >= offset and p.start + p.length <= end
             p.buf = (view[p.start - offset:p.start - offset + p.length] if p.whole
                      else bytearray(p.length))
             iov += (p.head, p.buf)
-        total = sum(_HEAD + p.length for p in run)
+        total = sum(F.CHUNK_HEAD_LEN + p.length for p in run)
         try:
-            fd = self.log.fd(segno)
-            got = os.preadv(fd, iov, first, os.RWF_NOWAIT if nowait else 0)
-        except BlockingIOError:
-            got = -1
-        except (OSError, IntegrityError):
-            if nowait:
-                return False
+            got = os.preadv(self.log.fd(segno), iov, first, os.RWF_NOWAIT if nowait else 0)
+        except (OSError, IntegrityError):  # not cached (EAGAIN), unreadable, or missing
             got = -1
         for p in run:
             sound = got == total and p.sound()
@@ -167,7 +161,7 @@ class _Piece:
     def followed_by(self, other):
         """Whether ``other``'s frame begins where this one's ends, in the same segment."""
         return (other.loc[0] == self.loc[0]
-                and other.loc[1] == self.loc[1] + _HEAD + self.loc[2])
+                and other.loc[1] == self.loc[1] + F.CHUNK_HEAD_LEN + self.loc[2])
 
     def place(self, view, offset, end, data):
         """Copy the part of this chunk's ``data`` inside [offset, end) to ``view``."""
@@ -177,10 +171,7 @@ class _Piece:
     def sound(self):
         """The checks of SegmentLog.read_chunk, on the header and payload read."""
         try:
-            ftype, key, plen, pxxh, _ = F.parse_header(self.head)
-            if ftype != F.T_CHUNK or key != self.cid or plen != self.length:
-                return False
-            F.check_payload(self.buf, pxxh)
+            F.check_chunk(self.head, self.buf, self.cid, self.length)
         except F.FrameError:
             return False
         return True

@@ -388,14 +388,10 @@ class SegmentLog:
     def read_chunk(self, segno, offset, chunk_id, length):
         """The bytes of the chunk frame at (segno, offset), checked against its id and
         checksum; IntegrityError rather than wrong bytes."""
-        hl = F.FIXED_LEN + 32
-        buf = self.read(segno, offset, hl + length)
+        buf = self.read(segno, offset, F.CHUNK_HEAD_LEN + length)
+        payload = memoryview(buf)[F.CHUNK_HEAD_LEN:]
         try:
-            ftype, key, plen, pxxh, _ = F.parse_header(buf)
-            if ftype != F.T_CHUNK or key != chunk_id or plen != length:
-                raise F.FrameError("frame is not the expected chunk")
-            payload = memoryview(buf)[hl:]
-            F.check_payload(payload, pxxh)
+            F.check_chunk(buf, payload, chunk_id, length)
         except F.FrameError as e:
             raise IntegrityError(
                 f"chunk {chunk_id.hex()[:16]} at segment {segno} offset {offset}: {e}") from None

@@ -1061,9 +1061,7 @@ class Store:
             self.journal.settle()
         except BaseException as e:
             for req, of in made:
-                with of.lock:
-                    of.end_stream()  # its tail is spent; a retry chunks the staged file
-                    of.sealing = False
+                self._unseal(of)
                 req.finish(error=e)
             if not isinstance(e, Exception):
                 raise
@@ -1148,10 +1146,15 @@ class Store:
         try:
             self.journal.mutate(fn)  # durable with the rest of its batch (_seal_batch)
         except BaseException:
-            with of.lock:
-                of.end_stream()  # its tail is spent; a retry chunks the staged file
-                of.sealing = False
+            self._unseal(of)
             raise
+
+    @staticmethod
+    def _unseal(of):
+        """A seal of ``of`` failed: it is an open file again, writable."""
+        with of.lock:
+            of.end_stream()  # its tail is spent; a retry chunks the staged file
+            of.sealing = False
 
     # -- retention and holds (records admin where SPEC says so) ---------------------------
 
