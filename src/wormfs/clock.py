@@ -50,6 +50,10 @@ PERSIST_INTERVAL_US = 30 * US    # clock.json rewritten this often
 CHECK_INTERVAL_US = 1 * US       # all sources read at most this often (and before a deletion)
 CHECKPOINT_INTERVAL_US = 600 * US
 SETTLE_US = 600 * US             # agreement needed after a disagreement before deletions
+# A delete that the other unit's clock allows within this long is waited for, not refused:
+# two compliance clocks on healthy hosts differ by milliseconds (the mirror's judgement,
+# mirror/replica.py, and the primary's look at the mirror's clock, store.py).
+CLOCK_SKEW_WAIT_US = 5 * US
 
 
 class SystemTimeSource:
@@ -407,4 +411,11 @@ class ComplianceClock:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        # The rename too: a clock that told a peer its time must not come back from a power
+        # cut with an older file (Replica.deletion_clock relies on it).
+        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
         self._persisted_at = self._c

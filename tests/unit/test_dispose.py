@@ -246,3 +246,130 @@ def test_the_mirror_refuses_a_forged_disposal_of_a_retained_record(pair, fake_ti
     finally:
         rep.close()
     assert data[5000:5100] in segment_bytes(m)
+
+
+# -- the mirror's clock behind the primary's ------------------------------------------------
+# After a power cut each unit's compliance clock resumes from what that unit had made
+# durable, so they can differ by seconds; the mirror judges every delete again by its own
+# (rules.py). Found by the power-cut test: the primary deleted and disposed of a record by its
+# clock, the mirror refused both, and the primary had destroyed its copy of the chunks.
+
+@pytest.fixture
+def late_mirror(tmp_path):
+    """A primary and a mirror, each in a fake world of its own, so that one clock can be
+    set behind the other; both start at the same time."""
+    from tests.conftest import FakeTime
+    prim, mir = FakeTime(), FakeTime()
+    p, m = make_pair(str(tmp_path / "p"), str(tmp_path / "m"), time_source=prim,
+                     mirror_time_source=mir, segment_size=1 << 20, default_retention="1d")
+    yield p, m, prim, mir
+    clear_immutable(str(tmp_path))
+
+
+def _to(world, date, seconds):
+    """Real time passes in ``world`` until ``seconds`` after ``date``."""
+    from wormfs.timeutil import US, parse_date
+    world.advance((parse_date(date) - world.wall) / US + seconds)
+
+
+def test_a_delete_waits_for_the_mirrors_clock_and_the_mirror_never_refuses_it(late_mirror):
+    p, m, prim, mir = late_mirror
+    with Store(p, time_source=prim, mirror_time_source=mir) as st:
+        rec = put(st, b"r.eml", blob(11, 5000), retain="2026-02-01")
+        _to(prim, "2026-02-01", 30)      # expired here ...
+        _to(mir, "2026-02-01", -600)     # ... and ten minutes short of it on the mirror
+        with pytest.raises(Refused, match="by the mirror's compliance clock"):
+            st.unlink(1, b"r.eml", None)
+        assert st.inode(rec.ino).sealed
+        last = list(st.events())[-1]
+        assert (last["type"], last["op"], last["ino"]) == ("refused", "unlink", rec.ino)
+        _to(mir, "2026-02-01", 1)
+        st.unlink(1, b"r.eml", None)
+        st.mirror_poll()
+        assert st.mirror.exclusive(lambda t: t.kept_refusals()) == []
+        assert st.mirror_state()[0] == "synced"
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.as_dict()["findings"]
+    same_segments(p, m)
+
+
+def test_disposal_goes_by_the_earlier_clock_and_destroys_on_both_units(late_mirror):
+    p, m, prim, mir = late_mirror
+    data = blob(12, 300_000)
+    with Store(p, time_source=prim, mirror_time_source=mir) as st:
+        rec = put(st, b"d.eml", data, retain="2026-02-01")
+        _to(prim, "2026-02-01", 30)
+        _to(mir, "2026-02-01", -600)
+        assert disposal.run(st, None, dry_run=True)["records"] == []
+        cert = disposal.run(st, None)
+        assert cert["records"] == [] and cert["event"] is None
+        assert data[1000:1100] in segment_bytes(p)
+        _to(mir, "2026-02-01", 1)
+        assert [r["serial"] for r in disposal.run(st, None, dry_run=True)["records"]] == \
+            [rec.serial]
+        cert = disposal.run(st, None)
+        assert [r["serial"] for r in cert["records"]] == [rec.serial]
+        assert cert["destroyed_on"] == ["WU-P", "WU-M"]
+        assert st.mirror.exclusive(lambda t: t.kept_refusals()) == []
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.as_dict()["findings"]
+    same_segments(p, m)
+    for unit in (p, m):
+        assert data[1000:1100] not in segment_bytes(unit)
+
+
+def test_the_primary_destroys_nothing_before_the_mirror_holds_the_dispose_event(
+        pair, fake_time, monkeypatch):
+    """The mirror's device fails while the dispose event ships: the event is durable here,
+    the chunks stay here, and they go on both units once the mirror is back and has the
+    event: with the mount's poll, and at the next open."""
+    import time
+    from wormfs.mirror.replica import Replica
+    p, m = pair
+    data = blob(13, 300_000)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        put(st, b"gone.eml", data, retain="2026-02-01")
+        fake_time.advance(30 * DAY)
+        real = Replica.receive
+
+        def failing(self, segno, offset, frames):
+            raise OSError(5, "Input/output error", "the mirror's disk")
+        monkeypatch.setattr(Replica, "receive", failing)
+        cert = disposal.run(st, None)
+        assert cert["event"] and cert["destroyed_on"] == [] and "pending" in cert
+        assert st.dispose_pending == cert["event"]
+        for unit in (p, m):
+            assert data[1000:1100] in segment_bytes(unit), unit
+        monkeypatch.setattr(Replica, "receive", real)
+        time.sleep(2.1)                   # the replicator's retry interval (RETRY_S)
+        st.mirror_poll()
+        assert st.mirror_state()[0] == "synced" and st.dispose_pending is None
+        for unit in (p, m):
+            assert data[1000:1100] not in segment_bytes(unit), unit
+        done = [e for e in st.events() if e["type"] == "disposal_done"]
+        assert done[-1]["dispose_seq"] == cert["event"] and done[-1]["finished"] is True
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.as_dict()["findings"]
+    same_segments(p, m)
+
+
+def test_a_dispose_left_pending_is_finished_at_the_next_open(pair, fake_time, monkeypatch):
+    from wormfs.mirror.replica import Replica
+    p, m = pair
+    data = blob(14, 300_000)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        put(st, b"gone.eml", data, retain="2026-02-01")
+        fake_time.advance(30 * DAY)
+        monkeypatch.setattr(Replica, "receive", lambda *a: (_ for _ in ()).throw(
+            OSError(5, "Input/output error")))
+        assert disposal.run(st, None)["destroyed_on"] == []
+        monkeypatch.undo()
+    # Closing shipped the event (the mirror destroyed its copy); the primary's next open
+    # finishes its own once the mirror is attached and holds it.
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        st.mirror_poll()
+        assert st.dispose_pending is None
+        for unit in (p, m):
+            assert data[1000:1100] not in segment_bytes(unit), unit
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.as_dict()["findings"]

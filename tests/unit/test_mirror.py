@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from tests.conftest import FakeTime, clear_immutable, dump_index, make_pair
-from wormfs.errors import NotFound, StoreFull
+from wormfs.errors import NotFound, Refused, StoreFull
 from wormfs.store.localchain import LocalChain
 from wormfs.mirror.replica import MirrorRefused, Replica
 from wormfs.store import events as E
@@ -97,8 +97,11 @@ def test_mirror_away_during_writes_then_catches_up(pair, fake_time):
 
 def test_a_delete_the_mirror_clock_forbids_is_refused_by_the_mirror(pair):
     # The primary's clock runs 7 years ahead (real time passing, as far as it can tell); the
-    # mirror's does not. The primary deletes a record it thinks expired; the mirror refuses
-    # it, keeps the event unapplied, and takes what comes after it.
+    # mirror's does not. While the mirror is connected the primary goes by the earlier
+    # clock (Store.peer_deletion_time) and refuses. With the mirror away it deletes a
+    # record it thinks expired; the mirror refuses it when it is back, keeps the event
+    # unapplied, and takes what comes after it.
+    import time
     from wormfs.mirror.status import mirror_report
     from wormfs.store.unit import read_unit
     pt, mt = FakeTime(), FakeTime()
@@ -106,12 +109,20 @@ def test_a_delete_the_mirror_clock_forbids_is_refused_by_the_mirror(pair):
     st = Store(p, time_source=pt, mirror_time_source=mt)
     rec = put(st, b"trade.csv", b"blotter" * 1000)
     pt.advance(7 * 365 * 86400)
+    with pytest.raises(Refused, match="by the mirror's compliance clock"):
+        st.unlink(1, b"trade.csv", None)
+    os.rename(m, m + ".away")
+    st.mirror_poll()
+    assert st.mirror_state()[0] == "unreachable"
     st.unlink(1, b"trade.csv", None)             # allowed by the primary's clock
+    os.rename(m + ".away", m)
+    time.sleep(2.1)                               # the replicator's retry interval
+    st.mirror_poll()
     after = put(st, b"later", b"more")            # the mirror takes the events after it
     assert st.record_mirror_status(after) == "synced"
     mirror_events = [e for e in st.events() if e["type"] == "mirror"]
-    assert mirror_events[-1]["state"] == "refused" and "retained until" in \
-        mirror_events[-1]["reason"]
+    refused = [e for e in mirror_events if e["state"] == "refused"]
+    assert len(refused) == 1 and "retained until" in refused[0]["reason"]
     seq = st.journal.last_seq
     st.close()
     refusals = [e for e in local_events(m) if e["type"] == "refused"]

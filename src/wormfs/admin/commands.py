@@ -414,7 +414,9 @@ def cmd_dispose(args):
           f"retained records share stay)")
     if cert.get("event"):
         print(f"certificate of destruction: event {cert['event']} of the audit trail; "
-              f"destroyed on {', '.join(cert.get('destroyed_on') or [])}")
+              f"destroyed on {', '.join(cert.get('destroyed_on') or []) or 'no unit yet'}")
+    if cert.get("pending"):
+        print(f"NOT destroyed yet: {cert['pending']}")
     held = cert.get("still_held")
     if held:
         last = max(o["retain_until"] for o in held["objects"])

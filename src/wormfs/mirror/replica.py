@@ -34,7 +34,8 @@ import blake3
 import lmdb
 
 from .. import retention
-from ..clock import CHECKPOINT_INTERVAL_US, ComplianceClock, SystemTimeSource
+from ..clock import (CHECKPOINT_INTERVAL_US, CLOCK_SKEW_WAIT_US, ComplianceClock,
+                     SystemTimeSource)
 from ..errors import IntegrityError, StoreError, WormError
 from ..store import events as E
 from ..store import frames as F
@@ -50,10 +51,6 @@ from ..store.heads import HeadKeeper
 from ..store.localchain import LocalChain
 
 log = logging.getLogger("wormfs.mirror")
-
-# A delete whose retain-until the mirror's clock will reach within this long is waited for,
-# not refused: two compliance clocks on healthy hosts differ by milliseconds.
-CLOCK_SKEW_WAIT_US = 5_000_000
 
 
 class MirrorRefused(WormError):
@@ -252,6 +249,19 @@ class Replica:
     def kept_refusals(self):
         """The refused events this unit keeps in its log unapplied, oldest first."""
         return list(self.local.kept)
+
+    def deletion_clock(self):
+        """(now_us, why_unsettled) of the compliance clock by which this unit judges every
+        delete and dispose it receives (rules.py). The primary judges its own deletions by
+        the earlier of its clock and this one, so that this unit never refuses a deletion
+        the primary made while it was connected. The clock is persisted first (clock.json,
+        fsynced): after a crash it never resumes behind the time it told the primary."""
+        with self._lock:
+            why = self.clock.why_unsettled()
+            now = self.clock.now()
+            self.clock.persist()
+            self._note_clock()
+            return now, why
 
     def read(self, segno, offset, length):
         """Raw bytes of this unit's log (for repairing the peer)."""

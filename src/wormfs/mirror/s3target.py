@@ -244,6 +244,9 @@ class S3Target:
     def kept_refusals(self):
         return self.replica.kept_refusals()  # the shipping cache judged for the bucket
 
+    def deletion_clock(self):
+        return self.replica.deletion_clock()  # the cache judges deletions for the bucket
+
     def sync(self):
         self.replica.sync()  # every object was read back before receive returned
 

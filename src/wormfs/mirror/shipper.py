@@ -209,6 +209,28 @@ class Replicator:
                 return None
             return fn(self.target)
 
+    def peer_clock(self):
+        """The connected duplicate's (now_us, why_unsettled) for judging a deletion
+        (target.deletion_clock), or None when none is connected or it cannot answer: the
+        primary then judges alone, and the duplicate judges again when it catches up."""
+        try:
+            return self.exclusive(lambda t: t.deletion_clock())
+        except (WormError, OSError) as e:
+            log.warning("mirror: cannot read its compliance clock: %s", _why(e))
+            return None
+
+    def holds_event(self, seq):
+        """Whether the connected duplicate holds event ``seq`` durably and applied it (not
+        one it refused and keeps unapplied): disposal destroys nothing here before."""
+        def held(t):
+            return self.acked_seq >= seq and all(
+                r.get("event_seq") != seq for r in t.kept_refusals())
+        try:
+            return bool(self.exclusive(held))
+        except (WormError, OSError) as e:
+            log.warning("mirror: cannot read its refusals: %s", _why(e))
+            return False
+
     def _ship_locked(self):
         """Caller holds _cond with nobody shipping; it is released while the bytes move."""
         if not self.target.alive():

@@ -14,6 +14,9 @@ number, byte offset) in the shared log; data is always whole frames.
     finish(segno, size)      the primary finished a segment at this size: finish it too
     kept_refusals()          the events the unit refused but keeps unapplied (they
                              continue the chain, so the events after them still flow)
+    deletion_clock()         (now_us, why_unsettled) of the clock by which the unit judges
+                             a delete or dispose: the primary's deletions go by the earlier
+                             of it and its own clock, so the unit never refuses one
     sync()                   make everything received durable
     read(segno, off, n)      raw bytes of the unit's log (to repair the peer)
     note(type, **fields)     an event in the unit's own chain (local/)

@@ -11,12 +11,21 @@ One run, on the primary, in one index transaction under the store's write lock:
    digest, size), the chunks (id, place, length) and the bytes reclaimed. It is durable and
    on the mirror before anything is destroyed.
 
+What has expired is judged by the earlier of the primary's compliance clock and the
+mirror's (Store.peer_deletion_time): the mirror judges each delete again by its own, and one
+it refused would leave a record deleted here and kept there for good.
+
 Then each unit destroys those chunk frames in place (SegmentLog.destroy): the bytes become
 zeros, punched out of the segment files, and a disposed-chunk frame of the same length keeps
 every offset of the log valid, so the two units stay byte-identical and every event (all of
 them are kept) still chains. The mirror does it on receiving the dispose event, after its own
-rules checked it (mirror/rules.py), and the primary afterwards; a ``disposal_done`` event says
-which units have. A crash in between is finished at the next open (``finish_last``).
+rules checked it (mirror/rules.py), and the primary afterwards, only once the mirror holds the
+event and has applied it (``Replicator.holds_event``); a ``disposal_done`` event says which
+units have. If the mirror lost its connection in between, or a crash came, the primary's part
+is finished when the mirror holds the event: at the next open once the mirror is attached, or
+by the next dispose run (``finish_pending``; ``finish_last`` on a unit without a mirror). If
+the mirror refused the event, nothing is destroyed here: the store is DEGRADED with the
+mirror's reason, and the bytes stay where the mirror still keeps the record.
 """
 import logging
 from collections import defaultdict
@@ -25,6 +34,7 @@ from .. import retention
 from ..errors import IntegrityError, Refused, StoreError
 from ..timeutil import format_us
 from .index import U64
+from .maintenance import event_at
 from .inode import State
 
 log = logging.getLogger("wormfs.dispose")
@@ -110,21 +120,37 @@ def certificate(store, p, dry_run, event=None):
 def run(store, actor, dry_run=False):
     """Dispose (or with ``dry_run`` only report) what has expired; returns the certificate."""
     if dry_run:
+        now = store.clock.now()
+        if store.unit.get("role") == "primary" and store.mirror is not None:
+            peer = store.mirror.peer_clock()
+            now = min(now, peer[0]) if peer is not None else now
         with store.ix.read() as txn:
-            p = plan(store.ix, txn, store.clock.now(), store.streamed_chunk_ids())
+            p = plan(store.ix, txn, now, store.streamed_chunk_ids())
         return certificate(store, p, True)
     if store.unit.get("role") != "primary":
         raise Refused(f"{store.path} is a {store.unit.get('role')} unit: disposal runs on the "
                       f"primary, which disposes on both units")
+    with store.disposing:
+        return _run(store, actor)
+
+
+def _run(store, actor):
     store.clock_refusal("dispose", actor)
+    peer = None
     if store.mirror is not None:
         store.mirror_poll()
         state, reason, _ = store.mirror_state()
-        if state != "synced":
+        if state != "synced" or not store.mirror.connected:
             raise StoreError(f"the mirror is {state} ({reason}): disposal changes both units "
                              f"at once, so it waits until the mirror is back (wormfs status)")
+        _finish_pending(store, actor)
+        peer = store.peer_deletion_time("dispose", actor)
+    # Judged once, before the transaction: the duplicate's clock is asked outside the
+    # index's write lock, and an earlier time only ever disposes of less.
+    now = store.clock.now(strict=True)
+    now = now if peer is None else min(now, peer)
+
     def fn(j):
-        now = store.clock.now()
         p = plan(store.ix, j.txn, now, store.streamed_chunk_ids())
         if p.empty():
             return p, None
@@ -144,9 +170,62 @@ def run(store, actor, dry_run=False):
     p, ev = store.transact(fn, durable=True, essential=True)
     cert = certificate(store, p, False, ev["seq"] if ev else None)
     if ev is not None:
-        _destroy_here(store, actor, p, ev, cert)
+        if _mirror_holds(store, ev["seq"]):
+            _destroy_here(store, actor, p, ev, cert)
+        else:
+            cert["destroyed_on"] = []
+            store.dispose_pending = ev["seq"]
+            cert["pending"] = (f"the mirror has not acknowledged the dispose event "
+                               f"{ev['seq']} (wormfs status says why): the chunks are "
+                               f"destroyed on both units once it has, by the next open or "
+                               f"'wormfs dispose'")
+            log.warning("dispose event %s: %s", ev["seq"], cert["pending"])
     _expire_bucket(store, actor, cert)
     return cert
+
+
+def _mirror_holds(store, seq):
+    """Whether the primary may destroy what dispose event ``seq`` names: it has no mirror,
+    or the mirror holds the event and applied it (after one more shipment, in case it
+    reconnected meanwhile)."""
+    if store.mirror is None:
+        return True
+    if store.mirror.holds_event(seq):
+        return True
+    store.duplicate.poll()
+    return store.mirror.holds_event(seq)
+
+
+def finish_pending(store, actor=None):
+    """On a primary with a mirror: destroy here what the last dispose event names once the
+    mirror holds it (a crash, or a mirror lost between the event and the destruction, left
+    it undone). Nothing happens when it was done already. Until the mirror holds it,
+    ``store.dispose_pending`` names the event, and the mount's mirror poll tries again."""
+    with store.disposing:
+        return _finish_pending(store, actor)
+
+
+def _finish_pending(store, actor):
+    with store.ix.read() as txn:
+        seq = store.ix.meta(txn, "last_dispose")
+    store.dispose_pending = None
+    if not seq:
+        return 0
+    if not store.mirror.holds_event(seq):
+        store.dispose_pending = seq
+        return 0
+    try:
+        ev = event_at(store.log, store.ix, seq)
+        n = destroy(store.log, ev)
+    except (IntegrityError, OSError) as e:
+        log.error("could not finish the disposal of event %s: %s (verify and scrub report "
+                  "it)", seq, e)
+        return 0
+    if n:
+        log.warning("finished destroying %d chunk frames of dispose event %s", n, seq)
+        store.note("disposal_done", actor, dispose_seq=seq, frames=n, bytes=ev.get("bytes"),
+                   units=[store.unit["serial"]], finished=True)
+    return n
 
 
 def _on_s3_unit(store, fn):

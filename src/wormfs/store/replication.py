@@ -45,6 +45,13 @@ class Replicator(Protocol):
     def exclusive(self, fn):
         """Run ``fn(target)`` with shipping held off (disposal)."""
 
+    def peer_clock(self):
+        """(now_us, why_unsettled) of the clock by which the connected duplicate judges
+        deletions, or None."""
+
+    def holds_event(self, seq) -> bool:
+        """Whether the connected duplicate holds event ``seq`` and applied it."""
+
     def close(self):
         """Disconnect."""
 

@@ -23,9 +23,11 @@ import logging
 import os
 import re
 import threading
+import time
 
 from .. import _chunker, retention
-from ..clock import CHECKPOINT_INTERVAL_US, ComplianceClock, SystemTimeSource
+from ..clock import (CHECKPOINT_INTERVAL_US, CLOCK_SKEW_WAIT_US, ComplianceClock,
+                     SystemTimeSource)
 from ..errors import (Exists, InvalidValue, IsADirectory, NameTooLong,
                       NoSuchAttribute, NotADirectory, NotEmpty, NotFound, Refused, StoreError,
                       WormError, FileTooBig)
@@ -94,6 +96,8 @@ class Store:
         self.mirror = None     # the replicator (mirror/shipper.py), for who asks it directly
         self.duplicate = None  # what the store does around it (duplicate.py)
         self.disposals = 0  # dispose runs in this process (disposal.py): seals re-check
+        self.disposing = threading.RLock()  # one dispose run (or finish) at a time
+        self.dispose_pending = None  # a dispose event the primary has not destroyed yet
         self.params = _chunker.Params(**self.unit["chunking"]) if self.unit.get("chunking") \
             else _chunker.Params()
         self.staging = os.path.join(self.path, "staging")
@@ -151,8 +155,12 @@ class Store:
                 lost_cache=lost_cache, durable_seq=self.heads.seq if self.heads else 0)
             self.log.sync()  # what a dead process left in the page cache counts from now
             self.group.durable_pos = self.log.end_position()
-            disposal.finish_last(self.log, self.ix,
-                                 lambda seq: event_at(self.log, self.ix, seq))
+            if not (self.unit.get("role") == "primary"
+                    and replication.has_duplicate(self.unit)):
+                # A primary with a duplicate finishes once the duplicate is attached and
+                # holds the dispose event (disposal.finish_pending).
+                disposal.finish_last(self.log, self.ix,
+                                     lambda seq: event_at(self.log, self.ix, seq))
         with self.ix.read() as txn:
             floor = self.ix.meta(txn, "last_time", 0)
             checkpoint = self.ix.meta(txn, "clock_checkpoint")
@@ -226,11 +234,14 @@ class Store:
                                    settings=self.settings)
         self.journal.after_durable = self.duplicate.after_durable
         self.duplicate.connect()
+        disposal.finish_pending(self)
 
     def mirror_poll(self):
         """Keep the mirror up (duplicate.py): the mount calls this every few seconds."""
         if self.duplicate is not None and not self.failed:
             self.duplicate.poll()
+            if self.dispose_pending is not None:
+                disposal.finish_pending(self)
 
     def mirror_state(self):
         """(state, reason, behind_since_us) of the mirror as this process sees it."""
@@ -480,6 +491,43 @@ class Store:
             # The refusal's event carries the clock's anomalies before it (Journal.append).
             self.refuse(op, f"deletions wait until the compliance clock's sources agree "
                         f"again: {why}", actor, **where)
+
+    def peer_deletion_time(self, op, actor, **where):
+        """The compliance time by which the connected duplicate judges a deletion, or None
+        (no duplicate, or none connected: it judges again when it catches up). The mirror
+        checks every delete and dispose against its own clock (mirror/rules.py); after a
+        power cut the two clocks can differ by seconds (each resumes from what it had made
+        durable), and a deletion made by the later one would be refused there and leave
+        the units disagreeing about the record for good. So deletions go by the earlier of
+        the two. Refused (EPERM, audited) while the duplicate's clock sources disagree."""
+        if self.mirror is None:
+            return None
+        peer = self.mirror.peer_clock()
+        if peer is None:
+            return None
+        now, why = peer
+        if why is not None:
+            self.refuse(op, f"deletions wait until the mirror's compliance clock's sources "
+                        f"agree again: {why}", actor, **where)
+        return now
+
+    def _expired_on_peer(self, op, rec, now, actor):
+        """The time to judge the deletion of ``rec`` by (``now``, this unit's, or the
+        duplicate's if earlier); refused if the duplicate's clock has not reached the
+        retain-until. A few seconds short is waited for, as the mirror itself would."""
+        peer = self.peer_deletion_time(op, actor, ino=rec.ino)
+        if peer is not None and not retention.expired(rec.retention, peer):
+            kind, until = retention.effective(rec.retention)
+            wait = (until or 0) - peer
+            if kind == "until" and 0 < wait <= CLOCK_SKEW_WAIT_US:
+                time.sleep(wait / 1e6 + 0.001)
+                peer = self.peer_deletion_time(op, actor, ino=rec.ino)
+            if peer is not None and not retention.expired(rec.retention, peer):
+                self.refuse(op, f"the record is retained until "
+                            f"{retention.display(rec.retention)} by the mirror's compliance "
+                            f"clock ({format_us(peer)}; this unit's reads {format_us(now)})",
+                            actor, ino=rec.ino)
+        return now if peer is None else min(now, peer)
 
     # -- permissions ----------------------------------------------------------------------
 
@@ -944,8 +992,9 @@ class Store:
                         f"{retention.display(rec.retention)}", actor, ino=ino)
 
         self.clock_refusal("unlink", actor, ino=ino)
+        now = self._expired_on_peer("unlink", rec, now, actor)
         self._append_delete(ino, actor, lambda cur: not cur.holds and retention.expired(
-            cur.retention, self.clock.now()))
+            cur.retention, now))
 
     def _append_delete(self, ino, actor, still_allowed, **extra):
         """The delete event of a record, in one transaction with a last look at it: the
