@@ -15,6 +15,7 @@ Every handler is wrapped by ``_handler``: a WormError becomes its errno, anythin
 logged and answered with EIO. The mount never dies of one bad request.
 """
 import collections
+import contextlib
 import errno
 import functools
 import logging
@@ -47,6 +48,36 @@ def forget_data(ino):
         pyfuse3.invalidate_inode(ino)
     except OSError:
         pass  # the kernel no longer knows the inode: nothing cached
+
+
+class SealTurns:
+    """One seal, or last-close check, of an inode at a time, in the order they come. A FLUSH
+    that finds another under way waits for its turn and then looks again; it must not return
+    at once. The one under way may be a child's FLUSH (its copy of the descriptor closing
+    at exec) answered "the writer still holds it" a moment before the writer's own close:
+    that close returning at once left the seal to RELEASE, after close() had returned
+    (found with writers closing files while another of their threads started programs: 1
+    file in 40 was not sealed when close returned)."""
+
+    def __init__(self):
+        self._turns = {}   # ino -> [trio.Lock, tasks holding or waiting for it]
+
+    @contextlib.asynccontextmanager
+    async def turn(self, ino):
+        entry = self._turns.get(ino)
+        if entry is None:
+            entry = self._turns[ino] = [trio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._turns[ino]
+
+    def __contains__(self, ino):
+        return ino in self._turns
 
 
 # Errors of the unit's disk, passed on to the caller as they are.
@@ -124,7 +155,7 @@ class WormOperations(pyfuse3.Operations):
         self.writers = {}                        # ino -> set of writable fhs
         self.open_count = collections.Counter()  # ino -> handles of any kind
         self.lookups = collections.Counter()     # ino -> kernel lookup count
-        self.sealing = set()                     # inos whose seal is under way
+        self.sealing = SealTurns()               # one seal (or check) of an inode at a time
         # ino -> every name an unsealed file has had since this mount: what the kernel can
         # show for its descriptors in /proc, so the last-close check (closers.py) reads the
         # fdinfo of those alone, not of every descriptor a writer holds on the mount.
@@ -186,16 +217,11 @@ class WormOperations(pyfuse3.Operations):
         did. With ``last_close_of`` (a pid) only if that process and its children hold no
         other writable descriptor on the file (closers.py), checked in the same worker
         thread hop as the seal."""
-        if ino in self.sealing:
-            return False
-        rec = self.store.inode(ino)
-        if rec.state is not State.OPEN or rec.orphan:
-            return False
-        self.sealing.add(ino)
-        try:
+        async with self.sealing.turn(ino):
+            rec = self.store.inode(ino)
+            if rec.state is not State.OPEN or rec.orphan:
+                return False
             done = await self._run(self._seal_now, ino, actor, cause, failed, last_close_of)
-        finally:
-            self.sealing.discard(ino)
         if done:
             self.names.pop(ino, None)
         return done
@@ -203,18 +229,14 @@ class WormOperations(pyfuse3.Operations):
     async def seal_scratch(self, ino):
         """Seal a scratch file whose TTL passed, even if handles are open on it (their later
         writes are refused). The record, or None if it was sealed or removed meanwhile."""
-        if ino in self.sealing:
-            return None
-        self.sealing.add(ino)
         try:
-            rec = self.store.inode(ino)
-            if rec.state is not State.SCRATCH or rec.orphan:
-                return None
-            rec = await self._run(self.store.seal, ino, None, "scratch_ttl")
+            async with self.sealing.turn(ino):
+                rec = self.store.inode(ino)
+                if rec.state is not State.SCRATCH or rec.orphan:
+                    return None
+                rec = await self._run(self.store.seal, ino, None, "scratch_ttl")
         except NotFound:
             return None
-        finally:
-            self.sealing.discard(ino)
         forget_data(ino)
         return rec
 
