@@ -214,15 +214,8 @@ def _finish_pending(store, actor):
     if not store.mirror.holds_event(seq):
         store.dispose_pending = seq
         return 0
-    try:
-        ev = event_at(store.log, store.ix, seq)
-        n = destroy(store.log, ev)
-    except (IntegrityError, OSError) as e:
-        log.error("could not finish the disposal of event %s: %s (verify and scrub report "
-                  "it)", seq, e)
-        return 0
+    n, ev = _finish(store.log, seq, lambda s: event_at(store.log, store.ix, s))
     if n:
-        log.warning("finished destroying %d chunk frames of dispose event %s", n, seq)
         store.note("disposal_done", actor, dispose_seq=seq, frames=n, bytes=ev.get("bytes"),
                    units=[store.unit["serial"]], finished=True)
     return n
@@ -283,12 +276,20 @@ def finish_last(seglog, ix, read_event):
         seq = ix.meta(txn, "last_dispose")
     if not seq:
         return 0
+    return _finish(seglog, seq, read_event)[0]
+
+
+def _finish(seglog, seq, read_event):
+    """Destroy on this unit what dispose event ``seq`` names, if a crash (or a mirror that
+    had not taken it yet) left that undone: (frames changed, the event); (0, None) when it
+    cannot be read or destroyed (logged; verify and scrub report it)."""
     try:
-        n = destroy(seglog, read_event(seq))
+        ev = read_event(seq)
+        n = destroy(seglog, ev)
     except (IntegrityError, OSError) as e:
         log.error("could not finish the disposal of event %s: %s (verify and scrub report "
                   "it)", seq, e)
-        return 0
+        return 0, None
     if n:
         log.warning("finished destroying %d chunk frames of dispose event %s", n, seq)
-    return n
+    return n, ev
