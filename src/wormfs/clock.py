@@ -397,8 +397,13 @@ class ComplianceClock:
         out, self.anomalies = self.anomalies, []
         return out
 
-    def persist(self):
+    def persist(self, unless_within_us=None):
+        """Write clock.json (fsynced, and its directory). ``unless_within_us``: not if what
+        is there is at most that much behind the clock now."""
         if not self._persist:
+            return
+        if unless_within_us is not None and self._persisted_at is not None and \
+                self._c - self._persisted_at <= unless_within_us:
             return
         r = self._last
         # _c belongs to the readings _last: the pair from which the next start re-derives.

@@ -373,3 +373,29 @@ def test_a_dispose_left_pending_is_finished_at_the_next_open(pair, fake_time, mo
             assert data[1000:1100] not in segment_bytes(unit), unit
         rep = verification.run(st, deep=True)
         assert rep.ok, rep.as_dict()["findings"]
+
+
+def test_the_mirror_never_resumes_far_behind_the_time_it_told_for_a_deletion(pair, fake_time):
+    """The primary deleted by the mirror's clock at T; a power cut then loses what the mirror
+    had not made durable; after the reboot (no downtime counted) the mirror's clock must
+    still read at least T less a second, or the delete, shipped after the reboot, would be
+    refused there (more than CLOCK_SKEW_WAIT_US short)."""
+    from wormfs.mirror.replica import Replica
+    from wormfs.timeutil import US
+
+    from .test_mirror import _log_uuid
+    p, m = pair
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        fake_time.advance(25)            # less than the clock's own persist interval
+        told, why = st.mirror.peer_clock()
+        assert why is None
+        with open(f"{m}/clock.json", "rb") as f:
+            at_the_cut = f.read()
+    with open(f"{m}/clock.json", "wb") as f:   # what the closing store wrote is lost
+        f.write(at_the_cut)
+    fake_time.reboot(downtime_seconds=60)
+    rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
+    try:
+        assert rep.clock.now() >= told - 1 * US
+    finally:
+        rep.close()

@@ -53,6 +53,10 @@ from ..store.localchain import LocalChain
 log = logging.getLogger("wormfs.mirror")
 
 
+# How far behind the time it told a primary for a deletion this unit's persisted clock may be.
+DELETION_PERSIST_US = 1_000_000
+
+
 class MirrorRefused(WormError):
     """The mirror refused an event (and everything after it, which chains through it)."""
 
@@ -255,11 +259,14 @@ class Replica:
         delete and dispose it receives (rules.py). The primary judges its own deletions by
         the earlier of its clock and this one, so that this unit never refuses a deletion
         the primary made while it was connected. The clock is persisted first (clock.json,
-        fsynced): after a crash it never resumes behind the time it told the primary."""
+        fsynced), at most a second behind: after a crash it never resumes more than that
+        behind the time it told the primary, which the wait for a delete a few seconds
+        early (CLOCK_SKEW_WAIT_US) covers; so a run of deletions costs one fsync a second,
+        not one each."""
         with self._lock:
             why = self.clock.why_unsettled()
             now = self.clock.now()
-            self.clock.persist()
+            self.clock.persist(unless_within_us=DELETION_PERSIST_US)
             self._note_clock()
             return now, why
 
