@@ -3,6 +3,7 @@ they are read; a read that must not wait (the mount's event loop) never waits fo
 never repairs and never returns bytes that fail their checks."""
 import os
 import random
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,7 +11,11 @@ from hypothesis import strategies as st
 
 from wormfs.actor import Actor
 from wormfs.errors import IntegrityError
+from wormfs.store import reader
 from wormfs.store.hostfs import set_immutable
+from wormfs.store.store import Store
+
+from ..conftest import make_unit
 
 USER = Actor(1000, 1000, 7, "pytest")
 R = random.Random(17)
@@ -90,3 +95,50 @@ def test_a_read_that_must_not_wait_never_returns_damaged_bytes_nor_repairs(recor
     with pytest.raises(IntegrityError, match="checksum"):   # no duplicate to repair from
         store.read(ino, 0, len(blob))
     assert store.stats() == before
+
+
+def test_read_ahead_left_queued_by_a_closed_store_never_reads_another_files_pages(
+        records, tmp_path, fake_time, monkeypatch):
+    """The advisor thread may get to a store's read-ahead after the store closed and the
+    descriptor's number went to another file: it must still advise the file it was asked
+    for. (CI saw the pages of a new store read back in behind a test's eviction.)"""
+    old, data = records
+    ino, blob = next(iter(data.items()))
+    real, gate, advised = os.posix_fadvise, threading.Event(), []
+
+    def held(fd, off, length, advice):
+        gate.wait(10)
+        advised.append(length)
+        real(fd, off, length, advice)
+    monkeypatch.setattr(os, "posix_fadvise", held)
+    old.reader.forget()
+    assert old.read(ino, 0, 64 << 10) == blob[:64 << 10]   # queues read-ahead past 64 KiB
+    number = old.log.fd(old.log.segment_numbers()[0][0])
+    old.close()                          # the fixture's close later does nothing more
+    path = str(tmp_path / "second")
+    make_unit(path, fake_time)
+    new = Store(path, time_source=fake_time)
+    held_open = []
+    try:
+        ino2 = put(new, b"other", blob).ino
+        # The number the advice was queued with now names the new store's segment (the
+        # kernel gives out the lowest free number: take them until it comes).
+        seg = new.log.path(new.log.segment_numbers()[0][0])
+        while not os.path.exists(f"/proc/self/fd/{number}"):
+            held_open.append(os.open(seg, os.O_RDONLY))
+        assert os.path.samefile(f"/proc/self/fd/{number}", seg), "the number went elsewhere"
+        monkeypatch.setattr(os, "posix_fadvise", real)
+        _evict(new)
+        monkeypatch.setattr(os, "posix_fadvise", held)
+        reader._advisor().put((os.dup(0), 0, 12345))   # the last: when it is done, all are
+        gate.set()
+        for _ in range(1000):
+            if 12345 in advised:
+                break
+            threading.Event().wait(0.01)
+        assert len(advised) >= 2 and advised[-1] == 12345
+        assert new.read_at_once(ino2, 256 << 10, 256 << 10) is None   # inside what was advised
+    finally:
+        for fd in held_open:
+            os.close(fd)
+        new.close()

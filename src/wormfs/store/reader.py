@@ -121,7 +121,10 @@ class RecordReader:
         except IntegrityError:
             return
         if pos + length > start:
-            _advisor().put((fd, start, pos + length - start))
+            # The advice holds a descriptor of its own: the log's may be closed before the
+            # advisor gets to it and its number reused for another file, whose pages (of
+            # another store, even) would then be read back in.
+            _advisor().put((os.dup(fd), start, pos + length - start))
 
     def chunk(self, cid, loc):
         """The payload of chunk ``cid`` at ``loc`` (segno, offset, length), checked."""
@@ -183,8 +186,7 @@ _queue_lock = threading.Lock()
 
 def _advisor():
     """The queue of the one thread (per process) that passes read-ahead advice to the
-    kernel: (fd, offset, length). A descriptor closed meanwhile only costs an error; one
-    reused for another file only reads that file ahead."""
+    kernel: (fd, offset, length), where fd is the advisor's to close."""
     global _queue
     with _queue_lock:
         if _queue is None:
@@ -208,4 +210,6 @@ def _advise(q):
         try:
             os.posix_fadvise(fd, off, length, os.POSIX_FADV_WILLNEED)
         except OSError:
-            pass  # closed meanwhile: it was only advice
+            pass  # it was only advice
+        finally:
+            os.close(fd)
