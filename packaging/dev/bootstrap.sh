@@ -11,10 +11,11 @@ cd "$here"
 need_apt=()
 # autoconf, automake, libtool and openssl build and run pjdfstest (tests/external);
 # faketime fakes the daemon's clock in tests/hostile/test_clock_attacks.py; cmake, g++,
-# libtoml11-dev and libspdlog-dev build LazyFS for the power-cut test (tests/crash).
+# libtoml11-dev and libspdlog-dev build LazyFS for the power-cut test (tests/crash);
+# eatmydata fills tests/scale's big test store without an fsync per record.
 for pkg in fuse3 libfuse3-dev pkg-config b3sum attr rsync e2fsprogs gcc python3-venv python3-dev \
            autoconf automake libtool openssl make faketime cmake g++ libtoml11-dev \
-           libspdlog-dev; do
+           libspdlog-dev eatmydata; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

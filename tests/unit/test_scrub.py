@@ -151,3 +151,47 @@ def test_deep_verify_compares_the_index_with_a_replay(filled):
     rep = check(p, t, deep=True)
     assert any(f["kind"] == "index" and f["unit"] == "WU-M" and "'inodes'" in f["detail"]
                for f in rep.findings), rep.findings
+
+
+def _drop_serial(unit, which):
+    """Remove a record's serial from a unit's index behind its back; returns the serial."""
+    ix = Index(os.path.join(unit, "index"))
+    try:
+        with ix.write() as txn:
+            keys = [k for k, _ in txn.cursor(db=ix.db["serials"])]
+            key = keys[which]
+            txn.delete(key, db=ix.db["serials"])
+        return int.from_bytes(key, "big")
+    finally:
+        ix.close()
+
+
+def _parity(rep):
+    return sorted(f["detail"] for f in rep.findings if f["kind"] == "parity")
+
+
+@pytest.mark.parametrize("which", [0, 5, -1])   # the walk in step: first, middle, last
+def test_a_record_one_unit_lists_and_the_other_does_not_is_a_parity_finding(filled, which):
+    p, m, data, t = filled
+    gone_on_mirror = _drop_serial(m, which)
+    rep = check(p, t)
+    assert any(f"record {gone_on_mirror} (" in d and "is not on the mirror" in d
+               for d in _parity(rep)), rep.findings
+    gone_on_primary = _drop_serial(p, which)   # now neither has that one; drop another
+    assert gone_on_primary == gone_on_mirror
+    other = _drop_serial(p, 2 if which != 2 else 3)
+    assert _parity(check(p, t)) == [
+        f"record {other} is on the mirror but not on the primary"]
+
+
+def test_a_record_whose_digest_differs_between_the_units_is_a_parity_finding(filled):
+    p, m, data, t = filled
+    ix = Index(os.path.join(m, "index"))
+    with ix.write() as txn:
+        serial, ino = next(iter(txn.cursor(db=ix.db["serials"])))
+        rec = ix.inode(txn, int.from_bytes(ino, "big"))
+        rec.blake3 = "0" * 64
+        ix.put_inode(txn, rec)
+    ix.close()
+    assert _parity(check(p, t)) == [
+        f"record {int.from_bytes(serial, 'big')}: blake3 differs between the units"]

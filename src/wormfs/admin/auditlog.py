@@ -185,9 +185,10 @@ def _head(ix):
 
 
 def _walk(log, ix, serial, end, check, progress=None):
-    """Walk one unit's chain up to ``end`` = (last seq, its hash as the index keeps it);
-    returns {seq: hash} of the events found sound, up to the first break."""
-    hashes = {}
+    """Walk one unit's chain up to ``end`` = (last seq, its hash as the index keeps it):
+    yields (seq, hash) of each event found sound, in order, and stops at the first break
+    (a finding in ``check``). Nothing is kept: a chain of any length walks in constant
+    memory."""
     prev = E.GENESIS
     n, head = end
     for seq in range(1, n + 1):
@@ -196,27 +197,27 @@ def _walk(log, ix, serial, end, check, progress=None):
         pos = _pos(ix, seq)
         if pos is None:
             check.add(serial, seq, f"event {seq} is missing from the index")
-            return hashes
+            return
         try:
             ev, payload = read_event(log, pos)
         except IntegrityError as e:
             check.add(serial, seq, f"event {seq} is damaged ({e}): it was altered after it "
                       f"was written")
-            return hashes
+            return
         if ev.get("seq") != seq:
             check.add(serial, seq, f"event {seq} at segment {pos[0]} offset {pos[1]} says it "
                       f"is event {ev.get('seq')}")
-            return hashes
+            return
         if ev.get("prev") != prev:
             check.add(serial, seq, f"event {seq} does not continue the chain: its prev is not "
                       f"the hash of event {seq - 1}, so event {seq - 1} was altered (or "
                       f"{seq} was forged)")
-            return hashes
-        prev = hashes[seq] = E.event_hash(payload)
+            return
+        prev = E.event_hash(payload)
+        yield seq, prev
     if n and prev != head:
         check.add(serial, n, f"the chain head the index keeps is not the hash of the last "
                   f"event {n}: event {n} was altered")
-    return hashes
 
 
 def verify_unit(unit_path, progress=None):
@@ -250,18 +251,33 @@ def verify_chains(units, progress=None):
     # The ends are read mirror first: a mounted primary ships only what its index already
     # holds, so read in this order the mirror can never seem ahead of the primary.
     ends = [_head(ix) for *_, ix in reversed(units)][::-1]
-    walked = []
-    for (serial, role, path, log, ix), end in zip(units, ends):
-        hashes = _walk(log, ix, serial, end, check, progress)
+    # Each chain's findings are its own, listed in unit order as before; the walks go in
+    # step (seq by seq, both chains numbered from 1), so no hash is kept.
+    own = [ChainCheck() for _ in units]
+    walks = [_walk(log, ix, serial, end, mine, progress if i == 0 else None)
+             for i, ((serial, role, path, log, ix), end, mine)
+             in enumerate(zip(units, ends, own))]
+    verified = [0] * len(units)
+    differs = None
+    steps = [next(w, None) for w in walks]
+    while any(step is not None for step in steps):
+        if len(steps) == 2 and None not in steps and differs is None and \
+                steps[0][1] != steps[1][1]:
+            differs = steps[0][0]
+        for i, w in enumerate(walks):
+            if steps[i] is not None:
+                verified[i] += 1
+                steps[i] = next(w, None)
+    for (serial, role, path, log, ix), end, mine, n in zip(units, ends, own, verified):
+        check.findings += mine.findings
         check.units.append({"serial": serial, "role": role, "path": path, "events": end[0],
-                            "verified": len(hashes)})
-        walked.append((serial, hashes, end[0]))
-    if len(walked) == 2:
-        (ps, ph, pn), (ms, mh, mn) = walked
-        for seq in sorted(mh):
-            if seq in ph and ph[seq] != mh[seq]:
-                check.add(ms, seq, f"event {seq} differs between primary {ps} and mirror {ms}")
-                break
+                            "verified": n})
+    if len(units) == 2:
+        ps, ms = units[0][0], units[1][0]
+        pn, mn = ends[0][0], ends[1][0]
+        if differs is not None:
+            check.add(ms, differs, f"event {differs} differs between primary {ps} and mirror "
+                      f"{ms}")
         if mn > pn:
             check.add(ms, pn + 1, f"the mirror holds events the primary does not ({mn} "
                       f"against {pn})")

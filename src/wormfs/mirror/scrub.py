@@ -135,20 +135,20 @@ def check_units(units, *, deep=False, repair=False, progress=None, on_repair=Non
 # -- the log walk ---------------------------------------------------------------------------
 
 def _walk_logs(units, rep, progress, on_repair):
-    numbers = sorted(set().union(*(u.segment_numbers() for u in units)))
+    """Segment by segment, each mapped only while it is walked (a store has thousands)."""
+    numbers = set().union(*(u.segment_numbers() for u in units))
     last = max((u.applied[0] for u in units), default=0)
-    expected = list(range(1, last + 1))
-    maps = {}
+    expected = range(1, last + 1)
     total = 0
     for n in expected:
-        for u in units:
-            if n <= u.applied[0]:
-                maps[(u.serial, n)] = u.log.map_file(n)
-        sizes = [len(m) for m in (maps.get((u.serial, n)) for u in units) if m is not None]
-        total += max(sizes, default=0)
+        sizes = [u.log.file_size(n) for u in units if n <= u.applied[0]]
+        total += max((s for s in sizes if s is not None), default=0)
     done = 0
+    maps = {}
     for n in expected:
         here = [u for u in units if n <= u.applied[0]]
+        for u in here:
+            maps[(u.serial, n)] = u.log.map_file(n)
         present = [u for u in here if maps[(u.serial, n)] is not None]
         for u in here:
             if maps[(u.serial, n)] is None:
@@ -461,6 +461,26 @@ def _check_local_chain(u, rep):
 
 # -- across the units -----------------------------------------------------------------------
 
+def _in_step(mine, theirs):
+    """(serial, primary's inode or None, mirror's inode or None) for every serial either
+    side lists, in serial order, from two (serial, inode) streams in that order. A serial
+    whose inode is missing on a side counts as not listed there (_check_records reports
+    it)."""
+    mine = ((s, r) for s, r in mine if r is not None)
+    theirs = ((s, r) for s, r in theirs if r is not None)
+    a, b = next(mine, None), next(theirs, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a[0] < b[0]):
+            yield a[0], a[1], None
+            a = next(mine, None)
+        elif a is None or b[0] < a[0]:
+            yield b[0], None, b[1]
+            b = next(theirs, None)
+        else:
+            yield a[0], a[1], b[1]
+            a, b = next(mine, None), next(theirs, None)
+
+
 def _check_parity(p, m, rep):
     if m.chain_seq > p.chain_seq:
         rep.add(m, "parity", f"the mirror holds {m.chain_seq} events, the primary "
@@ -475,24 +495,26 @@ def _check_parity(p, m, rep):
             rep.add(m, "parity", f"the mirror's chain differs from the primary's at "
                     f"event {m.chain_seq}")
             return
-    mirror_recs = {s: r for s, r in _records(m) if r is not None}
-    for serial, rec in _records(p):
-        if rec is None or not rec.ever_sealed:
-            continue
-        other = mirror_recs.pop(serial, None)
-        if other is None:
+    # Both indexes list their records by serial: walked in step, a record at a time.
+    for serial, rec, other in _in_step(_records(p), _records(m)):
+        if rec is not None and not rec.ever_sealed:
+            rec = None  # not a record on the primary: only records are compared
+        if rec is None:
+            if other is not None:
+                rep.add(m, "parity", f"record {serial} is on the mirror but not on the "
+                        f"primary")
+        elif other is None:
             if (rec.seal_seq or 0) > m.chain_seq:
                 rep.pending += 1
             else:
                 rep.add(m, "parity", f"record {serial} ({rec.path}) is not on the "
                         f"mirror")
-            continue
-        for field in ("blake3", "size", "state"):
-            if getattr(rec, field) != getattr(other, field):
-                rep.add(m, "parity", f"record {serial}: {field} differs between the units")
-                break
-    for serial in mirror_recs:
-        rep.add(m, "parity", f"record {serial} is on the mirror but not on the primary")
+        else:
+            for field in ("blake3", "size", "state"):
+                if getattr(rec, field) != getattr(other, field):
+                    rep.add(m, "parity", f"record {serial}: {field} differs between the "
+                            f"units")
+                    break
     if rep.pending:
         rep.add(m, "pending", f"{rep.pending} records are not on the mirror yet (it is "
                 f"{p.chain_seq - m.chain_seq} events behind)")

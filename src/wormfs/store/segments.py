@@ -353,6 +353,17 @@ class SegmentLog:
         finally:
             os.close(fd)
 
+    def file_size(self, segno):
+        """Bytes a map of segment ``segno`` would hold now (map_file), or None if the file
+        is missing: a stat, no descriptor kept (a walk over thousands of segments)."""
+        try:
+            size = os.stat(self.path(segno)).st_size
+        except FileNotFoundError:
+            return None
+        if not self.readonly and segno == self.cur_segno:
+            size = min(size, self.cur_end)
+        return size
+
     def size(self, segno):
         """Bytes in a segment (the open one: up to its current end)."""
         if not self.readonly and segno == self.cur_segno:
