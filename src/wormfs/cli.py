@@ -312,15 +312,18 @@ def _print_check(r, what):
     for f in r["findings"]:
         where = f" [repaired from {f['source']}]" if f.get("repaired") else ""
         print(f"  {f['unit'] or 'store'}: {f['kind']}: {f['detail']}{where}")
+    unlisted = r.get("unlisted") or {}
+    for kind, n in sorted(unlisted.items()):
+        print(f"  ... and {n} more {kind} finding{'s' if n != 1 else ''}, not listed")
     for n in r.get("notes", []):
         print(f"note: {n}")
-    bad = [f for f in r["findings"] if not f.get("repaired")]
+    bad = sum(1 for f in r["findings"] if not f.get("repaired")) + sum(unlisted.values())
     if not bad:
         fixed = len(r["findings"])
         print(f"OK: {what} found every frame, chunk, event and record sound "
               f"({human_bytes(r['bytes'])} read{', ' + str(fixed) + ' repaired' if fixed else ''})")
     else:
-        print(f"FAILED: {len(bad)} finding{'s' if len(bad) != 1 else ''}"
+        print(f"FAILED: {bad} finding{'s' if bad != 1 else ''}"
               f"{'' if r['repair'] else '; wormfs scrub --repair repairs what has a sound copy'}")
 
 

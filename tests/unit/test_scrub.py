@@ -195,3 +195,20 @@ def test_a_record_whose_digest_differs_between_the_units_is_a_parity_finding(fil
     ix.close()
     assert _parity(check(p, t)) == [
         f"record {int.from_bytes(serial, 'big')}: blake3 differs between the units"]
+
+
+def test_findings_past_the_listed_number_are_counted_not_kept(filled, monkeypatch):
+    """A mirror that lost most of its records lists a bounded number of them: the rest are
+    counted (the daemon's background scrub keeps a report in memory), the result still
+    fails and the verify event counts all of them."""
+    from wormfs.mirror import scrub
+    p, m, data, t = filled
+    gone = [_drop_serial(m, 0) for _ in range(8)]
+    monkeypatch.setattr(scrub, "LISTED_PER_KIND", 3)
+    rep = check(p, t)
+    listed = [f for f in rep.findings if f["kind"] == "parity"]
+    assert len(listed) == 3 and rep.unlisted == {"parity": 5}
+    assert f"record {gone[0]} (" in listed[0]["detail"]
+    assert not rep.ok and rep.count == len(rep.findings) + 5
+    assert rep.as_dict()["unlisted"] == {"parity": 5} and not rep.as_dict()["ok"]
+    assert events(p, t, "verify")[-1]["findings"] == rep.count

@@ -60,7 +60,7 @@ class BackgroundScrub:
                                        progress=self._pacer(interval, started))
                 (log.info if rep.ok else log.error)(
                     "background scrub: %s, %d findings, %d repaired",
-                    "clean" if rep.ok else "PROBLEMS", len(rep.findings),
+                    "clean" if rep.ok else "PROBLEMS", rep.count,
                     sum(1 for f in rep.findings if f["repaired"]))
             except _Stopped:
                 return

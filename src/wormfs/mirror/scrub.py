@@ -48,6 +48,13 @@ class Finding(dict):
     log; ``repaired`` once fixed from the peer."""
 
 
+# Kinds a walk can find once per record or per frame and never repairs afterwards: past
+# LISTED_PER_KIND of one kind the rest are counted, not kept (a mirror restored from an old
+# copy would otherwise list every record, inside the daemon for its background scrub).
+COUNTED_KINDS = frozenset(("index", "parity", "record", "chain"))
+LISTED_PER_KIND = 1000
+
+
 class Unit:
     """What the walk needs of one unit: its log, its index, its serial and role, whether it
     may be written (repairs), and how to record an event in its own chain, if any."""
@@ -82,6 +89,8 @@ class Report:
     def __init__(self, units, deep, repair):
         self.units, self.deep, self.repair = units, deep, repair
         self.findings = []
+        self.unlisted = {}   # kind -> findings past LISTED_PER_KIND, counted only
+        self._listed = {}    # kind -> findings of COUNTED_KINDS kept
         self.notes = []      # what the check left out: said, but not a finding
         self.frames = {u.serial: 0 for u in units}
         self.bytes = 0
@@ -93,16 +102,28 @@ class Report:
                     repaired=repaired)
         if segment is not None:
             f["segment"], f["offset"] = segment, offset
+        if kind in COUNTED_KINDS and not repaired:
+            n = self._listed.get(kind, 0)
+            if n >= LISTED_PER_KIND:
+                self.unlisted[kind] = self.unlisted.get(kind, 0) + 1
+                return f
+            self._listed[kind] = n + 1
         self.findings.append(f)
         return f
 
     @property
     def unrepaired(self):
+        """The unrepaired findings listed (see ``unlisted`` for those only counted)."""
         return [f for f in self.findings if not f["repaired"]]
 
     @property
+    def count(self):
+        """Every finding, listed or counted."""
+        return len(self.findings) + sum(self.unlisted.values())
+
+    @property
     def ok(self):
-        return not self.unrepaired
+        return not self.unrepaired and not self.unlisted
 
     def as_dict(self):
         return {"ok": self.ok, "deep": self.deep, "repair": self.repair,
@@ -110,7 +131,8 @@ class Report:
                            "frames": self.frames[u.serial], "records": self.records[u.serial],
                            "events": u.chain_seq} for u in self.units],
                 "bytes": self.bytes, "pending_records": self.pending,
-                "findings": list(self.findings), "notes": list(self.notes),
+                "findings": list(self.findings), "unlisted": dict(self.unlisted),
+                "notes": list(self.notes),
                 "repaired": sum(1 for f in self.findings if f["repaired"])}
 
 

@@ -57,6 +57,8 @@ def run(store, *, deep=False, repair=False, progress=None, cause="command"):
         rep = _repair_from_bucket(rep, units, target, deep, progress, on_repair)
     if bucket_rep is not None:
         rep.findings[:0] = bucket_rep.findings
+        for kind, n in bucket_rep.unlisted.items():
+            rep.unlisted[kind] = rep.unlisted.get(kind, 0) + n
         rep.bytes += bucket_rep.bytes
     if store.mirror is not None and target is None:
         state, reason, _ = store.mirror_state()
@@ -124,7 +126,7 @@ def run_readonly(store, local_path=None):
 def _record(note, kind, rep, cause):
     try:
         note(kind, ok=rep.ok, cause=cause, deep=rep.deep, bytes=rep.bytes,
-             findings=len(rep.findings), repaired=sum(1 for f in rep.findings if f["repaired"]),
+             findings=rep.count, repaired=sum(1 for f in rep.findings if f["repaired"]),
              pending_records=rep.pending,
              summary=[f["detail"] for f in rep.findings[:SUMMARY_FINDINGS]],
              units=[u.serial for u in rep.units])
