@@ -35,6 +35,7 @@ COMMANDS = [
     ("verify --deep", ["verify", "--deep"]),
     ("audit --verify", ["audit", "--verify"]),
     ("ls --path (1%)", ["ls", "--path", "/d*/r*17", "--quiet"]),
+    ("ls --path one dir", ["ls", "--path", "/d000017/*", "--quiet"]),
     ("dispose --dry-run", ["dispose", "--dry-run"]),
     ("export 1000 by path", ["export", "--out", "{out}", "--path", "/d00001?/*"]),
 ]

@@ -2,6 +2,7 @@
 searchable index behind ``wormfs ls`` and ``wormfs export`` (SPEC: path glob, serial range,
 commit-date range, expiring-before, held)."""
 import fnmatch
+import os
 from dataclasses import dataclass
 
 import lmdb
@@ -10,6 +11,7 @@ from .. import retention
 from ..errors import InvalidValue
 from ..store.inode import State
 from ..store.maintenance import unit_last_seq
+from ..store.replay import ROOT_INO
 from ..timeutil import format_us, parse_date
 
 # The columns of index.csv and of ``ls``, in order (every one is a key of ``describe``).
@@ -146,11 +148,67 @@ def selection_from(args):
     return sel
 
 
+SUBTREE_MATCHES = 1 << 20   # serials a subtree walk collects before it gives way
+
+
+def literal_dir(glob):
+    """The deepest directory every path ``glob`` matches lies under: its leading
+    components up to the first wildcard (fnmatch's ``*`` and ``?`` also match ``/``, so
+    nothing after it prunes). '/' when the first component has one."""
+    pattern = "/" + glob.lstrip("/")
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    head = pattern[:cut]
+    return head[:head.rfind("/")] or "/"
+
+
+def _subtree_serials(ix, txn, top, sel):
+    """Serials of the live records below directory path ``top`` that ``sel`` matches,
+    ascending; None if ``top`` is not a directory here ([] then: a sealed record never
+    moves, and no directory above one is renamed, so a record's path is where it lies) or
+    if more than SUBTREE_MATCHES match (the caller walks the serials instead: memory stays
+    bounded whatever the selection)."""
+    ino = ROOT_INO
+    for part in (p for p in top.split("/") if p):
+        hit = ix.lookup(txn, ino, os.fsencode(part))
+        if hit is None:
+            return []
+        ino = hit[0]
+        rec = ix.inode(txn, ino)
+        if rec is None or not rec.is_dir:
+            return []
+    found, stack = [], [ino]
+    while stack:
+        for _, _, child in ix.list_dir(txn, stack.pop()):
+            rec = ix.inode(txn, child)
+            if rec is None:
+                continue
+            if rec.is_dir:
+                stack.append(child)
+            elif rec.sealed and rec.serial >= sel.first and \
+                    (sel.last is None or rec.serial <= sel.last) and sel.matches(rec):
+                found.append(rec.serial)
+                if len(found) > SUBTREE_MATCHES:
+                    return None
+    found.sort()
+    return found
+
+
 def select(store, sel):
     """Yield the inode dict of every live record (sealed, not deleted) matching ``sel``, in
-    serial order."""
+    serial order. A path glob with a literal directory at its head walks that directory's
+    subtree alone (work in proportion to it, not to the store)."""
     ix = store.ix
     with ix.read() as txn:
+        top = literal_dir(sel.path) if sel.path is not None else "/"
+        found = None
+        if top != "/" and sel.expiring_before is None:
+            found = _subtree_serials(ix, txn, top, sel)
+        if found is not None:
+            for serial in found:
+                rec = ix.inode(txn, ix.serial_ino(txn, serial))
+                if rec is not None and rec.sealed and sel.matches(rec):
+                    yield rec
+            return
         if sel.expiring_before is not None:
             serials = sorted(s for _, s in ix.expiring(txn, sel.expiring_before)
                              if s >= sel.first and (sel.last is None or s <= sel.last))
