@@ -161,12 +161,12 @@ def literal_dir(glob):
     return head[:head.rfind("/")] or "/"
 
 
-def _subtree_serials(ix, txn, top, sel):
-    """Serials of the live records below directory path ``top`` that ``sel`` matches,
-    ascending; None if ``top`` is not a directory here ([] then: a sealed record never
-    moves, and no directory above one is renamed, so a record's path is where it lies) or
-    if more than SUBTREE_MATCHES match (the caller walks the serials instead: memory stays
-    bounded whatever the selection)."""
+def _subtree_matches(ix, txn, top, sel):
+    """(serial, ino) of the live records below directory path ``top`` that ``sel``
+    matches, in serial order: none if ``top`` is not a directory here (a sealed record
+    never moves, and no directory above one is renamed, so a record's path is where it
+    lies); None if more than SUBTREE_MATCHES match (the caller walks the serials instead:
+    memory stays bounded whatever the selection)."""
     ino = ROOT_INO
     for part in (p for p in top.split("/") if p):
         hit = ix.lookup(txn, ino, os.fsencode(part))
@@ -186,7 +186,7 @@ def _subtree_serials(ix, txn, top, sel):
                 stack.append(child)
             elif rec.sealed and rec.serial >= sel.first and \
                     (sel.last is None or rec.serial <= sel.last) and sel.matches(rec):
-                found.append(rec.serial)
+                found.append((rec.serial, child))
                 if len(found) > SUBTREE_MATCHES:
                     return None
     found.sort()
@@ -202,12 +202,11 @@ def select(store, sel):
         top = literal_dir(sel.path) if sel.path is not None else "/"
         found = None
         if top != "/" and sel.expiring_before is None:
-            found = _subtree_serials(ix, txn, top, sel)
+            found = _subtree_matches(ix, txn, top, sel)
         if found is not None:
-            for serial in found:
-                rec = ix.inode(txn, ix.serial_ino(txn, serial))
-                if rec is not None and rec.sealed and sel.matches(rec):
-                    yield rec
+            # Matched in this very transaction: decoded again only to keep one at a time.
+            for _, ino in found:
+                yield ix.inode(txn, ino)
             return
         if sel.expiring_before is not None:
             serials = sorted(s for _, s in ix.expiring(txn, sel.expiring_before)

@@ -346,9 +346,7 @@ class SegmentLog:
         except FileNotFoundError:
             return None
         try:
-            size = os.fstat(fd).st_size
-            if not self.readonly and segno == self.cur_segno:
-                size = min(size, self.cur_end)
+            size = self._visible(segno, os.fstat(fd).st_size)
             return mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
         finally:
             os.close(fd)
@@ -357,11 +355,15 @@ class SegmentLog:
         """Bytes a map of segment ``segno`` would hold now (map_file), or None if the file
         is missing: a stat, no descriptor kept (a walk over thousands of segments)."""
         try:
-            size = os.stat(self.path(segno)).st_size
+            return self._visible(segno, os.stat(self.path(segno)).st_size)
         except FileNotFoundError:
             return None
+
+    def _visible(self, segno, size):
+        """Of a segment file's ``size``, what the log holds: the open segment ends at
+        cur_end (beyond it: a frame being written, or preallocation)."""
         if not self.readonly and segno == self.cur_segno:
-            size = min(size, self.cur_end)
+            return min(size, self.cur_end)
         return size
 
     def size(self, segno):
