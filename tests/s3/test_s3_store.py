@@ -199,6 +199,41 @@ class RealTime(FakeTime):
         return self.true + self._passed() + self.server_skew
 
 
+def test_a_dispose_run_of_many_batches_copies_each_segment_once_at_its_end(s3_store,
+                                                                           monkeypatch):
+    """Each batch of a run is its own dispose event; the bucket would store a segment again
+    for every one that destroyed frames in it. The S3 unit holds the copies until the run
+    ends and makes one per segment, for the last event; read back, the bucket holds none of
+    the disposed records' bytes, and nothing about the copy is a finding."""
+    path, clock, url = s3_store
+    monkeypatch.setattr(disposal, "BATCH_RECORDS", 2)
+    rnd = random.Random(11)
+    with Store(path, time_source=clock, mirror_time_source=clock) as st:
+        gone = [rnd.randbytes(60_000) for _ in range(7)]     # one segment, seven records
+        for i, data in enumerate(gone):
+            put(st, b"gone%d.eml" % i, data)
+        kept_data = rnd.randbytes(50_000)
+        kept = put(st, b"kept.eml", kept_data)
+        st.set_retain_until(kept.ino, "2040-01-01", None)
+        st.mirror_poll()
+        clock.advance(2 * DAY)
+        cert = disposal.run(st, None)
+        assert len(cert["records"]) == 7 and len(cert["events"]) == 4
+        made = sorted({v.rel for v in Bucket(url).versions() if v.rel.startswith("dseg/")})
+        assert made == [f"dseg/0000000001/{cert['events'][-1]:012d}"], made
+        st.mirror_poll()
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.findings
+    dest = os.path.join(os.path.dirname(path), "readback")
+    state, findings = fetch(Bucket(url), dest)
+    state.close()
+    assert findings == []
+    blob = b"".join(open(os.path.join(dest, "segments", n), "rb").read()
+                    for n in os.listdir(os.path.join(dest, "segments")))
+    assert not any(d[:4096] in blob or d[-4096:] in blob for d in gone)
+    assert kept_data[:4096] in blob
+
+
 def test_disposal_redacts_the_bucket_and_a_later_dispose_deletes_what_expired(
         tmp_path, s3_url, monkeypatch):
     """The bucket cannot destroy a frame in place. A dispose stores a redacted copy of each
@@ -247,10 +282,19 @@ def test_disposal_redacts_the_bucket_and_a_later_dispose_deletes_what_expired(
                             for n in os.listdir(os.path.join(dest, "segments")))
             assert gone_data[:4096] not in blob and gone_data[-4096:] not in blob
             assert kept_data[:4096] in blob
-            # The replaced objects' locks end (they are no longer lengthened); the next
-            # dispose, with nothing to dispose of, deletes them.
+            # The replaced objects' locks end (they are no longer lengthened, while the copy
+            # that carries their bytes now is, by what the primary ships meanwhile); the
+            # next dispose, with nothing to dispose of, deletes them.
             last = max(parse_date(o["retain_until"]) for o in cert["still_held"]["objects"])
-            wait(max(0.0, (last - time.time() * US) / US) + 2)
+            ticks = 0
+            while time.time() * US < last + 2 * US:
+                wait(1)
+                ticks += 1
+                ino = st.create(1, b"tick%d" % ticks, 0o644, None).ino
+                st.set_retain_until(ino, "2040-01-01", None)   # kept: disposes of nothing
+                st.write(ino, 0, b"a new record to ship")
+                st.seal(ino)
+                st.mirror_poll()
             cert2 = disposal.run(st, None)
             assert cert2["records"] == []
 

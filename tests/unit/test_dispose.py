@@ -399,3 +399,162 @@ def test_the_mirror_never_resumes_far_behind_the_time_it_told_for_a_deletion(pai
         assert rep.clock.now() >= told - 1 * US
     finally:
         rep.close()
+
+
+# -- disposal in batches ---------------------------------------------------------------------
+# A run disposes of BATCH_RECORDS records per write transaction (and per dispose event), so
+# that seals wait for one batch at most, whatever the number of records expiring; which
+# chunks no retained record lists comes from the index's reference counts (chunkrefs), not a
+# pass over every manifest.
+
+def rebuilt_equals_live(unit):
+    live = dump_index(unit)
+    os.rename(f"{unit}/index", f"{unit}/index.live")
+    os.makedirs(f"{unit}/index")
+    rebuild_index(unit)
+    rebuilt = dump_index(unit)
+    for name in live:
+        assert rebuilt[name] == live[name], (unit, name)
+
+
+def test_a_run_in_batches_disposes_of_exactly_what_it_would_in_one(pair, fake_time,
+                                                                   monkeypatch):
+    p, m = pair
+    shared_ab, shared_kept = blob(10, 1 << 20), blob(11, 1 << 20)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        # a and d share chunks and fall in different batches; b shares chunks with kept, a
+        # retained record; c is deleted by hand after it expires (undisposed until the run);
+        # h is held.
+        a = put(st, b"a", shared_ab + blob(12, 300_000), retain="2026-02-01")
+        b = put(st, b"b", shared_kept + blob(13, 300_000), retain="2026-02-01")
+        c = put(st, b"c", blob(14, 300_000), retain="2026-02-01")
+        d = put(st, b"d", blob(15, 300_000) + shared_ab, retain="2026-02-01")
+        h = put(st, b"h", blob(16, 300_000), retain="2026-02-01")
+        st.place_hold(h.ino, "CASE-1", "inquiry", None)
+        kept = put(st, b"kept", shared_kept + blob(17, 300_000))
+        in_ab = set(chunk_ids(st, a)) & set(chunk_ids(st, d))
+        in_kept = set(chunk_ids(st, b)) & set(chunk_ids(st, kept))
+        assert in_ab and in_kept
+        fake_time.advance(30 * DAY)
+        st.unlink(1, b"c", None)
+        monkeypatch.setattr(disposal, "BATCH_RECORDS", 2)
+        dry = disposal.run(st, None, dry_run=True)
+        cert = disposal.run(st, None)
+        dead = {a.serial, b.serial, c.serial, d.serial}
+        assert {r["serial"] for r in cert["records"]} == dead
+        assert {r["serial"] for r in dry["records"]} == dead
+        assert set(dry["chunk_ids"]) == set(cert["chunk_ids"])
+        assert (dry["chunks"], dry["bytes"]) == (cert["chunks"], cert["bytes"])
+        gone = {bytes.fromhex(x) for x in cert["chunk_ids"]}
+        assert in_ab <= gone and not in_kept & gone
+        assert cert["destroyed_on"] == ["WU-P", "WU-M"]
+        disposes = [e for e in st.events() if e["type"] == "dispose"]
+        assert len(disposes) == 2 == len(cert["events"])
+        assert [e["seq"] for e in disposes] == cert["events"]
+        assert all(len(e["serials"]) <= 2 for e in disposes)
+        assert disposes[1]["continues"] == disposes[0]["seq"]
+        assert "continues" not in disposes[0]
+        # Each batch is destroyed on both units before the next is planned.
+        types = [e["type"] for e in st.events() if e["seq"] > disposes[0]["seq"]]
+        assert types[0] == "disposal_done" and "dispose" in types[1:]
+        assert st.read(kept.ino, 0, 100) == (shared_kept + blob(17, 300_000))[:100]
+        assert st.read(h.ino, 0, 10)
+        rep = verification.run(st, deep=True)
+        assert rep.ok, rep.as_dict()["findings"]
+        assert disposal.run(st, None)["event"] is None
+    same_segments(p, m)
+    for unit in (p, m):
+        rebuilt_equals_live(unit)
+
+
+def test_a_run_of_many_batches_lists_a_bounded_certificate(pair, fake_time, monkeypatch):
+    p, m = pair
+    monkeypatch.setattr(disposal, "BATCH_RECORDS", 3)
+    monkeypatch.setattr(disposal, "LISTED", 4)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        recs = [put(st, b"r%d" % i, blob(20 + i, 2000), retain="2026-02-01")
+                for i in range(10)]
+        fake_time.advance(30 * DAY)
+        cert = disposal.run(st, None)
+        assert len(cert["records"]) == 4 and cert["unlisted_records"] == 6
+        assert len(cert["chunk_ids"]) == 4 and cert["unlisted_chunks"] == cert["chunks"] - 4
+        assert len(cert["events"]) == 4
+        named = [s for e in st.events() if e["type"] == "dispose" for s in e["serials"]]
+        assert sorted(named) == sorted(r.serial for r in recs)   # the events name them all
+
+
+def test_the_mirror_refuses_to_dispose_of_a_chunk_a_retained_record_still_lists(pair,
+                                                                               fake_time):
+    from wormfs.mirror.replica import Replica
+    from wormfs.store import events as E
+    from wormfs.store import frames as F
+
+    from .test_mirror import _log_uuid
+    p, m = pair
+    shared = blob(30, 1 << 20)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        gone = put(st, b"gone", shared + blob(31, 200_000), retain="2026-02-01")
+        kept = put(st, b"kept", shared + blob(32, 200_000))
+        fake_time.advance(30 * DAY)
+        st.unlink(1, b"gone", None)               # deleted on both units, not disposed
+        chunks = [[c.hex(), *st.ix.chunk(st.ix.read(), c)] for c in chunk_ids(st, gone)]
+        assert set(chunk_ids(st, gone)) & set(chunk_ids(st, kept))
+        head_seq, head_hash = st.journal.last_seq, st.journal.last_hash
+    rep = Replica(m, serial="WU-M", log_uuid=_log_uuid(m), time_source=fake_time)
+    try:
+        ev = {"seq": head_seq + 1, "prev": head_hash, "time": "2040-01-01T00:00:00.000000Z",
+              "time_us": 2208988800 * 10**6, "type": "dispose", "serials": [gone.serial],
+              "records": [], "chunks": chunks, "bytes": 0}
+        end = rep.end()
+        rep.receive(end[0], end[1], F.encode_event(E.encode(ev)))
+        assert "still part of a retained record" in rep.kept_refusals()[-1]["reason"]
+    finally:
+        rep.close()
+    assert shared[5000:5100] in segment_bytes(m)
+
+
+def _make_old_index(unit):
+    """What wormfs made before reference counts: the index without chunkrefs, undisposed
+    and meta 'layout'."""
+    import lmdb
+    env = lmdb.open(f"{unit}/index", max_dbs=20)
+    with env.begin(write=True) as txn:
+        for name in (b"chunkrefs", b"undisposed"):
+            txn.drop(env.open_db(name, txn=txn), delete=True)
+        txn.delete(b"layout", db=env.open_db(b"meta", txn=txn))
+    env.close()
+
+
+def test_an_index_made_before_reference_counts_is_rebuilt_at_the_first_writable_open(
+        pair, fake_time):
+    from wormfs.errors import StoreError
+    p, m = pair
+    shared = blob(40, 1 << 20)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        put(st, b"early", shared + blob(41, 100_000), retain="2026-02-01")
+        fake_time.advance(30 * DAY)
+        disposal.run(st, None)                         # a disposed record: counted out
+        for i in range(7):
+            put(st, b"r%d" % i, shared + blob(42 + i, 100_000), retain="2026-03-15")
+        put(st, b"zeros", bytes(600_000) + bytes(600_000))  # one chunk listed many times
+        fake_time.advance(60 * DAY)
+        st.unlink(1, b"r3", None)                      # deleted, not disposed
+    want = {u: dump_index(u) for u in (p, m)}
+    for unit in (p, m):
+        _make_old_index(unit)
+    with Store(m, readonly=True) as ms:                # read-only: it reads, says what is missing
+        assert ms.stats()["records"] == 7
+        with pytest.raises(StoreError, match="mount the store once"):
+            disposal.run(ms, None, dry_run=True)
+        rep = verification.run(ms, deep=True)          # an older index is not a finding
+        assert rep.ok, rep.as_dict()["findings"]
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        st.mirror_poll()
+        assert st.mirror_state()[0] == "synced"
+        cert = disposal.run(st, None, dry_run=True)
+        assert {r["path"] for r in cert["records"]} == {"/r%d" % i for i in range(7)}
+    for unit in (p, m):
+        got = dump_index(unit)
+        for name in ("chunkrefs", "undisposed"):
+            assert got[name] == want[unit][name] and got[name], (unit, name)
+        rebuilt_equals_live(unit)

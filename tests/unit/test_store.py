@@ -697,3 +697,42 @@ def test_creates_on_one_thread_while_seals_end_on_others(store):
     finally:
         sys.setswitchinterval(old)
     assert errors == []
+
+
+class _Bucket:
+    """A server clock that bounds the compliance clock from above (an S3 bucket's)."""
+    name = "the bucket"
+
+    def __init__(self):
+        self.upper = None
+
+    def refresh(self):
+        pass
+
+    def upper_us(self, source):
+        return self.upper
+
+
+def test_event_times_never_go_back_when_the_clock_is_held_at_a_buckets_time(store,
+                                                                            fake_time):
+    """Held at an S3 bucket's time, the compliance clock reads less than it showed a moment
+    before; the trail is stamped no earlier than its last event all the same, so that time
+    order is seq order (audit --since, commit times by serial)."""
+    from wormfs.admin import auditlog
+    from wormfs.clock import CHECK_INTERVAL_US
+    bucket = _Bucket()
+    store.clock.server = bucket
+    for i in range(3):
+        put(store, b"before%d" % i, b"x")
+        fake_time.advance(CHECK_INTERVAL_US / 1e6 * 2)
+    shown = store.now()
+    last = list(store.events())[-1]["time_us"]
+    bucket.upper = shown - 30_000_000          # the bucket's clock is 30 s behind ours
+    fake_time.advance(CHECK_INTERVAL_US / 1e6 * 2)
+    assert store.clock.now(strict=True) < shown   # the clock itself steps back
+    later = [put(store, b"after%d" % i, b"y") for i in range(3)]
+    times = [ev["time_us"] for ev in store.events()]
+    assert times == sorted(times)
+    assert all(r.committed >= last for r in later)
+    first = auditlog.first_seq_at(store.log, store.ix, last)
+    assert all(ev["time_us"] >= last for ev in store.events(first))

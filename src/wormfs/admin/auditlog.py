@@ -77,8 +77,11 @@ def refused_since(log, ix, seq, pid):
 
 
 def first_seq_at(log, ix, t_us):
-    """The first seq whose time is at or after ``t_us`` (event times never go back: the
-    compliance clock is monotonic), by bisection."""
+    """The first seq whose time is at or after ``t_us``, by bisection where the log's
+    times never go back (Index.times_in_order); else 1 (the caller filters by time)."""
+    with ix.read() as txn:
+        if not ix.times_in_order(txn):
+            return 1
     lo, hi = 1, last_seq(ix) + 1
     while lo < hi:
         mid = (lo + hi) // 2
@@ -92,18 +95,7 @@ def first_seq_at(log, ix, t_us):
 
 # -- which events concern a selection ---------------------------------------------------------
 
-def subjects(ev):
-    """The inodes and serials an event is about."""
-    inos, serials = set(), set()
-    for k in ("ino", "replaced"):
-        if isinstance(ev.get(k), int):
-            inos.add(ev[k])
-    if isinstance(ev.get("serial"), int):
-        serials.add(ev["serial"])
-    for s in ev.get("serials") or ():
-        if isinstance(s, int):
-            serials.add(s)
-    return inos, serials
+subjects = E.subjects   # what an event is about (store/events.py)
 
 
 def outcome(ev):

@@ -302,6 +302,8 @@ def cmd_audit(args):
         if fmt == "csv":
             sys.stdout.write(auditlog.csv_header())
         for ev, payload in auditlog.iter_events(st.log, st.ix, start):
+            if since is not None and ev.get("time_us", since) < since:
+                continue   # a log whose times step back somewhere is read from its start
             if sel_path is not None and not _event_matches(st, ev, sel_path):
                 continue
             if fmt == "jsonl":
@@ -403,17 +405,25 @@ def cmd_dispose(args):
     if args.json:
         _out(cert)
         return 0
-    n = len(cert["records"])
+    more = cert.get("unlisted_records", 0)
+    n = len(cert["records"]) + more
     verb = "would dispose of" if cert["dry_run"] else "disposed of"
     print(f"{verb} {n} record{'s' if n != 1 else ''}")
     for r in cert["records"]:
         print(f"  #{r['serial']:<8} {r['path']}  {human_bytes(r['size'])}  retained until "
               f"{r['retain_until']}  blake3 {r['blake3']}")
+    if more:
+        print(f"  ... and {more} more, not listed here (each is named in the dispose events "
+              f"of the audit trail, wormfs audit STORE --format jsonl)")
     what = "would reclaim" if cert["dry_run"] else "reclaimed"
     print(f"{what} {cert['chunks']} chunks, {human_bytes(cert['bytes'])} (chunks that "
           f"retained records share stay)")
-    if cert.get("event"):
-        print(f"certificate of destruction: event {cert['event']} of the audit trail; "
+    events = cert.get("events") or ([cert["event"]] if cert.get("event") else [])
+    if events:
+        which = (f"event {events[0]}" if len(events) == 1 else
+                 f"events {events[0]} to {events[-1]} ({len(events)} dispose events, each "
+                 f"naming the one before)")
+        print(f"certificate of destruction: {which} of the audit trail; "
               f"destroyed on {', '.join(cert.get('destroyed_on') or []) or 'no unit yet'}")
     if cert.get("pending"):
         print(f"NOT destroyed yet: {cert['pending']}")

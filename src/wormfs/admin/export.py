@@ -301,17 +301,7 @@ def _write(store, target, recs, described, prefix, counter, sel, now):
         d["file"], d["sha256"] = name, sha.hexdigest()
         expected[name] = (d["sha256"], rec.blake3)
 
-    ino_serial = {r.ino: r.serial for r in recs}
-    history = {r.serial: [] for r in recs}
-    audit_lines = []
-    for ev, payload in auditlog.iter_events(store.log, store.ix):
-        ev_inos, ev_serials = auditlog.subjects(ev)
-        mine = {ino_serial[i] for i in ev_inos & ino_serial.keys()}
-        mine |= ev_serials & history.keys()
-        if mine:
-            audit_lines.append(payload + b"\n")
-            for s in mine:
-                history[s].append(ev)
+    history, audit_lines = _histories(store, recs)
     for d in described:
         d["audit_events"] = [ev["seq"] for ev in history[d["serial"]]]
 
@@ -339,6 +329,37 @@ def _write(store, target, recs, described, prefix, counter, sel, now):
     return {"records": len(recs), "bytes": about["bytes"], "format": target.kind,
             "index_sha256": expected["index.json"][0], "expected": expected,
             "serials": _ranges(sorted(history))}
+
+
+def _histories(store, recs):
+    """({serial: [event]}, [payload line]) of every event about the records, in seq order:
+    from the index's ``subjects`` table (only the events asked for are read), or, in an
+    index an older wormfs made and nobody has opened writable since, by reading the whole
+    trail."""
+    history = {r.serial: [] for r in recs}
+    ino_serial = {r.ino: r.serial for r in recs}
+    by_seq = {}   # seq -> serials it is about
+    if store.ix.has_table("subjects"):
+        with store.ix.read() as txn:
+            for r in recs:
+                for seq in store.ix.events_about(txn, r.ino):
+                    by_seq.setdefault(seq, []).append(r.serial)
+        found = ((seq, auditlog.event(store.log, store.ix, seq)) for seq in sorted(by_seq))
+    else:
+        found = []
+        for ev, payload in auditlog.iter_events(store.log, store.ix):
+            ev_inos, ev_serials = auditlog.subjects(ev)
+            mine = {ino_serial[i] for i in ev_inos & ino_serial.keys()}
+            mine |= ev_serials & history.keys()
+            if mine:
+                by_seq[ev["seq"]] = sorted(mine)
+                found.append((ev["seq"], (ev, payload)))
+    lines = []
+    for seq, (ev, payload) in found:
+        lines.append(payload + b"\n")
+        for serial in by_seq[seq]:
+            history[serial].append(ev)
+    return history, lines
 
 
 def _ranges(serials):

@@ -193,6 +193,46 @@ def _subtree_matches(ix, txn, top, sel):
     return found
 
 
+def _committed_range(ix, txn, sel):
+    """The serial range of ``sel`` narrowed to its commit-time range, by bisection: serials
+    are handed out in seal order and, where the log's times never go back
+    (Index.times_in_order), commit times grow with them. (None, None) if nothing can match;
+    the range unchanged where it cannot bisect (the walk then filters by time)."""
+    first, last = sel.first, sel.last
+    if sel.since is None and sel.until is None:
+        return first, last
+    top = ix.meta(txn, "next_serial", 1) - 1
+    last = top if last is None else min(last, top)
+    if first > last or not ix.times_in_order(txn):
+        return (None, None) if first > last else (sel.first, sel.last)
+
+    def committed(serial):
+        ino = ix.serial_ino(txn, serial)
+        rec = ix.inode(txn, ino) if ino is not None else None
+        return None if rec is None or rec.committed is None else rec.committed
+
+    def first_at(t, lo, hi):
+        """The first serial in [lo, hi + 1] whose commit time is at or after ``t``."""
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            c = committed(mid)
+            if c is None:
+                raise LookupError(mid)
+            if c < t:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        return lo
+    try:
+        if sel.since is not None:
+            first = first_at(sel.since, first, last)
+        if sel.until is not None:
+            last = first_at(sel.until + 1, first, last) - 1
+    except LookupError:
+        return sel.first, sel.last   # a gap in the serials: walk them all
+    return (first, last) if first <= last else (None, None)
+
+
 def select(store, sel):
     """Yield the inode dict of every live record (sealed, not deleted) matching ``sel``, in
     serial order. A path glob with a literal directory at its head walks that directory's
@@ -208,12 +248,15 @@ def select(store, sel):
             for _, ino in found:
                 yield ix.inode(txn, ino)
             return
+        first, last = _committed_range(ix, txn, sel)
+        if first is None:
+            return
         if sel.expiring_before is not None:
             serials = sorted(s for _, s in ix.expiring(txn, sel.expiring_before)
-                             if s >= sel.first and (sel.last is None or s <= sel.last))
+                             if s >= first and (last is None or s <= last))
             pairs = ((s, ix.serial_ino(txn, s)) for s in serials)
         else:
-            pairs = ix.serials(txn, sel.first, sel.last)
+            pairs = ix.serials(txn, first, last)
         for serial, ino in pairs:
             rec = ix.inode(txn, ino)
             if rec is None or not rec.sealed:

@@ -221,7 +221,7 @@ def _dispose(ix, txn, ev, now):
     # Only records this unit itself has deleted (each delete passed its own clock and holds)
     # and only chunks no other record here refers to: the same dedup check as the primary's,
     # on this unit's own index.
-    from ..store.disposal import still_unreferenced
+    from ..store.disposal import unreferenced_but_by
     serials = set(ev["serials"])
     for serial in serials:
         ino = ix.serial_ino(txn, serial)
@@ -235,7 +235,7 @@ def _dispose(ix, txn, ev, now):
         if loc is not None and tuple(loc) != (segno, offset, length):
             return f"chunk {cid_hex[:16]} is not where the dispose event says"
         wanted[cid] = length
-    kept = set(wanted) - set(still_unreferenced(ix, txn, wanted, serials))
+    kept = set(wanted) - unreferenced_but_by(ix, txn, wanted, serials)
     if kept:
         return f"chunk {min(kept).hex()[:16]} is still part of a retained record here"
     return None

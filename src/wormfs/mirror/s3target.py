@@ -80,6 +80,7 @@ class S3Target:
     def __init__(self, url, endpoint, cache, *, serial, log_uuid, time_source=None,
                  server=None):
         self.url = url
+        self._hold_redaction = False   # a dispose run of many batches is under way
         # The bucket's clock bounds the cache's clock (which judges deletions for the
         # bucket) and, shared with it, the primary's.
         server = server or BucketClock(url, endpoint)
@@ -241,6 +242,16 @@ class S3Target:
                               "retain_until": format_us(o.retain_until)}
         return [out[k] for k in sorted(out)]
 
+    def locks_now(self, objects):
+        """``objects`` [{rel, version, retain_until}] with each one's retain-until as it is
+        now (a lock lengthened since it was listed ends later); ones gone are left out."""
+        out = []
+        for o in objects:
+            cur = self.state.obj(o["rel"])
+            if cur is not None:
+                out.append(dict(o, retain_until=format_us(cur.retain_until)))
+        return out
+
     def kept_refusals(self):
         return self.replica.kept_refusals()  # the shipping cache judged for the bucket
 
@@ -326,28 +337,50 @@ class S3Target:
                 self.state.put("head", head)
             if disposals:   # with the end: a crash before the copies are made redoes them
                 self.state.put("redact", self.state.get("redact", []) + disposals)
-        self._redact_pending()
+        if not self._hold_redaction:
+            self._redact_pending()
         self._store_head()
         self._sweep()
 
     # -- disposal in the bucket ------------------------------------------------------------
 
+    def hold_redaction(self):
+        """A dispose run of many batches begins (disposal.py): each batch's dispose event
+        would have every segment it touched stored again, and a run's batches touch the
+        same segments one after another. Until ``release_redaction``, the copies wait in
+        ``redact`` (kept in the state, so a crash or a lost connection makes them at the
+        next open or batch), and are then made once per segment."""
+        self._hold_redaction = True
+
+    def release_redaction(self):
+        self._hold_redaction = False
+        self._redact_pending()
+
     def _redact_pending(self):
         """Redacted copies for the dispose events the bucket now holds (``redact`` in the
-        state: kept until done, so a crash redoes them at the next batch or open)."""
-        for seq in list(self.state.get("redact", [])):
+        state: kept until done, so a crash redoes them at the next batch or open). A
+        segment that several of them destroyed frames in is copied once, for the last: the
+        cache's segment holds every one's destruction by then."""
+        pending = list(self.state.get("redact", []))
+        events, last_of = {}, {}
+        for seq in pending:
             try:
                 ev = event_at(self.replica.log, self.replica.ix, seq)
             except (IntegrityError, StopIteration, KeyError) as e:
                 log.warning("no redacted copy for dispose event %s on %s: %s", seq,
                             self.url, e)
-                ev = None
-            if ev is not None:
-                self._redact(ev)
+                continue
+            events[seq] = None   # read again below: a run's events can be many and large
+            for _, segno, _, _ in ev["chunks"]:
+                last_of[segno] = max(seq, last_of.get(segno, 0))
+        for seq in pending:
+            if seq in events:
+                ev = event_at(self.replica.log, self.replica.ix, seq)
+                self._redact(ev, {n for n, q in last_of.items() if q > seq})
             with self.state.transaction():
                 self.state.put("redact", [s for s in self.state.get("redact", []) if s != seq])
 
-    def _redact(self, ev):
+    def _redact(self, ev, later=frozenset()):
         """A bucket cannot destroy a frame in place: an object is written once and kept
         until its lock ends. So for each segment holding chunks that dispose event ``ev``
         destroyed in the shipping cache, the cache's copy of the segment from its start
@@ -355,9 +388,10 @@ class S3Target:
         It carries the segment from then on; the objects it replaces are superseded, so
         their locks are no longer lengthened, and a dispose after their locks end deletes
         them (``expire``). Readers take the redacted copy (s3copy.py), so a unit read back
-        from the bucket never holds the disposed chunks in plaintext."""
+        from the bucket never holds the disposed chunks in plaintext. ``later``: segments
+        that a later pending dispose event copies (with this one's frames destroyed too)."""
         end_seg, end_off = self.end()
-        done, made = set(), []
+        done, made = set(later), []
         for _, segno, off, _ in ev["chunks"]:
             if segno in done or segno > end_seg:
                 continue

@@ -33,7 +33,7 @@ import blake3
 from ..errors import IntegrityError, WormError
 from ..store import events as E
 from ..store import frames as F
-from ..store.index import DBS, U64, Index
+from ..store.index import DBS, LAYOUT, U64, Index
 from ..store.hostfs import fsync_dir, set_immutable
 from ..store.maintenance import apply_frames, event_hash_at
 from ..store.localchain import skipped_seqs
@@ -454,10 +454,17 @@ def _replay_compare(u, rep):
             except F.FrameError as e:
                 if (e.segno, e.offset) < applied:
                     return  # damage: the walk reported it
+            # An index an older wormfs made (read-only here, so not upgraded yet) lacks
+            # what a replay now adds: those tables, and meta's "layout".
+            old = u.ix.layout(snap) < LAYOUT
             with scratch.read() as mine:
                 for name in DBS:
-                    for a, b in itertools.zip_longest(u.ix.items(snap, name),
-                                                      scratch.items(mine, name)):
+                    if not u.ix.has_table(name):
+                        continue
+                    theirs = scratch.items(mine, name)
+                    if old and name == "meta":
+                        theirs = (kv for kv in theirs if kv[0] != b"layout")
+                    for a, b in itertools.zip_longest(u.ix.items(snap, name), theirs):
                         if a != b:
                             key = (a or b)[0]
                             rep.add(u, "index", f"the index differs from a replay of the log in "

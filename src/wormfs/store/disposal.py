@@ -1,15 +1,21 @@
 """Disposal of expired records (SPEC ``wormfs dispose``, R11, R12).
 
-One run, on the primary, in one index transaction under the store's write lock:
-1. every record whose retain-until has passed by the compliance clock and that holds no
-   legal hold is deleted (a ``delete`` event each, cause ``dispose``), like an ``unlink``
-   after expiry;
-2. the chunks of the deleted records (these and any deleted earlier and not yet disposed)
-   that no other record refers to are chosen: a chunk shared with a retained record stays,
-   and so does one that a file being written has streamed or matched (dedup-aware);
-3. one ``dispose`` event, the certificate of destruction, names the records (serial, path,
-   digest, size), the chunks (id, place, length) and the bytes reclaimed. It is durable and
-   on the mirror before anything is destroyed.
+One run, on the primary, in batches of BATCH_RECORDS records, one index transaction under
+the store's write lock each (seals wait for one batch at most, whatever the number expiring):
+1. records deleted earlier and not disposed yet (the index's ``undisposed``), then records
+   whose retain-until has passed by the compliance clock and that hold no legal hold (its
+   ``expiry``, earliest first), which are deleted (a ``delete`` event each, cause
+   ``dispose``), like an ``unlink`` after expiry;
+2. the chunks of the batch's records that no other record that is not disposed lists are
+   chosen, from the index's reference counts (``chunkrefs``: the count equals the number of
+   the batch's records listing the chunk), not a pass over every manifest: a chunk shared
+   with a retained record stays (and one shared with a record of a later batch, until that
+   batch), and so does one that a file being written has streamed or matched (dedup-aware);
+3. one ``dispose`` event, the certificate of destruction of the batch, names the records
+   (serial, path, digest, size), the chunks (id, place, length) and the bytes reclaimed, and
+   the run's previous dispose event (``continues``). It is durable and on the mirror before
+   anything is destroyed, and the batch is destroyed on both units before the next is
+   planned, so at most one dispose event is ever pending.
 
 What has expired is judged by the earlier of the primary's compliance clock and the
 mirror's (Store.peer_deletion_time): the mirror judges each delete again by its own, and one
@@ -33,18 +39,33 @@ from collections import defaultdict
 from .. import retention
 from ..errors import IntegrityError, Refused, StoreError
 from ..timeutil import format_us
-from .index import U64
 from .maintenance import event_at
 from .inode import State
 
 log = logging.getLogger("wormfs.dispose")
 
 
+BATCH_RECORDS = 500     # records per dispose event: one batch's write transaction is short
+BATCH_CHUNKS = 5000     # and its event bounded (a record larger than this is one batch)
+LISTED = 1000           # records and chunk ids a certificate lists; the events list them all
+
+
+class Position:
+    """Where the next batch of a run starts: the last undisposed serial and the last expiry
+    key (until, serial) already judged. Records skipped (held, not yet expired) are not
+    judged again in the same run; ones that change meanwhile wait for the next run."""
+    __slots__ = ("undisposed", "expiry", "done")
+
+    def __init__(self):
+        self.undisposed, self.expiry, self.done = 0, None, False
+
+
 class Plan:
-    def __init__(self, expired, deleted, chunks):
-        self.expired = expired    # inode dicts of records to delete now
-        self.deleted = deleted    # inode dicts of records deleted earlier, not disposed
+    def __init__(self, expired, deleted, chunks, position):
+        self.expired = expired    # Inodes of records to delete now
+        self.deleted = deleted    # Inodes of records deleted earlier, not disposed
         self.chunks = chunks      # [(chunk id, segno, offset, length)] to destroy
+        self.position = position  # where the next batch starts
 
     @property
     def records(self):
@@ -58,75 +79,133 @@ class Plan:
         return not self.records
 
 
-def plan(ix, txn, now_us, keep=frozenset()):
-    """What a dispose run at ``now_us`` would delete and reclaim. ``keep``: chunk ids that
-    must stay whatever the index says (files being written)."""
-    expired = []
-    for _, serial in ix.expiring(txn, now_us + 1):
+def plan(ix, txn, now_us, keep=frozenset(), position=None, carried=None):
+    """One batch of what a dispose run at ``now_us`` deletes and reclaims: up to ``limit``
+    records (deleted earlier and not disposed first, then expired ones without holds) and
+    the chunks of theirs that no other record that is not disposed lists (``chunkrefs``),
+    nor a file being written (``keep``). Reads only what the batch names: its records'
+    manifests and their chunks' counts.
+
+    ``carried`` (a dry run, which changes nothing between batches): {chunk id: how many
+    records of earlier batches list it}; those records count as disposed, as they would be
+    by then, and the dict keeps the chunks still shared after this batch."""
+    ix.need_layout(txn, "disposal")
+    limit, chunk_limit = BATCH_RECORDS, BATCH_CHUNKS   # read here: a test may lower them
+    old = position or Position()
+    pos = Position()
+    pos.undisposed, pos.expiry = old.undisposed, old.expiry
+    dead, deleted, expired, scanned = {}, [], [], [0]
+
+    def full():
+        # Records judged and skipped (held, or not expired by their own rule) count too, so
+        # that a batch's transaction stays short when most of what the expiry index offers
+        # is held: such a batch may be empty without the run being over.
+        scanned[0] += 1
+        return (len(deleted) + len(expired) >= limit or len(dead) >= chunk_limit
+                or scanned[0] > 4 * limit)
+
+    def count_in(rec):
+        for cid in ix.manifest_ids(txn, rec.serial):
+            dead[cid] = dead.get(cid, 0) + 1
+
+    for serial in ix.undisposed(txn, after=old.undisposed):
+        if full():
+            break
+        pos.undisposed = serial
         rec = ix.inode(txn, ix.serial_ino(txn, serial))
-        if rec is not None and rec.sealed and not rec.holds \
-                and retention.expired(rec.retention, now_us):
-            expired.append(rec)
-    deleted = []
-    for _, ino in ix.serials(txn):
-        rec = ix.inode(txn, ino)
         if rec is not None and rec.state is State.DELETED and not rec.disposed:
             deleted.append(rec)
-    dead = {r.serial for r in expired + deleted}
-    candidates = {}
-    for rec in expired + deleted:
-        for _, length, cid in ix.manifest_from(txn, rec.serial, 0):
-            if cid not in keep:
-                candidates[cid] = length
-    if candidates:
-        candidates = still_unreferenced(ix, txn, candidates, dead)
+            count_in(rec)
+    else:
+        for key in ix.expiring(txn, now_us + 1, after=old.expiry):
+            if full():
+                break
+            pos.expiry = key
+            rec = ix.inode(txn, ix.serial_ino(txn, key[1]))
+            if rec is not None and rec.sealed and not rec.holds \
+                    and retention.expired(rec.retention, now_us):
+                expired.append(rec)
+                count_in(rec)
+        else:
+            pos.done = True
     chunks = []
-    for cid in sorted(candidates):
+    for cid in sorted(dead):
+        if cid in keep:
+            continue
+        n = dead[cid] + (carried.pop(cid, 0) if carried is not None else 0)
+        if n < ix.chunk_refs(txn, cid):
+            if carried is not None:
+                carried[cid] = n
+            continue
         loc = ix.chunk(txn, cid)
         if loc is not None:
             chunks.append((cid,) + tuple(loc))
-    return Plan(expired, deleted, chunks)
+    return Plan(expired, deleted, chunks, pos)
 
 
-def still_unreferenced(ix, txn, candidates, dead_serials):
-    """The chunk ids of ``candidates`` that no record outside ``dead_serials`` refers to:
-    one pass over every manifest entry (the mirror runs the same check on its own index)."""
-    left = dict(candidates)
-    for key, val in ix.items(txn, "manifests"):
-        if U64.unpack(key[:8])[0] in dead_serials:
-            continue
-        left.pop(bytes(val[:32]), None)
-        if not left:
-            break
-    return left
+def unreferenced_but_by(ix, txn, chunk_ids, serials):
+    """Of ``chunk_ids``, those that no record that is not disposed lists, other than the
+    records ``serials`` (the mirror's check of a dispose event, on its own index)."""
+    ix.need_layout(txn, "a dispose event's check")
+    dead = {}
+    for serial in serials:
+        for cid in ix.manifest_ids(txn, serial):
+            dead[cid] = dead.get(cid, 0) + 1
+    return {cid for cid in chunk_ids if ix.chunk_refs(txn, cid) <= dead.get(cid, 0)}
 
 
-def certificate(store, p, dry_run, event=None):
-    unit = store.unit
-    now_deleted = {r.serial for r in p.expired}
-    return {
-        "dry_run": dry_run,
-        "unit": unit["serial"], "mirror": unit.get("peer_serial"),
-        "time": format_us(store.now()),
-        "records": [{"serial": r.serial, "path": r.path, "blake3": r.blake3,
-                     "size": r.size, "retain_until": retention.display(r.retention),
-                     "deleted_now": r.serial in now_deleted} for r in p.records],
-        "chunks": len(p.chunks), "bytes": p.bytes,
-        "chunk_ids": [c[0].hex() for c in p.chunks],
-        "event": event,
-    }
+class Certificate:
+    """What a run did, for the caller: every batch's counts, the first LISTED records and
+    chunk ids (the audit trail's dispose events name every one)."""
+
+    def __init__(self, store, dry_run):
+        unit = store.unit
+        self.d = {"dry_run": dry_run, "unit": unit["serial"], "mirror": unit.get("peer_serial"),
+                  "time": format_us(store.now()), "records": [], "unlisted_records": 0,
+                  "chunks": 0, "bytes": 0, "chunk_ids": [], "unlisted_chunks": 0,
+                  "event": None, "events": []}
+
+    def add(self, p, ev=None):
+        d, now_deleted = self.d, {r.serial for r in p.expired}
+        for r in p.records:
+            if len(d["records"]) < LISTED:
+                d["records"].append({
+                    "serial": r.serial, "path": r.path, "blake3": r.blake3, "size": r.size,
+                    "retain_until": retention.display(r.retention),
+                    "deleted_now": r.serial in now_deleted})
+            else:
+                d["unlisted_records"] += 1
+        for c in p.chunks:
+            if len(d["chunk_ids"]) < LISTED:
+                d["chunk_ids"].append(c[0].hex())
+            else:
+                d["unlisted_chunks"] += 1
+        d["chunks"] += len(p.chunks)
+        d["bytes"] += p.bytes
+        if ev is not None:
+            d["event"] = ev["seq"]
+            d["events"].append(ev["seq"])
+
+
+def _dry_run(store):
+    now = store.clock.now()
+    if store.unit.get("role") == "primary" and store.mirror is not None:
+        peer = store.mirror.peer_clock()
+        now = min(now, peer[0]) if peer is not None else now
+    cert, pos, carried = Certificate(store, True), None, {}
+    keep = store.streamed_chunk_ids()
+    with store.ix.read() as txn:
+        while pos is None or not pos.done:
+            p = plan(store.ix, txn, now, keep, pos, carried)
+            cert.add(p)
+            pos = p.position
+    return cert.d
 
 
 def run(store, actor, dry_run=False):
     """Dispose (or with ``dry_run`` only report) what has expired; returns the certificate."""
     if dry_run:
-        now = store.clock.now()
-        if store.unit.get("role") == "primary" and store.mirror is not None:
-            peer = store.mirror.peer_clock()
-            now = min(now, peer[0]) if peer is not None else now
-        with store.ix.read() as txn:
-            p = plan(store.ix, txn, now, store.streamed_chunk_ids())
-        return certificate(store, p, True)
+        return _dry_run(store)
     if store.unit.get("role") != "primary":
         raise Refused(f"{store.path} is a {store.unit.get('role')} unit: disposal runs on the "
                       f"primary, which disposes on both units")
@@ -145,43 +224,82 @@ def _run(store, actor):
                              f"at once, so it waits until the mirror is back (wormfs status)")
         _finish_pending(store, actor)
         peer = store.peer_deletion_time("dispose", actor)
-    # Judged once, before the transaction: the duplicate's clock is asked outside the
+    # Judged once, before the first transaction: the duplicate's clock is asked outside the
     # index's write lock, and an earlier time only ever disposes of less.
     now = store.clock.now(strict=True)
     now = now if peer is None else min(now, peer)
+    cert = Certificate(store, False)
+    # An S3 unit makes its redacted copies once at the end, not once per batch.
+    _on_s3_unit(store, lambda t: t.hold_redaction())
+    try:
+        units = _batches(store, actor, now, cert)
+    finally:
+        _release_redaction(store)
+    held = cert.d.get("still_held")
+    if held:
+        # Each batch listed the objects as they were then; the run's later batches
+        # lengthened some of them (they stayed live until the copies made at its end).
+        now_held = _on_s3_unit(store, lambda t: t.locks_now(held["objects"]))
+        if now_held is not None:
+            held["objects"] = now_held
+    if cert.d["event"] is not None:
+        cert.d["destroyed_on"] = units or []
+    _expire_bucket(store, actor, cert.d)
+    return cert.d
 
-    def fn(j):
-        p = plan(store.ix, j.txn, now, store.streamed_chunk_ids())
-        if p.empty():
-            return p, None
-        for rec in p.expired:
-            j.event("delete", actor, ino=rec.ino, serial=rec.serial,
-                    path=j.path_of(rec.ino), blake3=rec.blake3, size=rec.size,
-                    cause="dispose")
-        ev = j.event(
-            "dispose", actor,
-            serials=[r.serial for r in p.records],
-            records=[{"serial": r.serial, "path": r.path, "blake3": r.blake3,
-                      "size": r.size} for r in p.records],
-            chunks=[[c[0].hex(), c[1], c[2], c[3]] for c in p.chunks],
-            bytes=p.bytes)
-        store.disposals += 1   # seals that matched chunks before now check them again
-        return p, ev
-    p, ev = store.transact(fn, durable=True, essential=True)
-    cert = certificate(store, p, False, ev["seq"] if ev else None)
-    if ev is not None:
-        if _mirror_holds(store, ev["seq"]):
-            _destroy_here(store, actor, p, ev, cert)
-        else:
-            cert["destroyed_on"] = []
+
+def _release_redaction(store):
+    try:
+        _on_s3_unit(store, lambda t: t.release_redaction())
+    except (StoreError, OSError) as e:
+        # Kept in the S3 unit's state: made at its next batch or open.
+        log.warning("the S3 unit's redacted copies wait for its next batch: %s", e)
+
+
+def _batches(store, actor, now, cert):
+    """Dispose batch after batch; returns the units every batch was destroyed on."""
+    pos, units = None, None
+    while pos is None or not pos.done:
+        # One batch per write transaction, so seals wait for one batch at most; each
+        # batch is destroyed on both units before the next is planned, so at most one
+        # dispose event is ever pending (finish_pending).
+        p, ev = store.transact(lambda j: _batch(store, j, actor, now, pos, cert),
+                               durable=True, essential=True)
+        pos = p.position
+        if ev is None:
+            continue
+        cert.add(p, ev)
+        if not _mirror_holds(store, ev["seq"]):
+            units = []
             store.dispose_pending = ev["seq"]
-            cert["pending"] = (f"the mirror has not acknowledged the dispose event "
-                               f"{ev['seq']} (wormfs status says why): the chunks are "
-                               f"destroyed on both units once it has, by the next open or "
-                               f"'wormfs dispose'")
-            log.warning("dispose event %s: %s", ev["seq"], cert["pending"])
-    _expire_bucket(store, actor, cert)
-    return cert
+            cert.d["pending"] = (
+                f"the mirror has not acknowledged the dispose event {ev['seq']} (wormfs "
+                f"status says why): its chunks are destroyed on both units once it has, by "
+                f"the next open or 'wormfs dispose', which then disposes of the rest")
+            log.warning("dispose event %s: %s", ev["seq"], cert.d["pending"])
+            break
+        done = _destroy_here(store, actor, p, ev, cert.d)
+        units = done if units is None else [u for u in units if u in done]
+    return units
+
+
+def _batch(store, j, actor, now, pos, cert):
+    p = plan(store.ix, j.txn, now, store.streamed_chunk_ids(), pos)
+    if p.empty():
+        return p, None
+    for rec in p.expired:
+        j.event("delete", actor, ino=rec.ino, serial=rec.serial,
+                path=j.path_of(rec.ino), blake3=rec.blake3, size=rec.size, cause="dispose")
+    fields = {"continues": cert.d["event"]} if cert.d["event"] is not None else {}
+    ev = j.event(
+        "dispose", actor,
+        serials=[r.serial for r in p.records],
+        records=[{"serial": r.serial, "path": r.path, "blake3": r.blake3,
+                  "size": r.size} for r in p.records],
+        chunks=[[c[0].hex(), c[1], c[2], c[3]] for c in p.chunks],
+        bytes=p.bytes, **fields)
+    store.disposals += 1   # seals that matched chunks before now check them again
+    return p, ev
 
 
 def _mirror_holds(store, seq):
@@ -230,6 +348,7 @@ def _on_s3_unit(store, fn):
 
 
 def _destroy_here(store, actor, p, ev, cert):
+    """Destroy one batch here (and say where it is destroyed); returns those units."""
     destroyed = destroy(store.log, ev)
     units = [store.unit["serial"]]
     # An S3 unit destroys nothing before its objects' locks end: say where the data still
@@ -241,9 +360,12 @@ def _destroy_here(store, actor, p, ev, cert):
     fields = {"still_held": kept} if kept else {}
     store.note("disposal_done", actor, dispose_seq=ev["seq"], frames=destroyed,
                bytes=p.bytes, units=units, **fields)
-    cert["destroyed_on"] = units
     if kept:
-        cert["still_held"] = {"unit": store.unit.get("peer_serial"), "objects": kept}
+        held = cert.setdefault("still_held", {"unit": store.unit.get("peer_serial"),
+                                              "objects": []})
+        listed = {o["rel"] for o in held["objects"]}   # a run's batches share segments
+        held["objects"].extend(o for o in kept if o["rel"] not in listed)
+    return units
 
 
 def _expire_bucket(store, actor, cert):

@@ -49,6 +49,21 @@ def event_hash(payload):
     return blake3.blake3(payload).hexdigest()
 
 
+def subjects(ev):
+    """The inodes and serials an event is about: its ``ino`` and ``replaced``, its
+    ``serial`` and ``serials`` (whatever else it holds; a malformed one gives what it has)."""
+    inos, serials = set(), set()
+    for k in ("ino", "replaced"):
+        if type(ev.get(k)) is int:
+            inos.add(ev[k])
+    if type(ev.get("serial")) is int:
+        serials.add(ev["serial"])
+    more = ev.get("serials")
+    if type(more) is list:
+        serials.update(s for s in more if type(s) is int)
+    return inos, serials
+
+
 def name_str(name):
     """File names are bytes on Linux; events carry them as str (surrogateescape)."""
     return os.fsdecode(name) if isinstance(name, bytes) else name

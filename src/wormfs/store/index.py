@@ -16,6 +16,12 @@ LMDB's byte order is numeric order). docs/FORMAT.md repeats this for readers wit
                last_verify  result of the last verify or scrub (time, kind, ok, findings)
                last_dispose seq of the last dispose event (its frames are destroyed again
                             at open if a crash interrupted that)
+               time_went_back  seq of the last event whose time is earlier than the one
+                            before it (absent: the log's times never go back, so a search
+                            by time may bisect; the journal keeps them so since 2026-12)
+               layout       2 once the index holds ``chunkrefs``, ``undisposed`` and
+                            ``subjects`` (absent in an index made before them, which a
+                            writable open rebuilds: maintenance.open_index)
     inodes     u64 ino -> JSON inode (inode.py; fields in docs/FORMAT.md "Inodes")
     dirents    u64 parent ino | name bytes -> u64 child ino | u64 cookie
     dirlist    u64 parent ino | u64 cookie -> name bytes   (readdir order; cookies only grow:
@@ -29,6 +35,13 @@ LMDB's byte order is numeric order). docs/FORMAT.md repeats this for readers wit
     events     u64 seq -> u64 segno | u64 offset of the event's frame
     unsealed   u64 ino -> state ("open" or "scratch"): files that are not records yet, so that
                mount-time recovery and the scratch sweep never walk the records
+    chunkrefs  32-byte chunk id -> u32 how many records that are not disposed list the chunk
+               in their manifest (each record once; no key at 0), so that disposal knows what
+               no retained record uses without reading every manifest
+    undisposed u64 serial -> empty: records deleted and not disposed yet
+    subjects   u64 ino | u64 seq -> empty: the events about each file (events.subjects: its
+               ino, the ino it replaced, or its serial), so that an export finds a record's
+               audit events without reading the whole trail
 
 Only ``replay.py`` writes to these, so that a live store and a rebuilt index cannot differ.
 
@@ -46,15 +59,19 @@ import struct
 
 import lmdb
 
+from ..errors import StoreError
 from .events import loads
 from .inode import Inode, State
 
 DBS = ("meta", "inodes", "dirents", "dirlist", "chunks", "manifests", "serials", "expiry",
-       "events", "unsealed")
+       "events", "unsealed", "chunkrefs", "undisposed", "subjects")
+LAYOUT = 2          # meta "layout": what an index made by this code holds (FORMAT.md §7)
+LAYOUT_2_DBS = ("chunkrefs", "undisposed", "subjects")
 MAP_SIZE = 1 << 40  # address space only; the file grows with use
 INODE_MEMO = 1024   # decoded inodes kept (Index.inode): ~2 MiB at most
 
 U64 = struct.Struct(">Q")
+U32 = struct.Struct(">I")
 U64x2 = struct.Struct(">QQ")
 CHUNK_LOC = struct.Struct(">QQI")
 MANIFEST_VAL = struct.Struct(">32sI")
@@ -133,7 +150,12 @@ class Index:
         self._inodes = {}     # ino -> (stored bytes, Inode decoded from them): see inode()
         self.db = {}
         for name in DBS:
-            self.db[name] = self.env.open_db(name.encode(), create=not readonly)
+            try:
+                self.db[name] = self.env.open_db(name.encode(), create=not readonly)
+            except lmdb.NotFoundError:
+                # Read-only, an index made before this table: what needs it says so
+                # (need_layout); a writable open upgrades it (Index.upgrade).
+                self.db[name] = None
 
     def close(self):
         self.env.close()
@@ -219,9 +241,57 @@ class Index:
 
     def items(self, txn, name):
         """Every (key, value) of database ``name`` in key order, as raw bytes: for checks
-        that walk a whole database (disposal's manifest pass, scrub's index comparison)
-        without reaching for LMDB themselves."""
-        return iter(txn.cursor(db=self.db[name]))
+        that walk a whole database (scrub's index comparison) without reaching for LMDB
+        themselves. Nothing for a table an older index lacks."""
+        db = self.db[name]
+        return iter(()) if db is None else iter(txn.cursor(db=db))
+
+    def has_table(self, name):
+        return self.db[name] is not None
+
+    def layout(self, txn):
+        return self.meta(txn, "layout", 1)
+
+    def times_in_order(self, txn):
+        """Whether every event's time is at or after the one before it (and so every
+        record's commit time at or after the one of the serial before): searches by time
+        may then bisect. Known only to an index of this layout (its replay checked)."""
+        return self.layout(txn) >= LAYOUT and self.meta(txn, "time_went_back") is None
+
+    def need_layout(self, txn, what):
+        if self.layout(txn) < LAYOUT or not all(self.has_table(n) for n in LAYOUT_2_DBS):
+            raise StoreError(
+                f"{what} needs the index's reference counts, which this unit's index (made by "
+                f"an older wormfs) lacks: mount the store once (its daemon opens both units "
+                f"writable) and the index is rebuilt with them from the log")
+
+    def chunk_refs(self, txn, chunk_id):
+        """How many records that are not disposed list ``chunk_id`` (0 if none)."""
+        v = txn.get(chunk_id, db=self.db["chunkrefs"])
+        return 0 if v is None else U32.unpack(v)[0]
+
+    def undisposed(self, txn, after=0):
+        """Yield the serials of records deleted and not disposed yet, above ``after``."""
+        cur = txn.cursor(db=self.db["undisposed"])
+        if not cur.set_range(k64(after + 1)):
+            return
+        for key in cur.iternext(values=False):
+            yield U64.unpack(key)[0]
+
+    def events_about(self, txn, ino):
+        """Yield the seqs of the events about file ``ino`` (``subjects``), in order."""
+        cur = txn.cursor(db=self.db["subjects"])
+        prefix = k64(ino)
+        if not cur.set_range(prefix):
+            return
+        for key in cur.iternext(values=False):
+            if key[:8] != prefix:
+                break
+            yield U64.unpack(key[8:])[0]
+
+    def manifest_ids(self, txn, serial):
+        """The distinct chunk ids a record lists, in the order they first appear."""
+        return list(dict.fromkeys(cid for _, _, cid in self.manifest_from(txn, serial, 0)))
 
     def list_dir(self, txn, parent, after_cookie=0):
         """Yield (cookie, name, ino) in cookie order, strictly after ``after_cookie``."""
@@ -288,10 +358,14 @@ class Index:
         v = txn.get(k64(seq), db=self.db["events"])
         return None if v is None else U64x2.unpack(v)
 
-    def expiring(self, txn, before_us):
-        """Yield (retain_until_us, serial) of records whose retention ends before a time."""
+    def expiring(self, txn, before_us, after=None):
+        """Yield (retain_until_us, serial) of records whose retention ends before a time, in
+        that order; with ``after`` (such a pair), only those past it."""
         cur = txn.cursor(db=self.db["expiry"])
-        if not cur.first():
+        if after is None:
+            if not cur.first():
+                return
+        elif not cur.set_range(k64x2(after[0], after[1] + 1)):
             return
         for key, _ in cur:
             until, serial = U64x2.unpack(key)
@@ -314,5 +388,5 @@ class Index:
         out = {}
         with self.read() as txn:
             for name in DBS:
-                out[name] = list(txn.cursor(db=self.db[name]))
+                out[name] = list(self.items(txn, name))
         return out

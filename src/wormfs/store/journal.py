@@ -74,6 +74,13 @@ class Journal:
         clash = RESERVED_FIELDS.intersection(fields)
         if clash:
             raise InvalidValue(f"event fields {', '.join(sorted(clash))} are set by the store")
+        # Event times never go back, whatever the clock does: held at an S3 bucket's time,
+        # the compliance clock can read less than it showed a moment ago (clock.py), and
+        # the trail's order is its time order (first_seq_at, a seal's commit time by
+        # serial). The clock still judges deletions by its own reading.
+        last = self.ix.meta(txn, "last_time", 0)
+        if now < last:
+            now = last
         ev = dict(fields)
         ev.update(seq=self.last_seq + 1, prev=self.last_hash, time=format_us(now),
                   time_us=now, type=etype)

@@ -12,7 +12,7 @@ from ..errors import IntegrityError, StoreError, StoreFull
 from . import events as E
 from . import frames as F
 from .hostfs import atomic_write, unlink_quiet
-from .index import Index
+from .index import LAYOUT, Index
 from .localchain import skipped_seqs
 from .replay import Replayer
 from .segments import SegmentLog
@@ -152,8 +152,27 @@ def open_index(path, boot_id, readonly=False):
     # marker. Unsynced, a power cut could lose its creation while index pages written after
     # it reached the disk (a disk writes back in any order), and the next open would trust
     # an index ahead of the log.
+    if _older_layout(ix):
+        # Made by an older wormfs: it lacks tables this one keeps. It is derived data, so
+        # it is rebuilt from the log, once (the replay below, as after a power cut), and
+        # the one definition of every table stays the replay's.
+        log.warning("the index in %s was made by an older wormfs (layout %s, this one "
+                    "keeps %s): rebuilding it from the log, once", path,
+                    _older_layout(ix), LAYOUT)
+        ix.close()
+        _clear_dir(index_path)
+        ix = Index(index_path)
     atomic_write(dirty, (boot_id + "\n").encode())
     return ix, lost
+
+
+def _older_layout(ix):
+    """The layout of an index an older wormfs made (None if it is this one's, or empty)."""
+    with ix.read() as txn:
+        if ix.meta(txn, "unit") is None:
+            return None   # nothing applied yet: unit_init's replay sets the layout
+        layout = ix.layout(txn)
+    return layout if layout < LAYOUT else None
 
 
 def close_index(path, ix):

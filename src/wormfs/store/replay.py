@@ -8,7 +8,7 @@ index may be read (no clock, no staging, no settings outside the log).
 from .. import retention
 from ..errors import IntegrityError
 from . import events as E
-from .index import CHUNK_LOC, MANIFEST_VAL, U64, U64x2, k64, k64x2
+from .index import CHUNK_LOC, LAYOUT, MANIFEST_VAL, U32, U64, U64x2, k64, k64x2
 from .inode import Inode, Kind, State
 
 ROOT_INO = 1
@@ -59,13 +59,35 @@ class Replayer:
             handler = getattr(self, "_ev_" + ev["type"], None)
             if handler is not None:
                 handler(txn, ev)
+        self._index_subjects(txn, ev)
         txn.put(k64(ev["seq"]), U64x2.pack(segno, offset), db=self.db["events"])
         self.ix.put_meta(txn, "last_seq", ev["seq"])
         self.ix.put_meta(txn, "last_hash", ev_hash)
-        if isinstance(ev.get("time_us"), int):  # a kept refused event may lack it
-            self.ix.put_meta(txn, "last_time", ev["time_us"])
+        t = ev.get("time_us")
+        if isinstance(t, int):  # a kept refused event may lack it
+            if t < self.ix.meta(txn, "last_time", 0):
+                # Logs written before the journal kept times in order can step back where
+                # the clock was held at a bucket's time: then searches by time may not
+                # bisect (Index.times_in_order).
+                self.ix.put_meta(txn, "time_went_back", ev["seq"])
+            self.ix.put_meta(txn, "last_time", t)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _index_subjects(self, txn, ev):
+        # Every event, a kept refusal too: the audit trail holds it, so a record's history
+        # does. A serial names its record's inode once sealed (looked up after the handler,
+        # which is what maps a new serial).
+        # A kept refusal can be malformed: numbers out of a key's range name nothing here.
+        inos, serials = E.subjects(ev)
+        for serial in serials:
+            ino = self.ix.serial_ino(txn, serial) if 0 <= serial < 1 << 64 else None
+            if ino is not None:
+                inos.add(ino)
+        seq, db = ev["seq"], self.db["subjects"]
+        for ino in inos:
+            if 0 <= ino < 1 << 64:
+                txn.put(k64x2(ino, seq), b"", db=db)
 
     def _link(self, txn, parent, name, ino, cookie):
         nb = E.name_bytes(name)
@@ -107,6 +129,19 @@ class Replayer:
             if kind == "until" and until is not None:
                 txn.put(k64x2(until, serial), b"", db=self.db["expiry"])
 
+    def _add_refs(self, txn, chunk_ids, delta):
+        """Count a record in (``delta`` 1) or out (-1) of ``chunkrefs`` for each distinct
+        chunk it lists. Counted from manifests alone, whether or not the chunk is indexed:
+        a log replayed after its frames were destroyed gives the same counts."""
+        db = self.db["chunkrefs"]
+        for cid in chunk_ids:
+            v = txn.get(cid, db=db)
+            n = (0 if v is None else U32.unpack(v)[0]) + delta
+            if n > 0:
+                txn.put(cid, U32.pack(n), db=db)
+            elif v is not None:
+                txn.delete(cid, db=db)
+
     def _set_unsealed(self, txn, ino, state):
         if state is State.OPEN or state is State.SCRATCH:
             txn.put(k64(ino), state.value.encode(), db=self.db["unsealed"])
@@ -129,6 +164,7 @@ class Replayer:
                                         "stored_bytes": 0})
         self.ix.put_meta(txn, "next_ino", ROOT_INO + 1)
         self.ix.put_meta(txn, "next_serial", 1)
+        self.ix.put_meta(txn, "layout", LAYOUT)
         t = ev["time_us"]
         self.ix.put_inode(txn, Inode(ino=ROOT_INO, kind=Kind.DIR, parent=ROOT_INO, name="",
                                      mode=0o755, ctime=t, mtime=t, atime=t))
@@ -207,14 +243,16 @@ class Replayer:
         rec.path, rec.writer, rec.seal_seq = ev["path"], ev.get("writer"), ev["seq"]
         if ev.get("recovered_from"):
             rec.recovered_from = ev["recovered_from"]
-        end = 0
+        end, ids = 0, {}
         for cid_hex, length in ev["chunks"]:
             cid = bytes.fromhex(cid_hex)
             end += length
             txn.put(k64x2(serial, end), MANIFEST_VAL.pack(cid, length), db=self.db["manifests"])
+            ids[cid] = None
         if end != ev["size"]:
             raise IntegrityError(f"seal event {ev['seq']}: chunks add up to {end}, not "
                                  f"{ev['size']}")
+        self._add_refs(txn, ids, 1)
         txn.put(k64(serial), U64.pack(ev["ino"]), db=self.db["serials"])
         self.ix.put_inode(txn, rec)
         self._set_unsealed(txn, ev["ino"], None)
@@ -260,6 +298,7 @@ class Replayer:
         self.ix.put_inode(txn, rec)
         self._dir_changed(txn, rec.parent, ev["time_us"])
         self._set_expiry(txn, rec, old)
+        txn.put(k64(rec.serial), b"", db=self.db["undisposed"])
         stats = self.ix.meta(txn, "stats")
         stats["records"] -= 1
         stats["logical_bytes"] -= rec.size
@@ -275,12 +314,14 @@ class Replayer:
             rec = self.ix.inode(txn, ino)
             rec.disposed = ev["time_us"]
             self.ix.put_inode(txn, rec)
+            self._add_refs(txn, self.ix.manifest_ids(txn, serial), -1)
             cur = txn.cursor(db=self.db["manifests"])
             prefix = k64(serial)
             if cur.set_range(k64x2(serial, 0)):
                 while cur.key()[:8] == prefix:
                     if not cur.delete():
                         break
+            txn.delete(k64(serial), db=self.db["undisposed"])
         db, n, freed = self.db["chunks"], 0, 0
         for cid_hex, segno, offset, length in ev["chunks"]:
             cid = bytes.fromhex(cid_hex)
@@ -320,3 +361,4 @@ class Replayer:
         settings = self.ix.meta(txn, "settings")
         settings[ev["name"]] = ev["new"]
         self.ix.put_meta(txn, "settings", settings)
+
