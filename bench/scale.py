@@ -13,8 +13,8 @@ Filling 1M records takes about an hour on the 2-core VM of bench/RESULTS.md (wit
 Needs root and /dev/fuse. Not run by CI.
 
 ``--commands`` also runs, at each step and with the page cache dropped before each, the
-commands that walk the store (verify, verify --deep, audit --verify, ls --path, dispose
---dry-run, an export of 1000 records chosen by path) and prints each one's time and its own
+commands that walk the store (verify, verify --deep, audit --verify, ls --path, ls --to a
+date before any record, dispose --dry-run, an export of 1000 records chosen by path) and prints each one's time and its own
 peak memory: the most its heap and private anonymous maps held (VmData, what RLIMIT_DATA
 caps in tests/scale; the index and segments it maps from disk are page cache and are not
 counted), and its RssAnon.
@@ -36,6 +36,7 @@ COMMANDS = [
     ("audit --verify", ["audit", "--verify"]),
     ("ls --path (1%)", ["ls", "--path", "/d*/r*17", "--quiet"]),
     ("ls --path one dir", ["ls", "--path", "/d000017/*", "--quiet"]),
+    ("ls --to (no match)", ["ls", "--to", "2000-01-01", "--quiet"]),
     ("dispose --dry-run", ["dispose", "--dry-run"]),
     ("export 1000 by path", ["export", "--out", "{out}", "--path", "/d00001?/*"]),
 ]
