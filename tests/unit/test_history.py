@@ -41,16 +41,19 @@ def test_histories_from_the_index_are_those_of_the_whole_trail(store, unit_path,
     st.note("verify", None, ok=True, findings=0)             # about no record
     with st.ix.read() as txn:
         recs = [st.ix.inode(txn, i) for i in (a, b, n)]
-    got = export._histories(st, recs)
-    monkeypatch.setattr(st.ix, "has_table", lambda name: False)
-    want = export._histories(st, recs)
+    scratch = export._Scratch(str(unit_path) + "/..")
+    try:
+        got = {r.serial: export._History(st, scratch).of(r) for r in recs}
+        monkeypatch.setattr(st.ix, "has_table", lambda name: False)
+        walked = export._History(st, scratch)      # one pass over the trail, into scratch
+        assert not walked.indexed
+        want = {r.serial: walked.of(r) for r in recs}
+    finally:
+        scratch.close()
     assert got == want
-    history, lines = got
-    assert [len(history[r.serial]) for r in recs] and all(history[r.serial] for r in recs)
-    seqs = [ev["seq"] for ev in (e for h in history.values() for e in h)]
-    assert "refused" in {e["type"] for e in history[recs[0].serial]}
-    assert any(e.get("replaced") == c for e in history[recs[2].serial])
-    assert len(lines) == len(set(seqs))
+    assert all(got[r.serial] for r in recs)
+    assert "refused" in {ev["type"] for _, ev in got[recs[0].serial]}
+    assert any(ev.get("replaced") == c for _, ev in got[recs[2].serial])
     st.close()
     live = dump_index(unit_path)
     os.rename(f"{unit_path}/index", f"{unit_path}/index.live")
@@ -72,6 +75,10 @@ def test_an_export_reads_only_the_events_about_what_it_exports(store, monkeypatc
     monkeypatch.setattr(export.auditlog, "event",
                         lambda log, ix, seq: read.append(seq) or real(log, ix, seq))
     monkeypatch.setattr(export.auditlog, "iter_events", None)   # no walk of the trail
-    history, lines = export._histories(st, recs)
-    assert read == [e["seq"] for e in history[recs[0].serial]] and len(read) >= 2
-    assert {e["type"] for e in history[recs[0].serial]} >= {"create", "seal"}
+    scratch = export._Scratch(str(st.path) + "/..")
+    try:
+        history = export._History(st, scratch).of(recs[0])
+    finally:
+        scratch.close()
+    assert read == [s for s, _ in history] and len(read) >= 2
+    assert {ev["type"] for _, ev in history} >= {"create", "seal"}

@@ -10,7 +10,8 @@ Layout of a production (a directory, a .zip or a .tar; the same names in each):
     SHA256SUMS    ``sha256sum -c SHA256SUMS`` checks every file above and every record
     B3SUMS        ``b3sum -c B3SUMS`` the same with BLAKE3 (a record's is its wormfs digest)
     <records>     each record bit-exact under its path in the store (a/b/c.eml); under
-                  records/ instead if a record's name at the top would clash with the above
+                  records/ instead if the store's top level has an entry named like one of
+                  the above
 
 Everything is written under a temporary name beside the target, checked by reading it back
 (every record's SHA-256 and BLAKE3 against what was computed while writing it, and its BLAKE3
@@ -19,13 +20,16 @@ that looks complete. Only reading the store is needed, so it works on a mounted 
 that is not mounted and on a mirror unit alone.
 """
 import csv
+import dataclasses
 import hashlib
 import html
 import io
 import json
 import os
 import shutil
+import sqlite3
 import tarfile
+import tempfile
 import time
 import zipfile
 from urllib.parse import quote
@@ -35,6 +39,7 @@ import blake3
 from .. import __version__
 from ..errors import IntegrityError, InvalidValue, StoreError
 from ..store.hostfs import fsync_dir, syncfs
+from ..store.replay import ROOT_INO
 from ..timeutil import format_us, from_us
 from . import auditlog, records
 
@@ -138,6 +143,9 @@ def _zip_time(mtime_us):
 
 
 class _Zip(_Archive):
+    """A zip's central directory lists every file at its end, so zipfile holds an entry
+    per file until it is closed (about 1 KiB each): a zip of a million records needs about
+    a GiB; a directory or a tar needs no more for a million than for ten."""
     kind = "zip"
 
     def __init__(self, final):
@@ -173,13 +181,20 @@ class _Tar(_Archive):
         info.size, info.mode = size, mode
         info.mtime = time.time() if mtime_us is None else mtime_us / 1e6
         self.archive.addfile(info, _ChunkReader(chunks))
+        # tarfile keeps every member it wrote (for nothing a writer needs): memory would
+        # grow with the production.
+        self.archive.members.clear()
 
     def read_back(self):
         with tarfile.open(self.tmp) as tf:
-            for m in tf:
+            while True:
+                m = tf.next()     # not iteration, which keeps every member read
+                if m is None:
+                    return
                 if m.isfile():
                     f = tf.extractfile(m)
                     yield m.name, iter(lambda: f.read(READ_BLOCK), b"")
+                tf.members.clear()
 
 
 class _ChunkReader(io.RawIOBase):
@@ -259,174 +274,328 @@ class _Counter:
 
 def run(store, out, sel, progress=None):
     """Write a production of the records ``sel`` selects to ``out``; returns the summary
-    (also what the export event records). ExportFailed if it cannot be verified."""
+    (also what the export event records). ExportFailed if it cannot be verified.
+
+    Memory stays bounded whatever the number of records: records are described and written
+    one at a time, the metadata files grow in a scratch directory beside ``out`` (their
+    digests, every file's, and the seqs of the audit events in a SQLite file there), and
+    the sums files and the read-back are checked against that."""
     out = os.path.abspath(out)
     now = store.now()
     mirror_of = records.mirror_view(store)
-    recs = list(records.select(store, sel))
-    described = [records.describe(store, r, now, mirror_of) for r in recs]
-    tops = {(d["path"] or "").lstrip("/").split("/")[0] for d in described}
-    prefix = "records/" if tops & set(META_FILES) else ""
-    total = sum(r.size for r in recs)
-    counter = _Counter(total, progress) if progress else _NoProgress()
+    with store.ix.read() as txn:
+        top = store.ix.meta(txn, "next_serial", 1) - 1
+    # A fixed set of serials, so that the pre-pass (for progress) and the writing agree
+    # while the mount seals more; the caller's selection is left as it was.
+    asked = sel
+    sel = dataclasses.replace(sel, last=top if sel.last is None else min(sel.last, top))
+    prefix = "records/" if _top_level_clash(store) else ""
+    counter = _NoProgress()
+    if progress:
+        counter = _Counter(sum(r.size for r in records.select(store, sel)), progress)
     target = open_output(out)
+    scratch = None
     try:
-        summary = _write(store, target, recs, described, prefix, counter, sel, now)
+        scratch = _Scratch(os.path.dirname(out))
+        summary = _write(store, target, scratch, sel, asked, mirror_of, prefix, counter, now)
         target.close_writing()
-        _read_back(target, summary["expected"])
+        _read_back(target, scratch)
         target.finish()
     except BaseException:
         target.abort()
         raise
-    del summary["expected"]
+    finally:
+        if scratch is not None:
+            scratch.close()
     summary["out"] = out
     return summary
 
 
-def _write(store, target, recs, described, prefix, counter, sel, now):
-    expected = {}   # name -> (sha256, blake3)
+def _top_level_clash(store):
+    """Whether a record's path could begin with one of the metadata files' names: then the
+    records go under records/ (decided before the first is written)."""
+    with store.ix.read() as txn:
+        return any(store.ix.lookup(txn, ROOT_INO, n.encode()) is not None for n in META_FILES)
 
-    def put(name, data):
-        target.add(name, [data])
-        expected[name] = (hashlib.sha256(data).hexdigest(), blake3.blake3(data).hexdigest())
 
-    for rec, d in zip(recs, described):
-        name = prefix + d["path"].lstrip("/")
-        sha, b3 = hashlib.sha256(), blake3.blake3()
-        target.add(name, _record_chunks(store, rec, (sha, b3), counter), rec.mtime,
-                   size=rec.size)
-        if b3.hexdigest() != rec.blake3:
-            raise ExportFailed(f"record {rec.serial} ({d['path']}) does not match its "
-                               f"digest; run 'wormfs verify' and 'wormfs scrub --repair'")
-        d["file"], d["sha256"] = name, sha.hexdigest()
-        expected[name] = (d["sha256"], rec.blake3)
+class _Scratch:
+    """An export's bookkeeping on disk, so that its memory does not grow with the number of
+    records: the metadata files as they grow (``path``), the SHA-256 and BLAKE3 of every
+    file written (for the sums files and the read-back), and the seqs of the audit events
+    about the exported records (for audit.jsonl, in seq order, each once). Removed at the
+    end; beside the production, so on a file system with room for it."""
 
-    history, audit_lines = _histories(store, recs)
-    for d in described:
-        d["audit_events"] = [ev["seq"] for ev in history[d["serial"]]]
+    def __init__(self, beside):
+        self.dir = tempfile.mkdtemp(prefix=".wormfs-export-", dir=beside)
+        self.db = sqlite3.connect(os.path.join(self.dir, "scratch.db"), isolation_level=None)
+        for sql in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF",
+                    "CREATE TABLE files (name BLOB PRIMARY KEY, sha256 TEXT, blake3 TEXT, "
+                    "seen INTEGER NOT NULL DEFAULT 0)",
+                    "CREATE TABLE events (seq INTEGER PRIMARY KEY)",
+                    "CREATE TABLE about (ino INTEGER, seq INTEGER, PRIMARY KEY (ino, seq))",
+                    "BEGIN"):
+            self.db.execute(sql)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    @staticmethod
+    def _key(name):
+        # Byte order of this encoding is code point order, so ORDER BY gives sorted(names).
+        return name.encode("utf-8", "surrogatepass")
+
+    def expect(self, name, sha256, b3):
+        self.db.execute("INSERT INTO files (name, sha256, blake3) VALUES (?, ?, ?)",
+                        (self._key(name), sha256, b3))
+
+    def expected(self, name):
+        """(sha256, blake3) written for ``name``, marking it seen; None if none was."""
+        key = self._key(name)
+        row = self.db.execute("SELECT sha256, blake3 FROM files WHERE name=?",
+                              (key,)).fetchone()
+        if row is not None:
+            self.db.execute("UPDATE files SET seen=1 WHERE name=?", (key,))
+        return row
+
+    def unseen(self):
+        """(how many files were written and not read back, the first of their names)."""
+        n = self.db.execute("SELECT count(*) FROM files WHERE seen=0").fetchone()[0]
+        row = self.db.execute("SELECT name FROM files WHERE seen=0 ORDER BY name LIMIT 1") \
+            .fetchone()
+        return n, (bytes(row[0]).decode("utf-8", "surrogatepass") if row else None)
+
+    def files(self):
+        """(name, sha256, blake3) of every file written so far, by name."""
+        for name, sha, b3 in self.db.execute(
+                "SELECT name, sha256, blake3 FROM files ORDER BY name"):
+            yield bytes(name).decode("utf-8", "surrogatepass"), sha, b3
+
+    def note_events(self, seqs):
+        self.db.executemany("INSERT OR IGNORE INTO events VALUES (?)", ((s,) for s in seqs))
+
+    def event_seqs(self):
+        for (seq,) in self.db.execute("SELECT seq FROM events ORDER BY seq"):
+            yield seq
+
+    def note_about(self, ino, seq):
+        self.db.execute("INSERT OR IGNORE INTO about VALUES (?, ?)", (ino, seq))
+
+    def about(self, ino):
+        return [s for (s,) in self.db.execute(
+            "SELECT seq FROM about WHERE ino=? ORDER BY seq", (ino,))]
+
+    def close(self):
+        self.db.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _History:
+    """The seqs of the events about a record: from the index's ``subjects`` table, or, in
+    an index an older wormfs made that lacks it, from one pass over the whole trail into
+    the scratch database (never held in memory)."""
+
+    def __init__(self, store, scratch):
+        self.store, self.scratch = store, scratch
+        self.indexed = store.ix.has_table("subjects")
+        if not self.indexed:
+            for ev, _ in auditlog.iter_events(store.log, store.ix):
+                inos, serials = auditlog.subjects(ev)
+                with store.ix.read() as txn:
+                    inos |= {i for i in (store.ix.serial_ino(txn, s) for s in serials
+                                         if 0 <= s < 1 << 64) if i is not None}
+                for ino in inos:
+                    scratch.note_about(ino, ev["seq"])
+
+    def of(self, rec):
+        """(seq, event) of every event about ``rec``, in seq order."""
+        if self.indexed:
+            with self.store.ix.read() as txn:
+                seqs = list(self.store.ix.events_about(txn, rec.ino))
+        else:
+            seqs = self.scratch.about(rec.ino)
+        return [(s, auditlog.event(self.store.log, self.store.ix, s)[0]) for s in seqs]
+
+
+class _Ranges:
+    """Serials seen in increasing order -> '1-3,7', built as they come."""
+
+    def __init__(self):
+        self.out, self.start, self.prev = [], None, None
+
+    def add(self, s):
+        if self.start is not None and s == self.prev + 1:
+            self.prev = s
+            return
+        self._close()
+        self.start = self.prev = s
+
+    def _close(self):
+        if self.start is not None:
+            self.out.append(f"{self.start}-{self.prev}" if self.prev != self.start
+                            else str(self.start))
+
+    def text(self):
+        self._close()
+        self.start = None
+        return ",".join(self.out)
+
+
+def _write(store, target, scratch, sel, asked, mirror_of, prefix, counter, now):
+    history = _History(store, scratch)
+    csv_f = open(scratch.path("index.csv"), "w", encoding="utf-8", errors="surrogateescape",
+                 newline="")
+    spools = {n: open(scratch.path(n), "wb") for n in ("records.json", "rows.html",
+                                                        "sections.html")}
+    w = csv.writer(csv_f)
+    cols = ("file", "sha256") + records.FIELDS
+    w.writerow(cols)
+    n = total = 0
+    ranges = _Ranges()
+    try:
+        for rec in records.select(store, sel):
+            d = records.describe(store, rec, now, mirror_of)
+            name = prefix + d["path"].lstrip("/")
+            sha, b3 = hashlib.sha256(), blake3.blake3()
+            target.add(name, _record_chunks(store, rec, (sha, b3), counter), rec.mtime,
+                       size=rec.size)
+            if b3.hexdigest() != rec.blake3:
+                raise ExportFailed(f"record {rec.serial} ({d['path']}) does not match its "
+                                   f"digest; run 'wormfs verify' and 'wormfs scrub --repair'")
+            d["file"], d["sha256"] = name, sha.hexdigest()
+            scratch.expect(name, d["sha256"], rec.blake3)
+            evs = history.of(rec)
+            scratch.note_events(s for s, _ in evs)
+            d["audit_events"] = [s for s, _ in evs]
+            row = dict(d, holds="; ".join(f"{k}: {v}" if v else k
+                                          for k, v in d["holds"].items()))
+            w.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
+            sep = b"" if n == 0 else b"\n"
+            spools["records.json"].write((b"," if n else b"") + b"\n    " + _indented(
+                json.dumps(d, indent=2, ensure_ascii=False), 4))
+            spools["rows.html"].write(sep + _html_row(d, len(evs)))
+            spools["sections.html"].write(sep + _html_section(d, [ev for _, ev in evs]))
+            n += 1
+            total += rec.size
+            ranges.add(rec.serial)
+    finally:
+        csv_f.close()
+        for f in spools.values():
+            f.close()
 
     unit = store.unit
     about = {"store_unit": unit["serial"], "role": unit["role"], "label": unit.get("label", ""),
              "mode": unit["mode"], "peer_unit": unit.get("peer_serial"),
              "exported_at": format_us(now), "wormfs_version": __version__,
-             "selection": {k: v for k, v in vars(sel).items() if v not in (None, False)},
-             "records": len(recs), "bytes": sum(r.size for r in recs),
+             "selection": {k: v for k, v in vars(asked).items() if v not in (None, False)},
+             "records": n, "bytes": total,
              "layout": f"records under {prefix or 'the top level'}"}
-    meta = {
-        "index.json": json.dumps({"export": about, "records": described}, indent=2,
-                                 ensure_ascii=False).encode() + b"\n",
-        "index.csv": _index_csv(described),
-        "audit.jsonl": b"".join(audit_lines),
-        "index.html": _index_html(about, described, history),
-        "README.txt": _readme(about, prefix).encode(),
-    }
-    for name, data in meta.items():
-        put(name, data)
-    listed = sorted(expected)   # every file so far; the sums files do not list themselves
-    for sums, which in (("SHA256SUMS", 0), ("B3SUMS", 1)):
-        put(sums, "".join(sums_line(expected[n][which], n) for n in listed)
-            .encode("utf-8", "surrogateescape"))
-    return {"records": len(recs), "bytes": about["bytes"], "format": target.kind,
-            "index_sha256": expected["index.json"][0], "expected": expected,
-            "serials": _ranges(sorted(history))}
+    digests = {}
+
+    def put(name, parts):
+        """Add a metadata file made of ``parts`` (bytes, or the path of a scratch file)."""
+        path = scratch.path("final-" + name)
+        with open(path, "wb") as f:
+            for p in parts:
+                if isinstance(p, bytes):
+                    f.write(p)
+                else:
+                    with open(p, "rb") as src:
+                        shutil.copyfileobj(src, f, READ_BLOCK)
+        sha, b3 = hashlib.sha256(), blake3.blake3()
+        for piece in _file_chunks(path):
+            sha.update(piece)
+            b3.update(piece)
+        target.add(name, _file_chunks(path), size=os.path.getsize(path))
+        scratch.expect(name, sha.hexdigest(), b3.hexdigest())
+        digests[name] = sha.hexdigest()
+        os.unlink(path)
+
+    head = _indented(json.dumps(about, indent=2, ensure_ascii=False), 2)
+    put("index.json", [b'{\n  "export": ' + head + b',\n  "records": ['] + (
+        [scratch.path("records.json"), b"\n  ]\n}\n"] if n else [b"]\n}\n"]))
+    put("index.csv", [scratch.path("index.csv")])
+    put("audit.jsonl", [_audit_lines(store, scratch)])
+    put("index.html", [_html_head(about), scratch.path("rows.html"), _HTML_MIDDLE,
+                       scratch.path("sections.html"), _HTML_TAIL])
+    put("README.txt", [_readme(about, prefix).encode()])
+    # Both list every file so far (not the sums files themselves): made before either is added.
+    sums = {name: _sums(scratch, which, name) for name, which in (("SHA256SUMS", 1),
+                                                                   ("B3SUMS", 2))}
+    for name, path in sums.items():
+        put(name, [path])
+    return {"records": n, "bytes": total, "format": target.kind,
+            "index_sha256": digests["index.json"], "serials": ranges.text()}
 
 
-def _histories(store, recs):
-    """({serial: [event]}, [payload line]) of every event about the records, in seq order:
-    from the index's ``subjects`` table (only the events asked for are read), or, in an
-    index an older wormfs made and nobody has opened writable since, by reading the whole
-    trail."""
-    history = {r.serial: [] for r in recs}
-    ino_serial = {r.ino: r.serial for r in recs}
-    by_seq = {}   # seq -> serials it is about
-    if store.ix.has_table("subjects"):
-        with store.ix.read() as txn:
-            for r in recs:
-                for seq in store.ix.events_about(txn, r.ino):
-                    by_seq.setdefault(seq, []).append(r.serial)
-        found = ((seq, auditlog.event(store.log, store.ix, seq)) for seq in sorted(by_seq))
-    else:
-        found = []
-        for ev, payload in auditlog.iter_events(store.log, store.ix):
-            ev_inos, ev_serials = auditlog.subjects(ev)
-            mine = {ino_serial[i] for i in ev_inos & ino_serial.keys()}
-            mine |= ev_serials & history.keys()
-            if mine:
-                by_seq[ev["seq"]] = sorted(mine)
-                found.append((ev["seq"], (ev, payload)))
-    lines = []
-    for seq, (ev, payload) in found:
-        lines.append(payload + b"\n")
-        for serial in by_seq[seq]:
-            history[serial].append(ev)
-    return history, lines
+def _indented(text, n):
+    """A json.dumps(indent=2) text placed n spaces deep, as json.dumps of the whole would."""
+    return text.replace("\n", "\n" + " " * n).encode("utf-8", "surrogateescape")
 
 
-def _ranges(serials):
-    """[1, 2, 3, 7] -> '1-3,7': the exported serials, compactly, for the export event."""
-    out, start, prev = [], None, None
-    for s in serials:
-        if start is None:
-            start = prev = s
-        elif s == prev + 1:
-            prev = s
-        else:
-            out.append(f"{start}-{prev}" if prev != start else str(start))
-            start = prev = s
-    if start is not None:
-        out.append(f"{start}-{prev}" if prev != start else str(start))
-    return ",".join(out)
+def _audit_lines(store, scratch):
+    """audit.jsonl, in the scratch directory: each event about an exported record once, in
+    seq order, its stored bytes unchanged."""
+    path = scratch.path("audit.jsonl")
+    with open(path, "wb") as f:
+        for seq in scratch.event_seqs():
+            f.write(auditlog.event(store.log, store.ix, seq)[1] + b"\n")
+    return path
 
 
-def _read_back(target, expected):
-    seen = set()
+def _sums(scratch, which, name):
+    path = scratch.path("sums-" + name)
+    with open(path, "wb") as f:
+        for row in scratch.files():
+            f.write(sums_line(row[which], row[0]).encode("utf-8", "surrogateescape"))
+    return path
+
+
+def _read_back(target, scratch):
+    """Every file of the production, read back, must hash to what was written."""
     for name, chunks in target.read_back():
         sha, b3 = hashlib.sha256(), blake3.blake3()
         for piece in chunks:
             sha.update(piece)
             b3.update(piece)
-        want = expected.get(name)
+        want = scratch.expected(name)
         if want is None:
             raise ExportFailed(f"the export holds an unexpected file {name!r}")
-        if (sha.hexdigest(), b3.hexdigest()) != want:
+        if (sha.hexdigest(), b3.hexdigest()) != tuple(want):
             raise ExportFailed(f"{name} does not read back as written")
-        seen.add(name)
-    missing = set(expected) - seen
+    missing, first = scratch.unseen()
     if missing:
-        raise ExportFailed(f"{len(missing)} files did not read back, e.g. {sorted(missing)[0]}")
+        raise ExportFailed(f"{missing} files did not read back, e.g. {first}")
 
 
-def _index_csv(described):
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    cols = ("file", "sha256") + records.FIELDS
-    w.writerow(cols)
-    for d in described:
-        row = dict(d, holds="; ".join(f"{k}: {v}" if v else k for k, v in d["holds"].items()))
-        w.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
-    return buf.getvalue().encode("utf-8", "surrogateescape")
+# -- index.html, a record at a time ------------------------------------------------------------
 
-
-def _index_html(about, described, history):
+def _html_row(d, n_events):
     e = html.escape
-    rows, sections = [], []
-    for d in described:
-        holds = ", ".join(d["holds"]) or "—"
-        rows.append(
-            f"<tr><td>{d['serial']}</td><td><a href=\"{e(_href(d['file']))}\">{e(d['path'])}"
-            f"</a></td><td class=n>{d['size']}</td><td>{e(d['committed'])}</td>"
-            f"<td>{e(d['retain_until'])}</td><td>{e(holds)}</td>"
-            f"<td>{e(str(d['writer_user']))} ({e(str(d['writer_program']))})</td>"
-            f"<td><a href=\"#audit-{d['serial']}\">{len(history[d['serial']])} events</a></td>"
-            f"<td class=h>{d['blake3']}<br>{d['sha256']}</td></tr>")
-        evs = "".join(
-            f"<tr><td>{ev['seq']}</td><td>{e(ev['time'])}</td><td>{e(ev['type'])}</td>"
-            f"<td>{e(auditlog.outcome(ev))}</td><td>{e(_who(ev))}</td>"
-            f"<td>{e(auditlog.details(ev))}</td></tr>" for ev in history[d["serial"]])
-        sections.append(
-            f"<h3 id=\"audit-{d['serial']}\">Record {d['serial']}: {e(d['path'])}</h3>"
-            f"<table><tr><th>seq</th><th>time (UTC)</th><th>event</th><th>outcome</th>"
-            f"<th>who</th><th>details</th></tr>{evs}</table>")
+    holds = ", ".join(d["holds"]) or "—"
+    return (
+        f"<tr><td>{d['serial']}</td><td><a href=\"{e(_href(d['file']))}\">{e(d['path'])}"
+        f"</a></td><td class=n>{d['size']}</td><td>{e(d['committed'])}</td>"
+        f"<td>{e(d['retain_until'])}</td><td>{e(holds)}</td>"
+        f"<td>{e(str(d['writer_user']))} ({e(str(d['writer_program']))})</td>"
+        f"<td><a href=\"#audit-{d['serial']}\">{n_events} events</a></td>"
+        f"<td class=h>{d['blake3']}<br>{d['sha256']}</td></tr>").encode(
+            "utf-8", "surrogateescape")
+
+
+def _html_section(d, events):
+    e = html.escape
+    evs = "".join(
+        f"<tr><td>{ev['seq']}</td><td>{e(ev['time'])}</td><td>{e(ev['type'])}</td>"
+        f"<td>{e(auditlog.outcome(ev))}</td><td>{e(_who(ev))}</td>"
+        f"<td>{e(auditlog.details(ev))}</td></tr>" for ev in events)
+    return (
+        f"<h3 id=\"audit-{d['serial']}\">Record {d['serial']}: {e(d['path'])}</h3>"
+        f"<table><tr><th>seq</th><th>time (UTC)</th><th>event</th><th>outcome</th>"
+        f"<th>who</th><th>details</th></tr>{evs}</table>").encode("utf-8", "surrogateescape")
+
+
+def _html_head(about):
+    e = html.escape
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>wormfs export of {e(about['store_unit'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}
@@ -440,12 +609,16 @@ its whole content (see README.txt to check them).</p>
 <table><tr><th>serial</th><th>path</th><th>bytes</th><th>committed (UTC)</th>
 <th>retain until</th><th>legal holds</th><th>written by</th><th>audit history</th>
 <th>BLAKE3 / SHA-256</th></tr>
-{chr(10).join(rows)}
+""".encode("utf-8", "surrogateescape")
+
+
+_HTML_MIDDLE = b"""
 </table>
 <h2>Audit history of each record</h2>
-{chr(10).join(sections)}
+"""
+_HTML_TAIL = b"""
 </body></html>
-""".encode("utf-8", "surrogateescape")
+"""
 
 
 def _href(name):

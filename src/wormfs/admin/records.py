@@ -233,33 +233,64 @@ def _committed_range(ix, txn, sel):
     return (first, last) if first <= last else (None, None)
 
 
-def select(store, sel):
-    """Yield the inode dict of every live record (sealed, not deleted) matching ``sel``, in
-    serial order. A path glob with a literal directory at its head walks that directory's
-    subtree alone (work in proportion to it, not to the store)."""
-    ix = store.ix
-    with ix.read() as txn:
-        top = literal_dir(sel.path) if sel.path is not None else "/"
-        found = None
-        if top != "/" and sel.expiring_before is None:
-            found = _subtree_matches(ix, txn, top, sel)
+PAGE = 1000   # records select_pages reads per read transaction
+
+
+def _collected(ix, txn, sel):
+    """(serial, ino) of the candidates of a selection that is not a plain serial walk, in
+    serial order: a path glob with a literal directory at its head (that subtree's
+    matches), or an expiring-before bound (the expiry table's); None for a serial walk."""
+    top = literal_dir(sel.path) if sel.path is not None else "/"
+    if top != "/" and sel.expiring_before is None:
+        found = _subtree_matches(ix, txn, top, sel)
         if found is not None:
-            # Matched in this very transaction: decoded again only to keep one at a time.
-            for _, ino in found:
-                yield ix.inode(txn, ino)
-            return
+            return found
+    if sel.expiring_before is not None:
+        serials = sorted(s for _, s in ix.expiring(txn, sel.expiring_before)
+                         if s >= sel.first and (sel.last is None or s <= sel.last))
+        return [(s, ix.serial_ino(txn, s)) for s in serials]
+    return None
+
+
+def select_pages(store, sel, page=None):
+    """The records ``sel`` selects (live: sealed, not deleted), in serial order, in lists
+    of at most ``page``, each read in a read transaction of its own: a long export holds
+    no transaction open (one would keep LMDB from reusing pages while the mount writes).
+    A path glob with a literal directory at its head walks that directory's subtree alone
+    (work in proportion to it, not to the store); a commit-time range bisects the serials."""
+    ix, page = store.ix, page or PAGE
+    with ix.read() as txn:
+        pairs = _collected(ix, txn, sel)
         first, last = _committed_range(ix, txn, sel)
-        if first is None:
+    if first is None:
+        return
+    if pairs is not None:
+        for i in range(0, len(pairs), page):
+            with ix.read() as txn:
+                recs = [r for r in (ix.inode(txn, ino) for _, ino in pairs[i:i + page]
+                                    if ino is not None)
+                        if r is not None and r.sealed and sel.matches(r)]
+            if recs:
+                yield recs
+        return
+    while True:
+        recs, more = [], False
+        with ix.read() as txn:
+            for serial, ino in ix.serials(txn, first, last):
+                if len(recs) == page:
+                    more, first = True, serial
+                    break
+                rec = ix.inode(txn, ino)
+                if rec is not None and rec.sealed and sel.matches(rec):
+                    recs.append(rec)
+        if recs:
+            yield recs
+        if not more:
             return
-        if sel.expiring_before is not None:
-            serials = sorted(s for _, s in ix.expiring(txn, sel.expiring_before)
-                             if s >= first and (last is None or s <= last))
-            pairs = ((s, ix.serial_ino(txn, s)) for s in serials)
-        else:
-            pairs = ix.serials(txn, first, last)
-        for serial, ino in pairs:
-            rec = ix.inode(txn, ino)
-            if rec is None or not rec.sealed:
-                continue
-            if sel.matches(rec):
-                yield rec
+
+
+def select(store, sel):
+    """Yield the Inode of every live record matching ``sel``, in serial order
+    (select_pages, one at a time)."""
+    for recs in select_pages(store, sel):
+        yield from recs
