@@ -52,8 +52,8 @@ def test_histories_from_the_index_are_those_of_the_whole_trail(store, unit_path,
         scratch.close()
     assert got == want
     assert all(got[r.serial] for r in recs)
-    assert "refused" in {ev["type"] for _, ev in got[recs[0].serial]}
-    assert any(ev.get("replaced") == c for _, ev in got[recs[2].serial])
+    assert "refused" in {ev["type"] for _, ev, _ in got[recs[0].serial]}
+    assert any(ev.get("replaced") == c for _, ev, _ in got[recs[2].serial])
     st.close()
     live = dump_index(unit_path)
     os.rename(f"{unit_path}/index", f"{unit_path}/index.live")
@@ -80,5 +80,5 @@ def test_an_export_reads_only_the_events_about_what_it_exports(store, monkeypatc
         history = export._History(st, scratch).of(recs[0])
     finally:
         scratch.close()
-    assert read == [s for s, _ in history] and len(read) >= 2
-    assert {ev["type"] for _, ev in history} >= {"create", "seal"}
+    assert read == [s for s, _, _ in history] and len(read) >= 2
+    assert {ev["type"] for _, ev, _ in history} >= {"create", "seal"}

@@ -331,7 +331,7 @@ class _Scratch:
         for sql in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF",
                     "CREATE TABLE files (name BLOB PRIMARY KEY, sha256 TEXT, blake3 TEXT, "
                     "seen INTEGER NOT NULL DEFAULT 0)",
-                    "CREATE TABLE events (seq INTEGER PRIMARY KEY)",
+                    "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload BLOB)",
                     "CREATE TABLE about (ino INTEGER, seq INTEGER, PRIMARY KEY (ino, seq))",
                     "BEGIN"):
             self.db.execute(sql)
@@ -370,12 +370,15 @@ class _Scratch:
                 "SELECT name, sha256, blake3 FROM files ORDER BY name"):
             yield bytes(name).decode("utf-8", "surrogatepass"), sha, b3
 
-    def note_events(self, seqs):
-        self.db.executemany("INSERT OR IGNORE INTO events VALUES (?)", ((s,) for s in seqs))
+    def note_events(self, events):
+        """[(seq, event, stored bytes)] about an exported record (kept once each)."""
+        self.db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?)",
+                            ((s, p) for s, _, p in events))
 
-    def event_seqs(self):
-        for (seq,) in self.db.execute("SELECT seq FROM events ORDER BY seq"):
-            yield seq
+    def event_payloads(self):
+        """The stored bytes of every event noted, in seq order."""
+        for (payload,) in self.db.execute("SELECT payload FROM events ORDER BY seq"):
+            yield bytes(payload)
 
     def note_about(self, ino, seq):
         self.db.execute("INSERT OR IGNORE INTO about VALUES (?, ?)", (ino, seq))
@@ -407,13 +410,13 @@ class _History:
                     scratch.note_about(ino, ev["seq"])
 
     def of(self, rec):
-        """(seq, event) of every event about ``rec``, in seq order."""
+        """(seq, event, stored bytes) of every event about ``rec``, in seq order."""
         if self.indexed:
             with self.store.ix.read() as txn:
                 seqs = list(self.store.ix.events_about(txn, rec.ino))
         else:
             seqs = self.scratch.about(rec.ino)
-        return [(s, auditlog.event(self.store.log, self.store.ix, s)[0]) for s in seqs]
+        return [(s, *auditlog.event(self.store.log, self.store.ix, s)) for s in seqs]
 
 
 class _Ranges:
@@ -464,8 +467,8 @@ def _write(store, target, scratch, sel, asked, mirror_of, prefix, counter, now):
             d["file"], d["sha256"] = name, sha.hexdigest()
             scratch.expect(name, d["sha256"], rec.blake3)
             evs = history.of(rec)
-            scratch.note_events(s for s, _ in evs)
-            d["audit_events"] = [s for s, _ in evs]
+            scratch.note_events(evs)
+            d["audit_events"] = [s for s, _, _ in evs]
             row = dict(d, holds="; ".join(f"{k}: {v}" if v else k
                                           for k, v in d["holds"].items()))
             w.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
@@ -473,7 +476,7 @@ def _write(store, target, scratch, sel, asked, mirror_of, prefix, counter, now):
             spools["records.json"].write((b"," if n else b"") + b"\n    " + _indented(
                 json.dumps(d, indent=2, ensure_ascii=False), 4))
             spools["rows.html"].write(sep + _html_row(d, len(evs)))
-            spools["sections.html"].write(sep + _html_section(d, [ev for _, ev in evs]))
+            spools["sections.html"].write(sep + _html_section(d, [ev for _, ev, _ in evs]))
             n += 1
             total += rec.size
             ranges.add(rec.serial)
@@ -537,8 +540,8 @@ def _audit_lines(store, scratch):
     seq order, its stored bytes unchanged."""
     path = scratch.path("audit.jsonl")
     with open(path, "wb") as f:
-        for seq in scratch.event_seqs():
-            f.write(auditlog.event(store.log, store.ix, seq)[1] + b"\n")
+        for payload in scratch.event_payloads():
+            f.write(payload + b"\n")
     return path
 
 
