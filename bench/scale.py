@@ -14,7 +14,8 @@ Needs root and /dev/fuse. Not run by CI.
 
 ``--commands`` also runs, at each step and with the page cache dropped before each, the
 commands that walk the store (verify, verify --deep, audit --verify, ls --path, ls --to a
-date before any record, dispose --dry-run, an export of 1000 records chosen by path) and prints each one's time and its own
+date before any record, dispose --dry-run, exports of 1000 records chosen by path and by
+serial, and an export of every record) and prints each one's time and its own
 peak memory: the most its heap and private anonymous maps held (VmData, what RLIMIT_DATA
 caps in tests/scale; the index and segments it maps from disk are page cache and are not
 counted), and its RssAnon.
@@ -39,6 +40,8 @@ COMMANDS = [
     ("ls --to (no match)", ["ls", "--to", "2000-01-01", "--quiet"]),
     ("dispose --dry-run", ["dispose", "--dry-run"]),
     ("export 1000 by path", ["export", "--out", "{out}", "--path", "/d00001?/*"]),
+    ("export 1000 by serial", ["export", "--out", "{out}", "--serial", "1001-2000"]),
+    ("export all", ["export", "--out", "{out}"]),
 ]
 
 
@@ -86,11 +89,13 @@ def peak_memory(cmd):
 
 
 def measure_commands(store, n):
-    out = os.path.join(os.path.dirname(store), f"export-{n}.zip")
-    for label, args in COMMANDS:
+    for i, (label, args) in enumerate(COMMANDS):
+        out = os.path.join(os.path.dirname(store), f"export-{n}-{i}.zip")
         drop_caches()
         args = [a.format(out=out) for a in args]
         t, rc, data, anon = peak_memory([*WORMFS, *args, store])
+        if os.path.exists(out):
+            os.unlink(out)
         status = "" if rc in (0, 1) else f"   (exit {rc})"
         print(f"{n:9d}   {label:20s} {t:8.1f} s   {data / 1024:8.1f} MiB   "
               f"{anon / 1024:8.1f} MiB{status}", flush=True)
