@@ -212,3 +212,27 @@ def test_findings_past_the_listed_number_are_counted_not_kept(filled, monkeypatc
     assert not rep.ok and rep.count == len(rep.findings) + 5
     assert rep.as_dict()["unlisted"] == {"parity": 5} and not rep.as_dict()["ok"]
     assert events(p, t, "verify")[-1]["findings"] == rep.count
+
+
+@pytest.mark.parametrize("unit", ["primary", "mirror"])
+def test_a_serial_whose_inode_is_gone_is_a_record_finding_and_the_walk_goes_on(filled,
+                                                                              unit):
+    """The walk of both units in step leaves out a serial with no inode; the record check
+    still reports it, on the unit that lost it, and every other record is still read."""
+    import struct
+    p, m, data, t = filled
+    where = p if unit == "primary" else m
+    ix = Index(os.path.join(where, "index"))
+    try:
+        with ix.write() as txn:
+            key, val = list(txn.cursor(db=ix.db["serials"]))[4]
+            txn.delete(val, db=ix.db["inodes"])
+    finally:
+        ix.close()
+    serial = struct.unpack(">Q", key)[0]
+    rep = check(p, t)
+    records = [f for f in rep.findings if f["kind"] == "record"]
+    assert [(f["unit"], f["detail"]) for f in records] == [
+        ("WU-P" if unit == "primary" else "WU-M",
+         f"record {serial} has no inode in the index")]
+    assert sorted(u["records"] for u in rep.as_dict()["units"]) == [11, 12]

@@ -144,13 +144,17 @@ def check_units(units, *, deep=False, repair=False, progress=None, on_repair=Non
     _walk_logs(units, rep, progress or (lambda d, t: None), on_repair or (lambda f: None))
     for u in units:
         _check_index_totals(u, rep)
-        _check_records(u, rep)
+    if len(units) == 2:
+        # One walk of both units' records in step: each record's content on each unit and
+        # the two units against each other, every inode decoded once per unit.
+        _check_records_and_parity(units[0], units[1], rep)
+    else:
+        _check_records(units[0], rep)
+    for u in units:
         if deep and not u.damaged:
             _replay_compare(u, rep)
         if u.local is not None:
             _check_local_chain(u, rep)
-    if len(units) == 2:
-        _check_parity(units[0], units[1], rep)
     return rep
 
 
@@ -402,31 +406,36 @@ def _records(u):
 
 def _check_records(u, rep):
     for serial, rec in _records(u):
-        if rec is None:
-            rep.add(u, "record", f"record {serial} has no inode in the index")
-            continue
-        if not rec.ever_sealed or rec.disposed:
-            continue  # a disposed record's data is gone on purpose (its dispose event says)
-        rep.records[u.serial] += 1
-        total, h = 0, blake3.blake3()
-        try:
-            with u.ix.read() as txn:
-                pieces = [(length, cid, u.ix.chunk(txn, cid))
-                          for _, length, cid in u.ix.manifest_from(txn, serial, 0)]
-            for length, cid, loc in pieces:
-                total += length
-                if loc is None:
-                    raise IntegrityError(f"chunk {cid.hex()[:16]} is not in the index")
-                h.update(u.log.read_chunk(loc[0], loc[1], cid, loc[2]))
-        except IntegrityError as e:
-            rep.add(u, "record", f"record {serial} ({rec.path}): {e}")
-            continue
-        if total != rec.size:
-            rep.add(u, "record", f"record {serial} ({rec.path}): chunks add up to "
-                    f"{total} bytes, not {rec.size}")
-        elif h.hexdigest() != rec.blake3:
-            rep.add(u, "record", f"record {serial} ({rec.path}): content does not "
-                    f"match its digest")
+        _check_record(u, serial, rec, rep)
+
+
+def _check_record(u, serial, rec, rep):
+    """A record's content, read from the unit's log, against its size and digest."""
+    if rec is None:
+        rep.add(u, "record", f"record {serial} has no inode in the index")
+        return
+    if not rec.ever_sealed or rec.disposed:
+        return  # a disposed record's data is gone on purpose (its dispose event says)
+    rep.records[u.serial] += 1
+    total, h = 0, blake3.blake3()
+    try:
+        with u.ix.read() as txn:
+            pieces = [(length, cid, u.ix.chunk(txn, cid))
+                      for _, length, cid in u.ix.manifest_from(txn, serial, 0)]
+        for length, cid, loc in pieces:
+            total += length
+            if loc is None:
+                raise IntegrityError(f"chunk {cid.hex()[:16]} is not in the index")
+            h.update(u.log.read_chunk(loc[0], loc[1], cid, loc[2]))
+    except IntegrityError as e:
+        rep.add(u, "record", f"record {serial} ({rec.path}): {e}")
+        return
+    if total != rec.size:
+        rep.add(u, "record", f"record {serial} ({rec.path}): chunks add up to "
+                f"{total} bytes, not {rec.size}")
+    elif h.hexdigest() != rec.blake3:
+        rep.add(u, "record", f"record {serial} ({rec.path}): content does not "
+                f"match its digest")
 
 
 def _skipped(u):
@@ -510,11 +519,13 @@ def _in_step(mine, theirs):
             a, b = next(mine, None), next(theirs, None)
 
 
-def _check_parity(p, m, rep):
+def _chains_agree(p, m, rep):
+    """Whether the mirror's chain is a prefix of the primary's (else a parity finding, and
+    its records are not compared: they cannot be expected to match)."""
     if m.chain_seq > p.chain_seq:
         rep.add(m, "parity", f"the mirror holds {m.chain_seq} events, the primary "
                 f"{p.chain_seq}")
-        return
+        return False
     if m.chain_seq:
         try:
             mine = event_hash_at(p.log, p.ix, m.chain_seq)
@@ -523,31 +534,68 @@ def _check_parity(p, m, rep):
         if mine is not None and mine != m.chain_hash:
             rep.add(m, "parity", f"the mirror's chain differs from the primary's at "
                     f"event {m.chain_seq}")
-            return
-    # Both indexes list their records by serial: walked in step, a record at a time.
-    for serial, rec, other in _in_step(_records(p), _records(m)):
-        if rec is not None and not rec.ever_sealed:
-            rec = None  # not a record on the primary: only records are compared
-        if rec is None:
-            if other is not None:
-                rep.add(m, "parity", f"record {serial} is on the mirror but not on the "
-                        f"primary")
-        elif other is None:
-            if (rec.seal_seq or 0) > m.chain_seq:
-                rep.pending += 1
-            else:
-                rep.add(m, "parity", f"record {serial} ({rec.path}) is not on the "
-                        f"mirror")
+            return False
+    return True
+
+
+def _check_records_and_parity(p, m, rep):
+    """_check_records on both units and the two units against each other (parity), in one
+    walk of both units' records in step: each inode is decoded once per unit, not once per
+    check."""
+    chains_agree = _chains_agree(p, m, rep)
+    mine, theirs = _Seen(_records(p)), _Seen(_records(m))
+    for serial, rec, other in _in_step(mine, theirs):
+        if rec is not None:
+            _check_record(p, serial, rec, rep)
+        if other is not None:
+            _check_record(m, serial, other, rep)
+        if chains_agree:
+            _compare_record(m, serial, rec, other, rep)
+    # A serial whose inode is missing is left out of the walk in step; the record check
+    # reports it, as _check_records does.
+    for u, seen in ((p, mine), (m, theirs)):
+        for serial in seen.missing:
+            _check_record(u, serial, None, rep)
+    if chains_agree:
+        _report_pending(p, m, rep)
+
+
+class _Seen:
+    """A (serial, inode) stream that notes the serials whose inode is missing."""
+
+    def __init__(self, pairs):
+        self.pairs, self.missing = pairs, []
+
+    def __iter__(self):
+        for serial, rec in self.pairs:
+            if rec is None:
+                self.missing.append(serial)
+            yield serial, rec
+
+
+def _compare_record(m, serial, rec, other, rep):
+    """One serial's record on the primary (``rec``) against the mirror's (``other``)."""
+    if rec is not None and not rec.ever_sealed:
+        rec = None  # not a record on the primary: only records are compared
+    if rec is None:
+        if other is not None:
+            rep.add(m, "parity", f"record {serial} is on the mirror but not on the primary")
+    elif other is None:
+        if (rec.seal_seq or 0) > m.chain_seq:
+            rep.pending += 1
         else:
-            for field in ("blake3", "size", "state"):
-                if getattr(rec, field) != getattr(other, field):
-                    rep.add(m, "parity", f"record {serial}: {field} differs between the "
-                            f"units")
-                    break
+            rep.add(m, "parity", f"record {serial} ({rec.path}) is not on the mirror")
+    else:
+        for field in ("blake3", "size", "state"):
+            if getattr(rec, field) != getattr(other, field):
+                rep.add(m, "parity", f"record {serial}: {field} differs between the units")
+                break
+
+
+def _report_pending(p, m, rep):
     if rep.pending:
         rep.add(m, "pending", f"{rep.pending} records are not on the mirror yet (it is "
                 f"{p.chain_seq - m.chain_seq} events behind)")
-
 
 
 def restore_missing_tail(unit_path, unit):
