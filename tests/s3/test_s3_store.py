@@ -52,6 +52,16 @@ def put(st, name, data):
     return st.seal(ino)
 
 
+def bucket_log(url, dest):
+    """The log a stranger reads back from the bucket into ``dest`` (no finding allowed),
+    every segment's bytes end to end."""
+    state, findings = fetch(Bucket(url), dest)
+    state.close()
+    assert findings == []
+    return b"".join(open(os.path.join(dest, "segments", n), "rb").read()
+                    for n in sorted(os.listdir(os.path.join(dest, "segments"))))
+
+
 def test_disposal_with_an_s3_duplicate_leaves_both_sound(s3_store):
     path, clock, url = s3_store
     rnd = random.Random(5)
@@ -82,11 +92,7 @@ def test_disposal_with_an_s3_duplicate_leaves_both_sound(s3_store):
     # Read back by a stranger: the log is whole, no finding, and no plaintext of the
     # disposed record lands in the local copy.
     dest = os.path.join(os.path.dirname(path), "readback")
-    state, findings = fetch(Bucket(url), dest)
-    state.close()
-    assert findings == []
-    segdir = os.path.join(dest, "segments")
-    blob = b"".join(open(os.path.join(segdir, n), "rb").read() for n in os.listdir(segdir))
+    blob = bucket_log(url, dest)
     assert gone_data[:4096] not in blob and gone_data[-4096:] not in blob
     with Store(dest, readonly=True) as copy:   # and it verifies clean: no false findings
         rep = verification.run_readonly(copy)
@@ -106,11 +112,7 @@ def test_disposal_with_an_s3_duplicate_leaves_both_sound(s3_store):
         assert rep.ok, rep.findings
     assert any(v.rel == "seg/0000000001" for v in Bucket(url).versions())
     dest = os.path.join(os.path.dirname(path), "readback2")
-    state, findings = fetch(Bucket(url), dest)
-    state.close()
-    assert findings == []
-    blob = b"".join(open(os.path.join(dest, "segments", n), "rb").read()
-                    for n in os.listdir(os.path.join(dest, "segments")))
+    blob = bucket_log(url, dest)
     assert gone_data[:4096] not in blob and gone_data[-4096:] not in blob
     with Store(dest, readonly=True) as copy:
         rep = verification.run_readonly(copy)
@@ -224,12 +226,7 @@ def test_a_dispose_run_of_many_batches_copies_each_segment_once_at_its_end(s3_st
         st.mirror_poll()
         rep = verification.run(st, deep=True)
         assert rep.ok, rep.findings
-    dest = os.path.join(os.path.dirname(path), "readback")
-    state, findings = fetch(Bucket(url), dest)
-    state.close()
-    assert findings == []
-    blob = b"".join(open(os.path.join(dest, "segments", n), "rb").read()
-                    for n in os.listdir(os.path.join(dest, "segments")))
+    blob = bucket_log(url, os.path.join(os.path.dirname(path), "readback"))
     assert not any(d[:4096] in blob or d[-4096:] in blob for d in gone)
     assert kept_data[:4096] in blob
 
@@ -274,12 +271,7 @@ def test_disposal_redacts_the_bucket_and_a_later_dispose_deletes_what_expired(
             assert redacted, sorted(rels)
             # Read back now, the bucket still holds the plaintext, but the reader takes the
             # redacted copy: none of it lands in the local copy, and nothing is a finding.
-            dest = str(tmp_path / "readback")
-            state, findings = fetch(bucket, dest)
-            state.close()
-            assert findings == []
-            blob = b"".join(open(os.path.join(dest, "segments", n), "rb").read()
-                            for n in os.listdir(os.path.join(dest, "segments")))
+            blob = bucket_log(s3_url, str(tmp_path / "readback"))
             assert gone_data[:4096] not in blob and gone_data[-4096:] not in blob
             assert kept_data[:4096] in blob
             # The replaced objects' locks end (they are no longer lengthened, while the copy
