@@ -558,3 +558,26 @@ def test_an_index_made_before_reference_counts_is_rebuilt_at_the_first_writable_
         for name in ("chunkrefs", "undisposed"):
             assert got[name] == want[unit][name] and got[name], (unit, name)
         rebuilt_equals_live(unit)
+
+
+def test_the_command_says_how_many_it_did_not_list_and_which_events_certify_it(
+        pair, fake_time, monkeypatch, capsys):
+    from wormfs.admin.commands import print_certificate
+    p, m = pair
+    monkeypatch.setattr(disposal, "BATCH_RECORDS", 2)
+    monkeypatch.setattr(disposal, "LISTED", 3)
+    with Store(p, time_source=fake_time, mirror_time_source=fake_time) as st:
+        for i in range(5):
+            put(st, b"r%d" % i, blob(50 + i, 3000), retain="2026-02-01")
+        fake_time.advance(30 * DAY)
+        print_certificate(disposal.run(st, None, dry_run=True))
+        dry = capsys.readouterr().out
+        cert = disposal.run(st, None)
+        print_certificate(cert)
+        done = capsys.readouterr().out
+    assert dry.startswith("would dispose of 5 records\n") and "... and 2 more" in dry
+    assert "certificate of destruction" not in dry
+    first, last = cert["events"][0], cert["events"][-1]
+    assert done.startswith("disposed of 5 records\n") and "... and 2 more" in done
+    assert (f"certificate of destruction: events {first} to {last} (3 dispose events, "
+            f"each naming the one before) of the audit trail; destroyed on WU-P, WU-M") in done

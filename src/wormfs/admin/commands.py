@@ -386,7 +386,6 @@ def cmd_export(args):
 
 def cmd_dispose(args):
     from ..fs import control, requests
-    from ..progress import human_bytes
     from ..store import disposal
     from ..store.hostfs import unit_in_use
     place = locate.store(args.store)
@@ -405,6 +404,13 @@ def cmd_dispose(args):
     if args.json:
         _out(cert)
         return 0
+    print_certificate(cert)
+    return 0
+
+
+def print_certificate(cert):
+    """A dispose run's certificate (disposal.Certificate), for a person."""
+    from ..progress import human_bytes
     more = cert.get("unlisted_records", 0)
     n = len(cert["records"]) + more
     verb = "would dispose of" if cert["dry_run"] else "disposed of"
@@ -432,7 +438,7 @@ def cmd_dispose(args):
         last = max(o["retain_until"] for o in held["objects"])
         print(f"NOT destroyed yet on the S3 unit {held['unit']}: {len(held['objects'])} "
               f"objects still hold the data, locked until {last} at the latest (a lock "
-              f"cannot end early; the objects are listed in the disposal_done event; "
+              f"cannot end early; the objects are listed in the disposal_done events; "
               f"they are no longer lengthened, and the first dispose after that date "
               f"deletes them)")
     gone = cert.get("bucket_destroyed")
@@ -440,7 +446,6 @@ def cmd_dispose(args):
         print(f"deleted from the S3 unit {gone['unit']}: {len(gone['objects'])} objects "
               f"whose locks had ended and that a newer object replaces (listed in the "
               f"bucket_destroyed event)")
-    return 0
 
 
 # -- selftest -----------------------------------------------------------------------------------
