@@ -402,12 +402,11 @@ class _History:
         self.indexed = store.ix.has_table("subjects")
         if not self.indexed:
             for ev, _ in auditlog.iter_events(store.log, store.ix):
-                inos, serials = auditlog.subjects(ev)
                 with store.ix.read() as txn:
-                    inos |= {i for i in (store.ix.serial_ino(txn, s) for s in serials
-                                         if 0 <= s < 1 << 64) if i is not None}
+                    inos = store.ix.inos_about(txn, ev)
                 for ino in inos:
-                    scratch.note_about(ino, ev["seq"])
+                    if ino < 1 << 63:   # SQLite's integers; no record has a larger inode
+                        scratch.note_about(ino, ev["seq"])
 
     def of(self, rec):
         """(seq, event, stored bytes) of every event about ``rec``, in seq order."""

@@ -362,7 +362,7 @@ class S3Target:
         segment that several of them destroyed frames in is copied once, for the last: the
         cache's segment holds every one's destruction by then."""
         pending = list(self.state.get("redact", []))
-        events, last_of = {}, {}
+        readable, last_of = set(), {}
         for seq in pending:
             try:
                 ev = event_at(self.replica.log, self.replica.ix, seq)
@@ -370,11 +370,11 @@ class S3Target:
                 log.warning("no redacted copy for dispose event %s on %s: %s", seq,
                             self.url, e)
                 continue
-            events[seq] = None   # read again below: a run's events can be many and large
+            readable.add(seq)   # read again below: a run's events can be many and large
             for _, segno, _, _ in ev["chunks"]:
                 last_of[segno] = max(seq, last_of.get(segno, 0))
         for seq in pending:
-            if seq in events:
+            if seq in readable:
                 ev = event_at(self.replica.log, self.replica.ix, seq)
                 self._redact(ev, {n for n, q in last_of.items() if q > seq})
             with self.state.transaction():

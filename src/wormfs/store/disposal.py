@@ -80,8 +80,8 @@ class Plan:
 
 
 def plan(ix, txn, now_us, keep=frozenset(), position=None, carried=None):
-    """One batch of what a dispose run at ``now_us`` deletes and reclaims: up to ``limit``
-    records (deleted earlier and not disposed first, then expired ones without holds) and
+    """One batch of what a dispose run at ``now_us`` deletes and reclaims: up to
+    BATCH_RECORDS records (deleted earlier and not disposed first, then expired ones without holds) and
     the chunks of theirs that no other record that is not disposed lists (``chunkrefs``),
     nor a file being written (``keep``). Reads only what the batch names: its records'
     manifests and their chunks' counts.
@@ -104,10 +104,6 @@ def plan(ix, txn, now_us, keep=frozenset(), position=None, carried=None):
         return (len(deleted) + len(expired) >= limit or len(dead) >= chunk_limit
                 or scanned[0] > 4 * limit)
 
-    def count_in(rec):
-        for cid in ix.manifest_ids(txn, rec.serial):
-            dead[cid] = dead.get(cid, 0) + 1
-
     for serial in ix.undisposed(txn, after=old.undisposed):
         if full():
             break
@@ -115,7 +111,7 @@ def plan(ix, txn, now_us, keep=frozenset(), position=None, carried=None):
         rec = ix.inode(txn, ix.serial_ino(txn, serial))
         if rec is not None and rec.state is State.DELETED and not rec.disposed:
             deleted.append(rec)
-            count_in(rec)
+            _count_listings(ix, txn, rec.serial, dead)
     else:
         for key in ix.expiring(txn, now_us + 1, after=old.expiry):
             if full():
@@ -125,7 +121,7 @@ def plan(ix, txn, now_us, keep=frozenset(), position=None, carried=None):
             if rec is not None and rec.sealed and not rec.holds \
                     and retention.expired(rec.retention, now_us):
                 expired.append(rec)
-                count_in(rec)
+                _count_listings(ix, txn, rec.serial, dead)
         else:
             pos.done = True
     chunks = []
@@ -143,14 +139,20 @@ def plan(ix, txn, now_us, keep=frozenset(), position=None, carried=None):
     return Plan(expired, deleted, chunks, pos)
 
 
+def _count_listings(ix, txn, serial, counts):
+    """Add record ``serial`` to ``counts`` {chunk id: how many of the records counted list
+    it}: the number ``chunkrefs`` must not exceed for a chunk only those records use."""
+    for cid in ix.manifest_ids(txn, serial):
+        counts[cid] = counts.get(cid, 0) + 1
+
+
 def unreferenced_but_by(ix, txn, chunk_ids, serials):
     """Of ``chunk_ids``, those that no record that is not disposed lists, other than the
     records ``serials`` (the mirror's check of a dispose event, on its own index)."""
     ix.need_layout(txn, "a dispose event's check")
     dead = {}
     for serial in serials:
-        for cid in ix.manifest_ids(txn, serial):
-            dead[cid] = dead.get(cid, 0) + 1
+        _count_listings(ix, txn, serial, dead)
     return {cid for cid in chunk_ids if ix.chunk_refs(txn, cid) <= dead.get(cid, 0)}
 
 

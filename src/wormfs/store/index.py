@@ -60,7 +60,7 @@ import struct
 import lmdb
 
 from ..errors import StoreError
-from .events import loads
+from .events import loads, subjects
 from .inode import Inode, State
 
 DBS = ("meta", "inodes", "dirents", "dirlist", "chunks", "manifests", "serials", "expiry",
@@ -154,7 +154,7 @@ class Index:
                 self.db[name] = self.env.open_db(name.encode(), create=not readonly)
             except lmdb.NotFoundError:
                 # Read-only, an index made before this table: what needs it says so
-                # (need_layout); a writable open upgrades it (Index.upgrade).
+                # (need_layout); a writable open rebuilds it (maintenance.open_index).
                 self.db[name] = None
 
     def close(self):
@@ -277,6 +277,17 @@ class Index:
             return
         for key in cur.iternext(values=False):
             yield U64.unpack(key)[0]
+
+    def inos_about(self, txn, ev):
+        """The inodes event ``ev`` is about (events.subjects), its serials mapped to their
+        records' inodes: what ``subjects`` holds for it. Numbers out of a key's range (a kept
+        refusal can be malformed) name nothing."""
+        inos, serials = subjects(ev)
+        for serial in serials:
+            ino = self.serial_ino(txn, serial) if 0 <= serial < 1 << 64 else None
+            if ino is not None:
+                inos.add(ino)
+        return {i for i in inos if 0 <= i < 1 << 64}
 
     def events_about(self, txn, ino):
         """Yield the seqs of the events about file ``ino`` (``subjects``), in order."""

@@ -152,13 +152,13 @@ def open_index(path, boot_id, readonly=False):
     # marker. Unsynced, a power cut could lose its creation while index pages written after
     # it reached the disk (a disk writes back in any order), and the next open would trust
     # an index ahead of the log.
-    if _older_layout(ix):
+    older = _older_layout(ix)
+    if older:
         # Made by an older wormfs: it lacks tables this one keeps. It is derived data, so
         # it is rebuilt from the log, once (the replay below, as after a power cut), and
         # the one definition of every table stays the replay's.
         log.warning("the index in %s was made by an older wormfs (layout %s, this one "
-                    "keeps %s): rebuilding it from the log, once", path,
-                    _older_layout(ix), LAYOUT)
+                    "keeps %s): rebuilding it from the log, once", path, older, LAYOUT)
         ix.close()
         _clear_dir(index_path)
         ix = Index(index_path)

@@ -76,18 +76,10 @@ class Replayer:
 
     def _index_subjects(self, txn, ev):
         # Every event, a kept refusal too: the audit trail holds it, so a record's history
-        # does. A serial names its record's inode once sealed (looked up after the handler,
-        # which is what maps a new serial).
-        # A kept refusal can be malformed: numbers out of a key's range name nothing here.
-        inos, serials = E.subjects(ev)
-        for serial in serials:
-            ino = self.ix.serial_ino(txn, serial) if 0 <= serial < 1 << 64 else None
-            if ino is not None:
-                inos.add(ino)
+        # does. Called after the handler, which is what maps a new serial to its inode.
         seq, db = ev["seq"], self.db["subjects"]
-        for ino in inos:
-            if 0 <= ino < 1 << 64:
-                txn.put(k64x2(ino, seq), b"", db=db)
+        for ino in self.ix.inos_about(txn, ev):
+            txn.put(k64x2(ino, seq), b"", db=db)
 
     def _link(self, txn, parent, name, ino, cookie):
         nb = E.name_bytes(name)
@@ -361,4 +353,3 @@ class Replayer:
         settings = self.ix.meta(txn, "settings")
         settings[ev["name"]] = ev["new"]
         self.ix.put_meta(txn, "settings", settings)
-
