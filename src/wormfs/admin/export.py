@@ -46,6 +46,7 @@ from . import auditlog, records
 READ_BLOCK = 4 << 20
 META_FILES = ("README.txt", "index.csv", "index.json", "index.html", "audit.jsonl",
               "SHA256SUMS", "B3SUMS")
+SUMS_FILES = ("SHA256SUMS", "B3SUMS")
 
 
 class ExportFailed(StoreError):
@@ -491,65 +492,52 @@ def _write(store, target, scratch, sel, asked, mirror_of, prefix, counter, now):
              "selection": {k: v for k, v in vars(asked).items() if v not in (None, False)},
              "records": n, "bytes": total,
              "layout": f"records under {prefix or 'the top level'}"}
-    digests = {}
 
     def put(name, parts):
-        """Add a metadata file made of ``parts`` (bytes, or the path of a scratch file)."""
+        """Add a metadata file made of ``parts`` (bytes, the path of a scratch file, or an
+        iterator of bytes), hashed as it is written out; returns its SHA-256."""
         path = scratch.path("final-" + name)
-        with open(path, "wb") as f:
-            for p in parts:
-                if isinstance(p, bytes):
-                    f.write(p)
-                else:
-                    with open(p, "rb") as src:
-                        shutil.copyfileobj(src, f, READ_BLOCK)
         sha, b3 = hashlib.sha256(), blake3.blake3()
-        for piece in _file_chunks(path):
-            sha.update(piece)
-            b3.update(piece)
+        with open(path, "wb") as f:
+            for piece in _pieces(parts):
+                sha.update(piece)
+                b3.update(piece)
+                f.write(piece)
         target.add(name, _file_chunks(path), size=os.path.getsize(path))
         scratch.expect(name, sha.hexdigest(), b3.hexdigest())
-        digests[name] = sha.hexdigest()
         os.unlink(path)
+        return sha.hexdigest()
 
     head = _indented(json.dumps(about, indent=2, ensure_ascii=False), 2)
-    put("index.json", [b'{\n  "export": ' + head + b',\n  "records": ['] + (
+    index_sha = put("index.json", [b'{\n  "export": ' + head + b',\n  "records": ['] + (
         [scratch.path("records.json"), b"\n  ]\n}\n"] if n else [b"]\n}\n"]))
     put("index.csv", [scratch.path("index.csv")])
-    put("audit.jsonl", [_audit_lines(store, scratch)])
+    # Each event about an exported record once, in seq order, its stored bytes unchanged.
+    put("audit.jsonl", [(p + b"\n" for p in scratch.event_payloads())])
     put("index.html", [_html_head(about), scratch.path("rows.html"), _HTML_MIDDLE,
                        scratch.path("sections.html"), _HTML_TAIL])
     put("README.txt", [_readme(about, prefix).encode()])
-    # Both list every file so far (not the sums files themselves): made before either is added.
-    sums = {name: _sums(scratch, which, name) for name, which in (("SHA256SUMS", 1),
-                                                                   ("B3SUMS", 2))}
-    for name, path in sums.items():
-        put(name, [path])
+    # The sums list every file but themselves.
+    for name, which in (("SHA256SUMS", 1), ("B3SUMS", 2)):
+        put(name, [(sums_line(row[which], row[0]).encode("utf-8", "surrogateescape")
+                    for row in scratch.files() if row[0] not in SUMS_FILES)])
     return {"records": n, "bytes": total, "format": target.kind,
-            "index_sha256": digests["index.json"], "serials": ranges.text()}
+            "index_sha256": index_sha, "serials": ranges.text()}
+
+
+def _pieces(parts):
+    for p in parts:
+        if isinstance(p, bytes):
+            yield p
+        elif isinstance(p, str):
+            yield from _file_chunks(p)
+        else:
+            yield from p
 
 
 def _indented(text, n):
     """A json.dumps(indent=2) text placed n spaces deep, as json.dumps of the whole would."""
     return text.replace("\n", "\n" + " " * n).encode("utf-8", "surrogateescape")
-
-
-def _audit_lines(store, scratch):
-    """audit.jsonl, in the scratch directory: each event about an exported record once, in
-    seq order, its stored bytes unchanged."""
-    path = scratch.path("audit.jsonl")
-    with open(path, "wb") as f:
-        for payload in scratch.event_payloads():
-            f.write(payload + b"\n")
-    return path
-
-
-def _sums(scratch, which, name):
-    path = scratch.path("sums-" + name)
-    with open(path, "wb") as f:
-        for row in scratch.files():
-            f.write(sums_line(row[which], row[0]).encode("utf-8", "surrogateescape"))
-    return path
 
 
 def _read_back(target, scratch):
