@@ -77,6 +77,56 @@ def test_an_export_made_a_record_at_a_time_is_what_the_stock_tools_check(filled,
         for tool, sums in (("sha256sum", "SHA256SUMS"), ("b3sum", "B3SUMS")):
             r = subprocess.run([tool, "-c", "--quiet", sums], cwd=out, capture_output=True)
             assert r.returncode == 0, r.stdout + r.stderr
+    if suffix == ".zip":
+        r = subprocess.run(["unzip", "-tq", out], capture_output=True, text=True)
+        assert r.returncode == 0 and "No errors" in r.stdout, r.stdout + r.stderr
+        assert not [n for n in os.listdir(tmp_path) if n.endswith((".entries", ".partial"))]
+
+
+def zip_members(path):
+    with open(path, "rb") as f:
+        return {name: b"".join(chunks) for name, chunks in export._zip_members(f)}
+
+
+def test_a_zip_whose_directory_takes_its_zip64_form_reads_back(filled, tmp_path,
+                                                               monkeypatch):
+    """Past 65,535 members or 4 GiB a zip's directory takes its zip64 form (a zip64 end
+    record, offsets in an extra field): the read-back walks that too. zipfile's limits are
+    lowered here so that twelve records take it."""
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 3)
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 100)
+    out = str(tmp_path / "prod.zip")
+    export.run(filled, out, Selection())
+    with open(out, "rb") as f:
+        assert b"PK\x06\x06" in f.read()         # the zip64 end record
+    monkeypatch.undo()
+    assert zip_members(out) == files_of(out)
+    r = subprocess.run(["unzip", "-tq", out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("where", ["record", "directory"])
+def test_a_zip_damaged_after_it_was_written_fails_the_read_back(filled, tmp_path,
+                                                                monkeypatch, where):
+    """The read-back reads the zip from the file, as a consumer would: a byte changed in
+    a record or in the directory between writing and reading fails the export, and
+    nothing is left that looks complete."""
+    closed = export._Zip.close_writing
+
+    def close_and_damage(self):
+        closed(self)
+        with open(self.tmp, "r+b") as f:
+            data = f.read()
+            at = data.index(b"message 7\n") if where == "record" else \
+                data.rindex(b"PK\x01\x02") + 16          # the last entry's CRC-32
+            f.seek(at)
+            f.write(bytes([data[at] ^ 1]))
+
+    monkeypatch.setattr(export._Zip, "close_writing", close_and_damage)
+    out = str(tmp_path / "prod.zip")
+    with pytest.raises(export.ExportFailed):
+        export.run(filled, out, Selection())
+    assert [n for n in os.listdir(tmp_path) if n.startswith(("prod", ".wormfs"))] == []
 
 
 def test_a_top_level_name_like_a_metadata_file_puts_the_records_under_records(store,

@@ -26,12 +26,15 @@ import html
 import io
 import json
 import os
+import pickle
 import shutil
 import sqlite3
+import struct
 import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from urllib.parse import quote
 
 import blake3
@@ -144,14 +147,23 @@ def _zip_time(mtime_us):
 
 
 class _Zip(_Archive):
-    """A zip's central directory lists every file at its end, so zipfile holds an entry
-    per file until it is closed (about 1 KiB each): a zip of a million records needs about
-    a GiB; a directory or a tar needs no more for a million than for ten."""
+    """A zip's central directory lists every file at its end. zipfile keeps an entry per
+    file for it until it is closed (about 1 KiB each: a GiB for a million records), and
+    reading a zip back with zipfile loads the whole directory again. Here the entries go to
+    a spool file beside the archive as each member is written (``_SpooledEntries`` stands
+    in for zipfile's list; zipfile's own code writes the directory from it at close), and
+    the read-back walks the directory from the file, an entry at a time (``_zip_members``):
+    the memory of a zip export is the same for a million records as for ten."""
     kind = "zip"
 
     def __init__(self, final):
         super().__init__(final)
         self.archive = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+        # zipfile.ZipFile appends each finished entry to ``filelist``, files it under its
+        # name in ``NameToInfo`` (only to warn of a duplicate: the scratch database already
+        # refuses one), and iterates ``filelist`` and takes its len() for the directory.
+        self.archive.filelist = _SpooledEntries(final + ".entries")
+        self.archive.NameToInfo = _NoNames()
 
     def add(self, name, chunks, mtime_us=None, mode=0o444, size=None):
         info = zipfile.ZipInfo(name, _zip_time(mtime_us))
@@ -160,11 +172,140 @@ class _Zip(_Archive):
             for piece in chunks:
                 f.write(piece)
 
+    def close_writing(self):
+        super().close_writing()
+        self.archive.filelist.close()
+
+    def abort(self):
+        super().abort()
+        self.archive.filelist.close()
+
     def read_back(self):
-        with zipfile.ZipFile(self.tmp) as zf:
-            for info in zf.infolist():
-                with zf.open(info) as f:
-                    yield info.filename, iter(lambda: f.read(READ_BLOCK), b"")
+        with open(self.tmp, "rb") as f:
+            yield from _zip_members(f)
+
+
+class _SpooledEntries:
+    """The part of a list zipfile uses for its central directory (append, len, iteration
+    in order), kept in a file: each entry pickled as it is appended, read back one at a
+    time. The file is removed by ``close``."""
+
+    def __init__(self, path):
+        self.path, self.n = path, 0
+        self.f = open(path, "wb")
+
+    def append(self, info):
+        pickle.dump(info, self.f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.n += 1
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        self.f.flush()
+        with open(self.path, "rb") as r:
+            for _ in range(self.n):
+                yield pickle.load(r)
+
+    def close(self):
+        if not self.f.closed:
+            self.f.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class _NoNames(dict):
+    """zipfile's name -> entry map, keeping nothing (see _Zip)."""
+
+    def __setitem__(self, name, info):
+        pass
+
+
+# The zip records read back (PKWARE APPNOTE 4.3: end of central directory, its zip64 form,
+# the central directory's headers, each member's local header). Only what _Zip writes is
+# read: stored members, no data descriptors, no encryption, one disk.
+_EOCD = struct.Struct("<4s4H2LH")
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+_LOCAL = struct.Struct("<4s2B4HL2L2H")
+_UTF8_NAME = 0x800
+
+
+def _zip_members(f):
+    """(name, iterator of its bytes) of every member of the zip in ``f``, in the central
+    directory's order, reading one directory entry at a time; the bytes are checked
+    against the entry's CRC-32 as they are read (ExportFailed)."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(size - _EOCD.size)
+    sig, _, _, _, count, cd_size, cd_offset, comment = _EOCD.unpack(f.read(_EOCD.size))
+    if sig != b"PK\x05\x06" or comment:
+        raise ExportFailed("the zip does not end with its directory")
+    if size >= _EOCD.size + _ZIP64_LOCATOR.size:
+        f.seek(size - _EOCD.size - _ZIP64_LOCATOR.size)
+        loc = _ZIP64_LOCATOR.unpack(f.read(_ZIP64_LOCATOR.size))
+        if loc[0] == b"PK\x06\x07":
+            f.seek(loc[2])
+            z = _ZIP64_EOCD.unpack(f.read(_ZIP64_EOCD.size))
+            if z[0] != b"PK\x06\x06":
+                raise ExportFailed("the zip's zip64 directory record is not where it says")
+            count, cd_size, cd_offset = z[7], z[8], z[9]
+    at = cd_offset
+    for _ in range(count):
+        f.seek(at)
+        h = _CENTRAL.unpack(f.read(_CENTRAL.size))
+        if h[0] != b"PK\x01\x02":
+            raise ExportFailed(f"the zip's directory is damaged at offset {at}")
+        flags, method, crc = h[5], h[6], h[9]
+        csize, nlen, elen, clen, offset = h[10], h[12], h[13], h[14], h[18]
+        raw_name = f.read(nlen)
+        csize, offset = _zip64_sizes(f.read(elen), h[11], csize, offset)
+        at += _CENTRAL.size + nlen + elen + clen
+        name = raw_name.decode("utf-8" if flags & _UTF8_NAME else "cp437")
+        if method != zipfile.ZIP_STORED:
+            raise ExportFailed(f"{name} is compressed in the zip")
+        f.seek(offset)
+        lh = _LOCAL.unpack(f.read(_LOCAL.size))
+        if lh[0] != b"PK\x03\x04" or f.read(lh[10]) != raw_name:
+            raise ExportFailed(f"{name}: the zip's local header does not match its directory")
+        yield name, _stored_bytes(f, offset + _LOCAL.size + lh[10] + lh[11], csize, crc, name)
+    if at != cd_offset + cd_size:
+        raise ExportFailed("the zip's directory is not the size its end record says")
+
+
+def _zip64_sizes(extra, usize, csize, offset):
+    """The compressed size and local header offset, from the zip64 extra field where the
+    header's own say 0xFFFFFFFF (its fields come in this order, each only if needed)."""
+    i = 0
+    while i + 4 <= len(extra):
+        tag, n = struct.unpack_from("<2H", extra, i)
+        if tag == 1:
+            vals = iter(struct.unpack_from(f"<{n // 8}Q", extra, i + 4))
+            if usize == 0xFFFFFFFF:
+                next(vals)
+            if csize == 0xFFFFFFFF:
+                csize = next(vals)
+            if offset == 0xFFFFFFFF:
+                offset = next(vals)
+        i += 4 + n
+    return csize, offset
+
+
+def _stored_bytes(f, start, length, crc, name):
+    pos, end, got = start, start + length, 0
+    while pos < end:
+        f.seek(pos)
+        b = f.read(min(READ_BLOCK, end - pos))
+        if not b:
+            raise ExportFailed(f"{name} is cut short in the zip")
+        pos += len(b)
+        got = zlib.crc32(b, got)
+        yield b
+    if got != crc:
+        raise ExportFailed(f"{name} does not match its CRC-32 in the zip")
 
 
 class _Tar(_Archive):
