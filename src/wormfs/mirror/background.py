@@ -7,8 +7,15 @@ and the result is a 'scrub' event. The walk is paced: its average rate stays nea
 takes to finish within half the interval (at least MIN_RATE), so a big store is read slowly
 over days instead of in one burst that would compete with the writers.
 
-The first pass comes one interval after the last verification of any kind (or after the
-mount, for a store never verified), so remounting does not restart the clock.
+A pass goes in pieces of about PIECE_SECONDS: each piece ends with a 'scrub' event that
+carries the cursor to go on from (scrubcursor.py), and so does stopping (an unmount). A
+remount goes on with the pass where it stood, not from the start: at 10^8 records a pass
+reads for days, and a daemon restarted more often than that would otherwise never finish
+one. A killed daemon loses at most the piece it was in.
+
+The first pass comes one interval after the last complete verification of any kind (or
+after the mount, for a store never verified), so remounting does not restart the clock; a
+pass left unfinished goes on at once.
 """
 import logging
 import threading
@@ -21,15 +28,13 @@ from . import verification
 log = logging.getLogger("wormfs.scrub")
 DEFAULT_INTERVAL = "7d"
 MIN_RATE = 1 << 20   # bytes/s: a small store is not spread out over days
-
-
-class _Stopped(Exception):
-    pass
+PIECE_SECONDS = 600  # a piece's length: what a killed daemon can lose of a pass
 
 
 class BackgroundScrub:
-    def __init__(self, store):
+    def __init__(self, store, piece_seconds=PIECE_SECONDS):
         self.store = store
+        self.piece_seconds = piece_seconds
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="wormfs-scrub", daemon=True)
         self.thread.start()
@@ -40,6 +45,8 @@ class BackgroundScrub:
         return max(1.0, (parse_duration(text).after(now) - now) / US)
 
     def _first_wait(self, interval):
+        if self.store.scrub_resume() is not None:
+            return 0.0   # a pass in pieces to go on with
         last = self.store.last_verification()
         if not last:
             return interval
@@ -56,28 +63,52 @@ class BackgroundScrub:
         while not self._stop.wait(wait):
             started = time.monotonic()
             try:
-                rep = verification.run(self.store, repair=True, cause="background",
-                                       progress=self._pacer(interval, started))
+                rep = self._one_pass(interval)
+                if rep is None:
+                    return   # stopped; the last piece's event says where to go on
                 (log.info if rep.ok else log.error)(
                     "background scrub: %s, %d findings, %d repaired",
-                    "clean" if rep.ok else "PROBLEMS", rep.count,
-                    sum(1 for f in rep.findings if f["repaired"]))
-            except _Stopped:
-                return
+                    "clean" if rep.ok else "PROBLEMS", rep.count, rep.repaired)
             except WormError as e:
                 log.warning("background scrub could not run: %s", e)
             except Exception:
                 log.exception("background scrub failed; it runs again next interval")
             wait = max(0.0, interval - (time.monotonic() - started))
 
-    def _pacer(self, interval, started):
-        def progress(done, total):
+    def _one_pass(self, interval):
+        """Pieces until the pass is done (its Report) or the scrub is stopped (None)."""
+        resume = self.store.scrub_resume()
+        # When the pass began, on this process's monotonic clock: a pass resumed after a
+        # remount has the time since its cursor's ``started`` (the store's clock) behind it.
+        began = time.monotonic()
+        started = resume.get("started") if isinstance(resume, dict) else None
+        if type(started) is int:
+            began -= max(0.0, (self.store.now() - started) / US)
+        while True:
+            piece_began = time.monotonic()
+
+            def pause():
+                return self._stop.is_set() or \
+                    time.monotonic() - piece_began >= self.piece_seconds
+
+            rep = verification.run(self.store, repair=True, cause="background",
+                                   progress=self._pacer(interval, began), resume=resume,
+                                   pause=pause)
+            if rep.resume is None:
+                return rep
             if self._stop.is_set():
-                raise _Stopped()
+                return None
+            resume = rep.resume.to_dict()
+
+    def _pacer(self, interval, began):
+        """Sleeps so that the pass, from when it began (``began``, monotonic), reads at
+        about the rate that ends it within half the interval. Stopping cuts a sleep short;
+        the walk then pauses at its next step."""
+        def progress(done, total):
             rate = max(MIN_RATE, total / (interval / 2))
-            ahead = done / rate - (time.monotonic() - started)
-            if ahead > 0 and self._stop.wait(ahead):
-                raise _Stopped()
+            ahead = done / rate - (time.monotonic() - began)
+            if ahead > 0:
+                self._stop.wait(ahead)
         return progress
 
     def stop(self):

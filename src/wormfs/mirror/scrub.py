@@ -22,6 +22,11 @@ the same digests. Records the mirror does not hold yet are findings too ("pendin
 
 Only the log up to each index's ``applied`` position (read at the start) is walked, so a
 mounted store can be checked while it takes new writes.
+
+A walk can stop between two segments or two windows of serials and go on later from a
+cursor (scrubcursor.py): the background scrub's pieces. It holds no read transaction across
+a window, so a pass that takes days does not keep LMDB from reusing the pages the writers
+free meanwhile.
 """
 import itertools
 import os
@@ -33,7 +38,7 @@ import blake3
 from ..errors import IntegrityError, WormError
 from ..store import events as E
 from ..store import frames as F
-from ..store.index import DBS, LAYOUT, U64, Index
+from ..store.index import DBS, LAYOUT, Index
 from ..store.hostfs import fsync_dir, set_immutable
 from ..store.maintenance import apply_frames, event_hash_at
 from ..store.localchain import skipped_seqs
@@ -41,6 +46,7 @@ from ..store.replay import Replayer
 from ..store.segments import seg_name, segment_files
 from ..store.unit import read_unit
 from .s3bucket import is_s3
+from .scrubcursor import Cursor, UnitPlace
 
 
 class Finding(dict):
@@ -53,6 +59,7 @@ class Finding(dict):
 # copy would otherwise list every record, inside the daemon for its background scrub).
 COUNTED_KINDS = frozenset(("index", "parity", "record", "chain"))
 LISTED_PER_KIND = 1000
+WINDOW = 1000   # serials of the record walk per read transaction (and between pauses)
 
 
 class Unit:
@@ -66,11 +73,34 @@ class Unit:
             applied = ix.meta(txn, "applied")
             self.last_seq = ix.meta(txn, "last_seq", 0)
             self.stats = ix.meta(txn, "stats") or {}
+            self.last_serial = ix.meta(txn, "next_serial", 1) - 1
+            self.last_dispose = ix.meta(txn, "last_dispose", 0) or 0
         self.applied = tuple(applied) if applied else (1, F.SEG_HEADER_LEN)
         self.chain_seq, self.chain_hash = 0, E.GENESIS
         self.chain_broken = False
         self.damaged = False   # unrepaired damage: totals cannot be compared
         self.chunks_placed = 0
+
+    def start_place(self):
+        """This unit as a pass that begins now sees it."""
+        return UnitPlace(self.serial, self.applied, self.last_seq,
+                         self.stats.get("chunks", 0), self.stats.get("logical_bytes", 0),
+                         self.last_dispose)
+
+    def resume(self, p):
+        """Continue a pass from ``p`` (a UnitPlace of this unit): walk what it walked."""
+        self.applied, self.last_seq, self.last_dispose = p.applied, p.last_seq, p.last_dispose
+        self.stats = {"chunks": p.chunks, "logical_bytes": p.logical}
+        self.chain_seq, self.chain_hash = p.chain_seq, p.chain_hash
+        self.chain_broken, self.damaged, self.chunks_placed = p.chain_broken, p.damaged, \
+            p.placed
+
+    def keep(self, p, rep):
+        """Note the walk's state on this unit in ``p``, for the next piece."""
+        p.chain_seq, p.chain_hash = self.chain_seq, self.chain_hash
+        p.chain_broken, p.damaged, p.placed = self.chain_broken, self.damaged, \
+            self.chunks_placed
+        p.frames, p.records = rep.frames[self.serial], rep.records[self.serial]
 
     def segment_numbers(self):
         nums, _ = self.log.segment_numbers()
@@ -86,7 +116,11 @@ class Unit:
 
 
 class Report:
-    def __init__(self, units, deep, repair):
+    """What a walk found. Of a piece of a pass (a cursor given): the findings of this piece
+    are listed, the counts (``count``, ``repaired``, frames, records, bytes) are the whole
+    pass's so far, and ``resume`` is the cursor to go on from (None once the pass is done)."""
+
+    def __init__(self, units, deep, repair, cursor=None):
         self.units, self.deep, self.repair = units, deep, repair
         self.findings = []
         self.unlisted = {}   # kind -> findings past LISTED_PER_KIND, counted only
@@ -96,6 +130,13 @@ class Report:
         self.bytes = 0
         self.records = {u.serial: 0 for u in units}
         self.pending = 0
+        self.earlier_findings = self.earlier_repaired = self.pieces = 0
+        self.resume = None
+        if cursor is not None:
+            for p in cursor.units:
+                self.frames[p.serial], self.records[p.serial] = p.frames, p.records
+            self.bytes, self.pending, self.pieces = cursor.bytes, cursor.pending, cursor.pieces
+            self.earlier_findings, self.earlier_repaired = cursor.findings, cursor.repaired
 
     def add(self, unit, kind, detail, segment=None, offset=None, repaired=False):
         f = Finding(unit=unit.serial if unit else None, kind=kind, detail=detail,
@@ -118,12 +159,17 @@ class Report:
 
     @property
     def count(self):
-        """Every finding, listed or counted."""
-        return len(self.findings) + sum(self.unlisted.values())
+        """Every finding, listed or counted (of the earlier pieces of the pass too)."""
+        return len(self.findings) + sum(self.unlisted.values()) + self.earlier_findings
+
+    @property
+    def repaired(self):
+        return sum(1 for f in self.findings if f["repaired"]) + self.earlier_repaired
 
     @property
     def ok(self):
-        return not self.unrepaired and not self.unlisted
+        return not self.unrepaired and not self.unlisted and \
+            self.earlier_findings == self.earlier_repaired
 
     def as_dict(self):
         return {"ok": self.ok, "deep": self.deep, "repair": self.repair,
@@ -132,24 +178,57 @@ class Report:
                            "events": u.chain_seq} for u in self.units],
                 "bytes": self.bytes, "pending_records": self.pending,
                 "findings": list(self.findings), "unlisted": dict(self.unlisted),
-                "notes": list(self.notes),
-                "repaired": sum(1 for f in self.findings if f["repaired"])}
+                "notes": list(self.notes), "repaired": self.repaired}
+
+    def _pause(self, units, cur):
+        """Stop here: the cursor the next piece goes on from."""
+        for u in units:
+            u.keep(cur.place(u.serial), self)
+        cur.bytes, cur.pending = self.bytes, self.pending
+        cur.findings, cur.repaired = self.count, self.repaired
+        cur.pieces += 1
+        self.resume = cur
+        return self
 
 
-def check_units(units, *, deep=False, repair=False, progress=None, on_repair=None):
+def new_cursor(units, started=0):
+    """A pass over ``units`` that begins now (``started``: the store's clock, for pacing)."""
+    last = max(u.applied[0] for u in units)
+    total = sum(u.stats.get("logical_bytes", 0) for u in units)
+    for n in range(1, last + 1):
+        sizes = [u.log.file_size(n) for u in units if n <= u.applied[0]]
+        sizes = [min(s, u.applied[1]) if n == u.applied[0] else s
+                 for u, s in zip((u for u in units if n <= u.applied[0]), sizes)
+                 if s is not None]
+        total += max(sizes, default=0)
+    return Cursor(started, [u.start_place() for u in units],
+                  max(u.last_serial for u in units), total)
+
+
+def check_units(units, *, deep=False, repair=False, progress=None, on_repair=None,
+                cursor=None, pause=None):
     """Walk the units (a primary and/or its mirror, primary first) and return a Report.
     ``progress(done_bytes, total_bytes)`` is called as the walk goes; ``on_repair(finding)``
-    after each repair (to audit it)."""
-    rep = Report(units, deep, repair)
-    _walk_logs(units, rep, progress or (lambda d, t: None), on_repair or (lambda f: None))
+    after each repair (to audit it). With ``cursor`` (new_cursor, or one a paused walk
+    returned) the walk goes on from where it stands, and when ``pause()`` says so between
+    two segments or two windows of records it stops: the Report's ``resume`` is then the
+    cursor to go on from. The cursor is changed as the walk goes."""
+    cur = cursor if cursor is not None else new_cursor(units)
     for u in units:
-        _check_index_totals(u, rep)
-    if len(units) == 2:
-        # One walk of both units' records in step: each record's content on each unit and
-        # the two units against each other, every inode decoded once per unit.
-        _check_records_and_parity(units[0], units[1], rep)
-    else:
-        _check_records(units[0], rep)
+        u.resume(cur.place(u.serial))
+    rep = Report(units, deep, repair, cur)
+    progress = progress or (lambda d, t: None)
+    pause = pause or (lambda: False)
+    if cur.phase == "log":
+        if not _walk_logs(units, rep, progress, on_repair or (lambda f: None), cur, pause):
+            return rep._pause(units, cur)
+        for u in units:
+            _check_index_totals(u, rep)
+        cur.phase, cur.next = "records", 1
+    # One walk of both units' records in step: each record's content on each unit and the
+    # two units against each other, every inode decoded once per unit.
+    if not _walk_records(units, rep, progress, cur, pause):
+        return rep._pause(units, cur)
     for u in units:
         if deep and not u.damaged:
             _replay_compare(u, rep)
@@ -160,18 +239,13 @@ def check_units(units, *, deep=False, repair=False, progress=None, on_repair=Non
 
 # -- the log walk ---------------------------------------------------------------------------
 
-def _walk_logs(units, rep, progress, on_repair):
-    """Segment by segment, each mapped only while it is walked (a store has thousands)."""
+def _walk_logs(units, rep, progress, on_repair, cur, pause):
+    """Segment by segment from ``cur.next``, each mapped only while it is walked (a store
+    has thousands). False if it paused before the end."""
     numbers = set().union(*(u.segment_numbers() for u in units))
     last = max((u.applied[0] for u in units), default=0)
-    expected = range(1, last + 1)
-    total = 0
-    for n in expected:
-        sizes = [u.log.file_size(n) for u in units if n <= u.applied[0]]
-        total += max((s for s in sizes if s is not None), default=0)
-    done = 0
     maps = {}
-    for n in expected:
+    for n in range(cur.next, last + 1):
         here = [u for u in units if n <= u.applied[0]]
         for u in here:
             maps[(u.serial, n)] = u.log.map_file(n)
@@ -191,14 +265,19 @@ def _walk_logs(units, rep, progress, on_repair):
         if n not in numbers and not present:
             rep.add(None, "missing segment", f"segment {n} is missing on every unit", n, 0)
         _walk_segment(n, here, maps, rep, on_repair)
-        done += max((len(maps[(u.serial, n)]) for u in here
-                     if maps[(u.serial, n)] is not None), default=0)
-        rep.bytes = done
-        progress(done, total)
+        walked = max((u.end_of(n, maps[(u.serial, n)]) for u in here
+                      if maps[(u.serial, n)] is not None), default=0)
+        rep.bytes += walked
+        cur.done += walked
+        cur.next = n + 1
         for u in here:
             m = maps.pop((u.serial, n), None)
             if m is not None and hasattr(m, "close"):
                 m.close()
+        progress(cur.done, cur.total)
+        if n < last and pause():
+            return False
+    return True
 
 
 def _other(units, u):
@@ -388,34 +467,75 @@ def _check_index_totals(u, rep):
         return  # the walk could not see everything: the damage is the finding
     if u.chain_seq != u.last_seq:
         rep.add(u, "index", f"the index has {u.last_seq} events, the log {u.chain_seq}")
-    if u.stats and u.chunks_placed != u.stats.get("chunks"):
+    with u.ix.read() as txn:
+        disposed_since = (u.ix.meta(txn, "last_dispose", 0) or 0) != u.last_dispose
+    if disposed_since:
+        # Chunks the walk counted may be gone from the index since, and chunks it has still
+        # to reach gone from the log (redacted): the totals of two moments do not compare.
+        rep.notes.append(f"{u.serial}: a disposal ran while the walk went on; the index's "
+                         f"chunk count was not compared")
+    elif u.stats and u.chunks_placed != u.stats.get("chunks"):
         rep.add(u, "index", f"the index lists {u.stats.get('chunks')} chunks, "
                 f"{u.chunks_placed} were found where it says")
 
 
 # -- records --------------------------------------------------------------------------------
 
-def _records(u):
-    """Yield (serial, inode) of every record the unit's index holds (deleted ones too, until
-    disposal: their data is still there)."""
+def _records(u, first, last):
+    """[(serial, inode)] of the records the unit's index holds with serials in [first, last]
+    (deleted ones too, until disposal: their data is still there), from one read
+    transaction that ends before their content is read."""
     with u.ix.read() as txn:
-        for key, val in u.ix.items(txn, "serials"):
-            serial = U64.unpack(key)[0]
-            yield serial, u.ix.inode(txn, U64.unpack(val)[0])
+        return [(serial, u.ix.inode(txn, ino)) for serial, ino in u.ix.serials(txn, first, last)]
 
 
-def _check_records(u, rep):
-    for serial, rec in _records(u):
-        _check_record(u, serial, rec, rep)
+def _walk_records(units, rep, progress, cur, pause):
+    """Every record from serial ``cur.next`` to ``cur.last_serial``, a window of serials at a
+    time: on one unit, its records' content; on two, both units' in step and the mirror's
+    against the primary's (parity). False if it paused before the end."""
+    p, m = units[0], (units[1] if len(units) == 2 else None)
+    if m is not None and cur.chains_agree is None:
+        cur.chains_agree = _chains_agree(p, m, rep)
+    while cur.next <= cur.last_serial:
+        first, last = cur.next, min(cur.next + WINDOW - 1, cur.last_serial)
+        if m is None:
+            for serial, rec in _records(p, first, last):
+                cur.done += _check_record(p, serial, rec, rep)
+        else:
+            _check_window(p, m, first, last, rep, cur)
+        cur.next = last + 1
+        progress(cur.done, cur.total)
+        if cur.next <= cur.last_serial and pause():
+            return False
+    if m is not None and cur.chains_agree:
+        _report_pending(p, m, rep)
+    return True
+
+
+def _check_window(p, m, first, last, rep, cur):
+    mine, theirs = _Seen(_records(p, first, last)), _Seen(_records(m, first, last))
+    for serial, rec, other in _in_step(mine, theirs):
+        if rec is not None:
+            cur.done += _check_record(p, serial, rec, rep)
+        if other is not None:
+            cur.done += _check_record(m, serial, other, rep)
+        if cur.chains_agree:
+            _compare_record(m, serial, rec, other, rep)
+    # A serial whose inode is missing is left out of the walk in step; the record check
+    # reports it.
+    for u, seen in ((p, mine), (m, theirs)):
+        for serial in seen.missing:
+            _check_record(u, serial, None, rep)
 
 
 def _check_record(u, serial, rec, rep):
-    """A record's content, read from the unit's log, against its size and digest."""
+    """A record's content, read from the unit's log, against its size and digest; returns
+    the bytes it read."""
     if rec is None:
         rep.add(u, "record", f"record {serial} has no inode in the index")
-        return
+        return 0
     if not rec.ever_sealed or rec.disposed:
-        return  # a disposed record's data is gone on purpose (its dispose event says)
+        return 0  # a disposed record's data is gone on purpose (its dispose event says)
     rep.records[u.serial] += 1
     total, h = 0, blake3.blake3()
     try:
@@ -429,13 +549,14 @@ def _check_record(u, serial, rec, rep):
             h.update(u.log.read_chunk(loc[0], loc[1], cid, loc[2]))
     except IntegrityError as e:
         rep.add(u, "record", f"record {serial} ({rec.path}): {e}")
-        return
+        return total
     if total != rec.size:
         rep.add(u, "record", f"record {serial} ({rec.path}): chunks add up to "
                 f"{total} bytes, not {rec.size}")
     elif h.hexdigest() != rec.blake3:
         rep.add(u, "record", f"record {serial} ({rec.path}): content does not "
                 f"match its digest")
+    return total
 
 
 def _skipped(u):
@@ -502,7 +623,7 @@ def _check_local_chain(u, rep):
 def _in_step(mine, theirs):
     """(serial, primary's inode or None, mirror's inode or None) for every serial either
     side lists, in serial order, from two (serial, inode) streams in that order. A serial
-    whose inode is missing on a side counts as not listed there (_check_records reports
+    whose inode is missing on a side counts as not listed there (_check_window reports
     it)."""
     mine = ((s, r) for s, r in mine if r is not None)
     theirs = ((s, r) for s, r in theirs if r is not None)
@@ -536,28 +657,6 @@ def _chains_agree(p, m, rep):
                     f"event {m.chain_seq}")
             return False
     return True
-
-
-def _check_records_and_parity(p, m, rep):
-    """_check_records on both units and the two units against each other (parity), in one
-    walk of both units' records in step: each inode is decoded once per unit, not once per
-    check."""
-    chains_agree = _chains_agree(p, m, rep)
-    mine, theirs = _Seen(_records(p)), _Seen(_records(m))
-    for serial, rec, other in _in_step(mine, theirs):
-        if rec is not None:
-            _check_record(p, serial, rec, rep)
-        if other is not None:
-            _check_record(m, serial, other, rep)
-        if chains_agree:
-            _compare_record(m, serial, rec, other, rep)
-    # A serial whose inode is missing is left out of the walk in step; the record check
-    # reports it, as _check_records does.
-    for u, seen in ((p, mine), (m, theirs)):
-        for serial in seen.missing:
-            _check_record(u, serial, None, rep)
-    if chains_agree:
-        _report_pending(p, m, rep)
 
 
 class _Seen:

@@ -206,6 +206,10 @@ class Index:
             return
         txn.put(key.encode(), _encode(value), db=self.db["meta"])
 
+    def drop_meta(self, txn, key):
+        assert key not in HOT_META
+        txn.delete(key.encode(), db=self.db["meta"])
+
     def inode(self, txn, ino):
         """The Inode stored for ``ino`` in ``txn`` (None if none), the caller's own copy.
         A seal reads the same inode about a dozen times over its transactions (the

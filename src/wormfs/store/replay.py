@@ -328,10 +328,20 @@ class Replayer:
         self.ix.put_meta(txn, "last_dispose", ev["seq"])
 
     def _ev_verify(self, txn, ev):
+        resume = ev.get("resume")
+        if resume is not None:
+            # A piece of a pass (the background scrub): where to go on from. Not a
+            # verification yet: the last one stays what status shows.
+            self.ix.put_meta(txn, "scrub_resume", resume)
+            return
         self.ix.put_meta(txn, "clock_file", None)  # that verify reported it (clock_findings)
         self.ix.put_meta(txn, "last_verify", {
             "time": ev["time"], "kind": ev["type"], "ok": ev["ok"], "deep": ev.get("deep"),
             "findings": ev["findings"], "repaired": ev.get("repaired", 0)})
+        # A whole pass ends any pass in pieces (the next begins an interval after this one);
+        # the key is dropped, not set to null, so that an index of a store that never
+        # scrubbed in pieces is what it was.
+        self.ix.drop_meta(txn, "scrub_resume")
 
     _ev_scrub = _ev_verify
 

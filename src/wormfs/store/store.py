@@ -433,6 +433,12 @@ class Store:
         with self.ix.read() as txn:
             return self.ix.meta(txn, "last_verify")
 
+    def scrub_resume(self):
+        """The cursor of a scrub pass in pieces not finished yet (mirror/scrubcursor.py, as
+        its last piece's event holds it), or None."""
+        with self.ix.read() as txn:
+            return self.ix.meta(txn, "scrub_resume")
+
     def unit_info(self):
         with self.ix.read() as txn:
             return self.ix.meta(txn, "unit")
