@@ -568,8 +568,8 @@ def test_the_scratch_matcher_answers_as_fnmatchcase_pattern_by_pattern():
     assert _scratch_matcher(())("x.tmp") is None
 
 
-# The inode record: typed, stored as JSON without empty fields, read back the same whichever
-# form the index holds.
+# The inode record: typed, stored as a binary record (JSON where it cannot be), read back the
+# same whichever form the index holds.
 
 OLD_FORM = (  # what wormfs wrote before the typed record: every key, nulls included
     '{"atime":5,"blake3":"%s","committed":5,"cookie":9,"creator":null,"ctime":5,"gid":0,'
@@ -580,8 +580,8 @@ OLD_FORM = (  # what wormfs wrote before the typed record: every key, nulls incl
 
 def test_an_inode_stored_with_every_key_reads_as_the_same_record(unit_path, fake_time):
     """An index written before the typed record (every key present, nulls and an empty hold
-    list included) opens and answers as before; what is written now leaves those out and
-    reads back equal."""
+    list included) opens and answers as before; what is written now is the binary record
+    and reads back equal."""
     from wormfs.store.index import Index, k64
     from wormfs.store.inode import Inode, Kind, State
     make_unit(unit_path, fake_time)
@@ -603,9 +603,10 @@ def test_an_inode_stored_with_every_key_reads_as_the_same_record(unit_path, fake
         st.place_hold(ino, "case", "why", None)   # written again, in the new form
         with st.ix.read() as txn:
             raw = txn.get(k64(ino), db=st.ix.db["inodes"])
-        stored = json.loads(raw)
-        assert "creator" not in stored and "writer" not in stored
-        assert stored["holds"] == {"case": "why"} and stored["state"] == "sealed"
+        assert raw[:1] == b"\x01"           # the binary record now
+        stored = Inode.from_bytes(raw)
+        assert stored.creator is None and stored.writer is None
+        assert stored.holds == {"case": "why"} and stored.state is State.SEALED
         assert st.inode(ino) == old.copy(holds={"case": "why"})
     new = Inode.from_json(old.to_json())
     assert new == old and "creator" not in old.to_json() and "subdirs" not in old.to_json()

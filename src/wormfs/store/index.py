@@ -221,12 +221,12 @@ class Index:
             return None
         memo = self._inodes.get(ino)
         if memo is None or memo[0] != v:
-            memo = (v, Inode.from_json(loads(v)))
+            memo = (v, Inode.from_bytes(v))
             self._remember(ino, memo)
         return memo[1].copy()
 
     def put_inode(self, txn, rec):
-        raw = _encode(rec.to_json())
+        raw = rec.to_bytes()
         txn.put(k64(rec.ino), raw, db=self.db["inodes"])
         self._remember(rec.ino, (raw, rec.copy()))
 

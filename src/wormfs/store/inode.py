@@ -6,12 +6,22 @@ values a kind and a state can take (their ``value`` is what the index stores, an
 them, and a record read from the index is the reader's own copy (Index.inode), so changing
 it (the live size of an open file, say) changes nothing stored.
 
-Stored form: the JSON object FORMAT.md describes, keys sorted. ``to_json`` writes the fields
-that hold something (a field that is None, an empty hold list or ``subdirs`` 0 is left
-out); ``from_json`` takes any subset and fills in those defaults, so an index written with
-every key present (wormfs before this module) reads the same.
+Stored form (docs/FORMAT.md "Inodes"): ``to_bytes`` writes the binary record, a fixed
+header and the optional fields it flags; ``from_bytes`` reads it, and reads the JSON object
+older wormfs wrote (its first byte is ``{``, never the binary record's version byte), so an
+index need not be rebuilt to be read. An inode whose values the binary record cannot hold
+(an integer out of range, a digest that is not 64 hex digits: only a forged event could
+make one) is stored as that JSON object instead. ``to_json`` writes the fields that hold
+something (a field that is None, an empty hold list or ``subdirs`` 0 is left out);
+``from_json`` takes any subset and fills in those defaults, so an index written with every
+key present (wormfs before the typed record) reads the same.
+
+Why binary: the JSON object was 670 bytes of a 2.5 KiB record's 1.5 KB of index per unit
+(bench/RESULTS.md, "A million records"), and every walk of the store reads it from disk.
 """
 import enum
+import json
+import struct
 
 
 class _Text(str, enum.Enum):
@@ -163,6 +173,19 @@ class Inode:
             d["subdirs"] = self.subdirs
         return d
 
+    def to_bytes(self):
+        """The stored form: the binary record (FORMAT.md), or JSON where it cannot be."""
+        try:
+            return _pack(self)
+        except (struct.error, TypeError, ValueError, KeyError, AttributeError):
+            return _ENCODE(self.to_json()).encode()
+
+    @classmethod
+    def from_bytes(cls, v):
+        if v[:1] == b"{":
+            return cls.from_json(json.loads(v))
+        return _unpack(cls, v)
+
     @classmethod
     def from_json(cls, d):
         """An Inode from its stored dict; a field it lacks takes its default."""
@@ -194,3 +217,186 @@ class Inode:
 
     def __repr__(self):
         return f"Inode({', '.join(f'{k}={v!r}' for k, v in self.to_json().items())})"
+
+
+# -- the binary record (docs/FORMAT.md "Inodes") ---------------------------------------------
+# version, kind, state, flags, then ino, parent, mode, uid, gid, size, ctime, mtime, atime,
+# cookie; little-endian. Then, in the order of _OPTIONAL, each optional field whose flag bit
+# is set: first the ones of a fixed size, then the ones of a length (u16 or u32) and bytes.
+
+VERSION = 1
+_HEAD = struct.Struct("<BBBHQQIIIQqqqQ")
+_H, _I = struct.Struct("<H"), struct.Struct("<I")
+_STATE_CODES = {None: 0, State.OPEN: 1, State.SCRATCH: 2, State.SEALED: 3, State.DELETED: 4}
+_CODE_STATES = {c: s for s, c in _STATE_CODES.items()}
+_KIND_CODES = {Kind.FILE: ord("f"), Kind.DIR: ord("d")}
+_CODE_KINDS = {c: k for k, c in _KIND_CODES.items()}
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+# (flag bit, field, struct format) of the optional fields of a fixed size, in stored order.
+F_SERIAL, F_COMMITTED, F_BLAKE3, F_SEAL_SEQ = 1, 2, 4, 8
+F_DELETED, F_DISPOSED, F_SUBDIRS, F_UNTIL = 16, 32, 64, 128
+F_NAME, F_PATH, F_RETENTION, F_HOLDS = 256, 512, 1024, 2048
+F_CREATOR, F_WRITER, F_WRITER_IS_CREATOR, F_RECOVERED = 4096, 8192, 16384, 32768
+_FIXED = ((F_SERIAL, "serial", "Q"), (F_COMMITTED, "committed", "q"),
+          (F_BLAKE3, "blake3", "32s"), (F_SEAL_SEQ, "seal_seq", "Q"),
+          (F_DELETED, "deleted", "q"), (F_DISPOSED, "disposed", "q"),
+          (F_SUBDIRS, "subdirs", "I"), (F_UNTIL, "until", "q"))
+_FIXED_MASK = 255
+_A_RECORD = F_SERIAL | F_COMMITTED | F_BLAKE3 | F_SEAL_SEQ | F_UNTIL   # a record, retained
+_fixed_structs = {}   # the fixed fields' flags -> (Struct of them, their names): at most 256
+
+
+def _fixed(flags):
+    got = _fixed_structs.get(flags)
+    if got is None:
+        fields = [(name, fmt) for bit, name, fmt in _FIXED if flags & bit]
+        got = _fixed_structs[flags] = (struct.Struct("<" + "".join(f for _, f in fields)),
+                                       tuple(name for name, _ in fields))
+    return got
+
+
+# The retention most records have: a date, nothing else. Stored as one integer (F_UNTIL).
+_UNTIL_KEYS = ("event_date", "event_period", "indefinite", "until")
+
+
+def _int(v):
+    if type(v) is not int:
+        raise TypeError("not an int")
+    return v
+
+
+def _json(v):
+    b = _ENCODE(v).encode()
+    return _I.pack(len(b)) + b
+
+
+def _pack(n):
+    flags, fixed, tail = 0, [], []
+    if n.serial is not None:
+        flags |= F_SERIAL
+        fixed.append(_int(n.serial))
+    if n.committed is not None:
+        flags |= F_COMMITTED
+        fixed.append(_int(n.committed))
+    if n.blake3 is not None:
+        digest = bytes.fromhex(n.blake3)
+        if len(digest) != 32 or digest.hex() != n.blake3:
+            raise ValueError("not a digest in lowercase hex")
+        flags |= F_BLAKE3
+        fixed.append(digest)
+    if n.seal_seq is not None:
+        flags |= F_SEAL_SEQ
+        fixed.append(_int(n.seal_seq))
+    if n.deleted is not None:
+        flags |= F_DELETED
+        fixed.append(_int(n.deleted))
+    if n.disposed is not None:
+        flags |= F_DISPOSED
+        fixed.append(_int(n.disposed))
+    if n.subdirs:
+        flags |= F_SUBDIRS
+        fixed.append(_int(n.subdirs))
+    r = n.retention
+    if r is not None:
+        if type(r) is dict and len(r) == 4 and r.get("event_date") is None and \
+                r.get("event_period") is None and r.get("indefinite") is False and \
+                type(r.get("until")) is int and all(k in r for k in _UNTIL_KEYS):
+            flags |= F_UNTIL
+            fixed.append(r["until"])
+        else:
+            flags |= F_RETENTION
+    if n.name is not None:
+        b = n.name.encode("utf-8", "surrogatepass")
+        flags |= F_NAME
+        tail.append(_H.pack(len(b)) + b)
+    if n.path is not None:
+        b = n.path.encode("utf-8", "surrogatepass")
+        flags |= F_PATH
+        tail.append(_I.pack(len(b)) + b)
+    if flags & F_RETENTION:
+        tail.append(_json(r))
+    if n.holds:
+        flags |= F_HOLDS
+        tail.append(_json(n.holds))
+    creator = None
+    if n.creator is not None:
+        flags |= F_CREATOR
+        creator = _json(n.creator)
+        tail.append(creator)
+    if n.writer is not None:
+        writer = _json(n.writer)
+        if writer == creator:     # the same JSON, not only equal values (1 == True)
+            flags |= F_WRITER_IS_CREATOR
+        else:
+            flags |= F_WRITER
+            tail.append(writer)
+    if n.recovered_from is not None:
+        flags |= F_RECOVERED
+        tail.append(_json(n.recovered_from))
+    head = _HEAD.pack(VERSION, _KIND_CODES[n.kind], _STATE_CODES[n.state], flags,
+                      _int(n.ino), _int(n.parent), _int(n.mode), _int(n.uid), _int(n.gid),
+                      _int(n.size), _int(n.ctime), _int(n.mtime), _int(n.atime),
+                      _int(n.cookie))
+    return head + _fixed(flags & _FIXED_MASK)[0].pack(*fixed) + b"".join(tail)
+
+
+def _unpack(cls, v):
+    (version, kind, state, flags, ino, parent, mode, uid, gid, size, ctime, mtime, atime,
+     cookie) = _HEAD.unpack_from(v)
+    if version != VERSION:
+        raise ValueError(f"inode record version {version}")
+    n = _new(cls)
+    n.kind, n.state = _CODE_KINDS[kind], _CODE_STATES[state]
+    n.ino, n.parent, n.mode, n.uid, n.gid, n.size = ino, parent, mode, uid, gid, size
+    n.ctime, n.mtime, n.atime, n.cookie = ctime, mtime, atime, cookie
+    n.serial = n.committed = n.blake3 = n.seal_seq = n.deleted = n.disposed = None
+    n.name = n.path = n.retention = n.creator = n.writer = n.recovered_from = None
+    n.holds = {} if n.kind is Kind.FILE else None
+    n.subdirs, n.orphan = 0, False
+    fixed = flags & _FIXED_MASK
+    st, names = _fixed(fixed)
+    off = _HEAD.size + st.size
+    if fixed == _A_RECORD:    # most of a store: written out, not looped over
+        n.serial, n.committed, digest, n.seal_seq, until = st.unpack_from(v, _HEAD.size)
+        n.blake3 = digest.hex()
+        n.retention = {"event_date": None, "event_period": None, "indefinite": False,
+                       "until": until}
+    elif names:
+        for name, value in zip(names, st.unpack_from(v, _HEAD.size)):
+            if name == "until":
+                n.retention = {"event_date": None, "event_period": None,
+                               "indefinite": False, "until": value}
+            elif name == "blake3":
+                n.blake3 = value.hex()
+            else:
+                setattr(n, name, value)
+    if flags & F_NAME:
+        ln = _H.unpack_from(v, off)[0]
+        n.name = v[off + 2:off + 2 + ln].decode("utf-8", "surrogatepass")
+        off += 2 + ln
+    if flags & F_PATH:
+        ln = _I.unpack_from(v, off)[0]
+        n.path = v[off + 4:off + 4 + ln].decode("utf-8", "surrogatepass")
+        off += 4 + ln
+    if flags & F_RETENTION:
+        n.retention, off = _unjson(v, off)
+    if flags & F_HOLDS:
+        n.holds, off = _unjson(v, off)
+    if flags & F_CREATOR:
+        at = off
+        n.creator, off = _unjson(v, off)
+        if flags & F_WRITER_IS_CREATOR:
+            n.writer = _unjson(v, at)[0]    # its own copy, as decoding gives
+    if flags & F_WRITER:
+        n.writer, off = _unjson(v, off)
+    if flags & F_RECOVERED:
+        n.recovered_from, off = _unjson(v, off)
+    if off != len(v):
+        raise ValueError("inode record has bytes past its last field")
+    return n
+
+
+def _unjson(v, off):
+    ln = _I.unpack_from(v, off)[0]
+    return json.loads(v[off + 4:off + 4 + ln]), off + 4 + ln
