@@ -122,9 +122,12 @@ def test_any_record_reads_back_exactly(fields):
     rec = Inode(**fields)
     if rec.kind is Kind.DIR and rec.holds == {}:
         rec.holds = None    # what either stored form gives a directory with no holds
-    back = Inode.from_bytes(rec.to_bytes())
+    raw = rec.to_bytes()
+    back = Inode.from_bytes(raw)
     assert json.dumps(back.to_json(), sort_keys=True) == json.dumps(rec.to_json(),
                                                                     sort_keys=True)
+    # A search by path reads the path alone, the same from either form.
+    assert I.stored_path(raw) == (rec.state is State.SEALED, rec.path)
 
 
 def test_an_index_of_json_inodes_still_verifies_deep_and_is_rewritten_as_it_changes(

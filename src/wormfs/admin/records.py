@@ -273,6 +273,7 @@ def select_pages(store, sel, page=None):
             if recs:
                 yield recs
         return
+    by_path = sel.path is not None
     while True:
         recs, more = [], False
         with ix.read() as txn:
@@ -280,6 +281,10 @@ def select_pages(store, sel, page=None):
                 if len(recs) == page:
                     more, first = True, serial
                     break
+                if by_path:   # most do not match: their path is read, not the whole inode
+                    found = ix.inode_path(txn, ino)
+                    if found is None or not found[0] or not sel.matches_path(found[1] or ""):
+                        continue
                 rec = ix.inode(txn, ino)
                 if rec is not None and rec.sealed and sel.matches(rec):
                     recs.append(rec)

@@ -61,7 +61,7 @@ import lmdb
 
 from ..errors import StoreError
 from .events import loads, subjects
-from .inode import Inode, State
+from .inode import Inode, State, stored_path
 
 DBS = ("meta", "inodes", "dirents", "dirlist", "chunks", "manifests", "serials", "expiry",
        "events", "unsealed", "chunkrefs", "undisposed", "subjects")
@@ -224,6 +224,12 @@ class Index:
             memo = (v, Inode.from_bytes(v))
             self._remember(ino, memo)
         return memo[1].copy()
+
+    def inode_path(self, txn, ino):
+        """(whether it is a record, its path) of inode ``ino`` without decoding the rest of
+        it (inode.stored_path); None if there is no such inode."""
+        v = txn.get(k64(ino), db=self.db["inodes"])
+        return None if v is None else stored_path(v)
 
     def put_inode(self, txn, rec):
         raw = rec.to_bytes()

@@ -384,10 +384,9 @@ def _unpack(cls, v):
     if flags & F_HOLDS:
         n.holds, off = _unjson(v, off)
     if flags & F_CREATOR:
-        at = off
         n.creator, off = _unjson(v, off)
         if flags & F_WRITER_IS_CREATOR:
-            n.writer = _unjson(v, at)[0]    # its own copy, as decoding gives
+            n.writer = n.creator   # shared, as Inode.copy shares them: neither is changed
     if flags & F_WRITER:
         n.writer, off = _unjson(v, off)
     if flags & F_RECOVERED:
@@ -397,6 +396,25 @@ def _unpack(cls, v):
     return n
 
 
+_DECODE = json.JSONDecoder().decode   # json.loads less its checks of the bytes' encoding
+
+
 def _unjson(v, off):
     ln = _I.unpack_from(v, off)[0]
-    return json.loads(v[off + 4:off + 4 + ln]), off + 4 + ln
+    return _DECODE(v[off + 4:off + 4 + ln].decode()), off + 4 + ln
+
+
+def stored_path(v):
+    """(whether it is a record, its path) of a stored inode, without decoding the rest: a
+    search by path reads every inode, and decodes only those whose path matches."""
+    if v[:1] == b"{":
+        n = Inode.from_bytes(v)
+        return n.state is State.SEALED, n.path
+    flags = _H.unpack_from(v, 3)[0]
+    if not flags & F_PATH:
+        return v[2] == 3, None
+    off = _HEAD.size + _fixed(flags & _FIXED_MASK)[0].size
+    if flags & F_NAME:
+        off += 2 + _H.unpack_from(v, off)[0]
+    ln = _I.unpack_from(v, off)[0]
+    return v[2] == 3, v[off + 4:off + 4 + ln].decode("utf-8", "surrogatepass")
