@@ -128,6 +128,14 @@ def test_any_record_reads_back_exactly(fields):
                                                                     sort_keys=True)
     # A search by path reads the path alone, the same from either form.
     assert I.stored_path(raw) == (rec.state is State.SEALED, rec.path)
+    # A directory listing reads the stat fields alone, the same as the whole record has.
+    seen = Inode.from_bytes(raw, listing=True)
+    for field in STAT_FIELDS:
+        assert getattr(seen, field) == getattr(back, field), field
+
+
+STAT_FIELDS = ("ino", "kind", "state", "mode", "uid", "gid", "size", "ctime", "mtime",
+               "atime", "retention", "subdirs", "orphan", "serial")
 
 
 def test_an_index_of_json_inodes_still_verifies_deep_and_is_rewritten_as_it_changes(

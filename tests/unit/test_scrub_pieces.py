@@ -201,3 +201,39 @@ def test_the_background_scrub_goes_on_after_a_restart_where_it_stood(filled, mon
     assert pieces == list(range(1, len(pieces) + 1))      # never back to the start
     assert pieces[-1] >= stopped_at.pieces and evs[-1]["pieces"] == len(pieces) + 1
     assert evs[-1]["ok"] and "resume" not in evs[-1]
+
+
+def _set_meta(unit, value):
+    ix = Index(os.path.join(unit, "index"))
+    try:
+        with ix.write() as txn:
+            ix.put_meta(txn, "scrub_resume", value)
+    finally:
+        ix.close()
+
+
+def test_an_index_edited_behind_the_daemon_s_back_cannot_shorten_a_pass(filled):
+    """The index keeps only the seq of the last piece's event; the cursor is read from the
+    log. Pointed at a piece of a pass that has ended, at an event that is no piece, or at
+    nothing, the scrub takes no cursor (a whole new pass), and verify --deep reports the
+    edit."""
+    p, m, t = filled
+    rep, n = in_pieces(p, t)                     # a pass in pieces, ended
+    old_piece = [e for e in scrub_events(p, t) if "resume" in e][-1]
+    assert Cursor.from_dict(old_piece["resume"]).phase == "records"
+    not_a_piece = scrub_events(p, t)[-1]["seq"]
+    for forged in (old_piece["seq"], not_a_piece, 10 ** 9, "7", {"v": 1}):
+        _set_meta(p, forged)
+        with opened(p, t) as st:
+            assert st.scrub_resume() is None, forged
+            deep = verification.run(st, deep=True)
+        assert any(f["kind"] == "index" and "'meta'" in f["detail"] for f in deep.findings)
+        _set_meta(p, None)
+    # What the scrub then does is a whole pass: every record, both units.
+    with opened(p, t) as st:
+        ix = st.ix
+        with ix.write() as txn:
+            ix.drop_meta(txn, "scrub_resume")
+        rep = verification.run(st, repair=True, cause="background",
+                               resume=st.scrub_resume())
+    assert rep.ok and [u["records"] for u in rep.as_dict()["units"]] == [14, 14]

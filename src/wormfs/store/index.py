@@ -225,6 +225,12 @@ class Index:
             self._remember(ino, memo)
         return memo[1].copy()
 
+    def listing_inode(self, txn, ino):
+        """Inode ``ino`` as a directory listing shows it (Inode.from_bytes ``listing``: the
+        stat fields only), or None. Not memoized: a listing reads each entry once."""
+        v = txn.get(k64(ino), db=self.db["inodes"])
+        return None if v is None else Inode.from_bytes(v, listing=True)
+
     def inode_path(self, txn, ino):
         """(whether it is a record, its path) of inode ``ino`` without decoding the rest of
         it (inode.stored_path); None if there is no such inode."""

@@ -181,10 +181,14 @@ class Inode:
             return _ENCODE(self.to_json()).encode()
 
     @classmethod
-    def from_bytes(cls, v):
+    def from_bytes(cls, v, listing=False):
+        """The Inode stored as ``v``. With ``listing``, a directory listing's view: the
+        stat fields only (kind, state, mode, owner, size, times, retention, subdirs); name,
+        path, holds and the actors are left None. It is for building stat attributes and
+        nothing else: never stored, never handed on."""
         if v[:1] == b"{":
             return cls.from_json(json.loads(v))
-        return _unpack(cls, v)
+        return _unpack(cls, v, listing)
 
     @classmethod
     def from_json(cls, d):
@@ -341,7 +345,7 @@ def _pack(n):
     return head + _fixed(flags & _FIXED_MASK)[0].pack(*fixed) + b"".join(tail)
 
 
-def _unpack(cls, v):
+def _unpack(cls, v, listing=False):
     (version, kind, state, flags, ino, parent, mode, uid, gid, size, ctime, mtime, atime,
      cookie) = _HEAD.unpack_from(v)
     if version != VERSION:
@@ -371,6 +375,16 @@ def _unpack(cls, v):
                 n.blake3 = value.hex()
             else:
                 setattr(n, name, value)
+    if listing:
+        # The JSON parts are most of a decode's time; a listing of a big directory needs
+        # none of them but an odd retention (name and path come before it).
+        if flags & F_RETENTION:
+            if flags & F_NAME:
+                off += 2 + _H.unpack_from(v, off)[0]
+            if flags & F_PATH:
+                off += 4 + _I.unpack_from(v, off)[0]
+            n.retention = _unjson(v, off)[0]
+        return n
     if flags & F_NAME:
         ln = _H.unpack_from(v, off)[0]
         n.name = v[off + 2:off + 2 + ln].decode("utf-8", "surrogatepass")

@@ -328,11 +328,11 @@ class Replayer:
         self.ix.put_meta(txn, "last_dispose", ev["seq"])
 
     def _ev_verify(self, txn, ev):
-        resume = ev.get("resume")
-        if resume is not None:
-            # A piece of a pass (the background scrub): where to go on from. Not a
-            # verification yet: the last one stays what status shows.
-            self.ix.put_meta(txn, "scrub_resume", resume)
+        if ev.get("resume") is not None:
+            # A piece of a pass (the background scrub): its event says where to go on from
+            # (Store.scrub_resume reads it there). Not a verification yet: the last one
+            # stays what status shows.
+            self.ix.put_meta(txn, "scrub_resume", ev["seq"])
             return
         self.ix.put_meta(txn, "clock_file", None)  # that verify reported it (clock_findings)
         self.ix.put_meta(txn, "last_verify", {
@@ -340,8 +340,11 @@ class Replayer:
             "findings": ev["findings"], "repaired": ev.get("repaired", 0)})
         # A whole pass ends any pass in pieces (the next begins an interval after this one);
         # the key is dropped, not set to null, so that an index of a store that never
-        # scrubbed in pieces is what it was.
+        # scrubbed in pieces is what it was. The last event of a pass in pieces is kept as
+        # ``scrub_ended``: no piece before it is a pass to go on with.
         self.ix.drop_meta(txn, "scrub_resume")
+        if "pieces" in ev:
+            self.ix.put_meta(txn, "scrub_ended", ev["seq"])
 
     _ev_scrub = _ev_verify
 

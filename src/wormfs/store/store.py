@@ -348,10 +348,10 @@ class Store:
         with self.ix.read() as t:
             return self.ix.inode(t, ino)
 
-    def inode(self, ino, txn=None):
+    def inode(self, ino, txn=None, listing=False):
         """The Inode (inode.py), with the live size and times of an open file: the caller's
-        own copy."""
-        rec = self._inode(ino, txn)
+        own copy. ``listing`` (with ``txn``): only its stat fields (Index.listing_inode)."""
+        rec = self.ix.listing_inode(txn, ino) if listing else self._inode(ino, txn)
         of = self._open.get(ino)
         if rec is None and of is not None and of.orphan is not None:
             rec = of.orphan.copy(orphan=True)
@@ -382,7 +382,8 @@ class Store:
 
     def readdir(self, ino, after_cookie=0, limit=None):
         """List (cookie, name, inode) after ``after_cookie``, at most ``limit`` of them;
-        cookies only grow, so a listing resumes exactly where it stopped."""
+        cookies only grow, so a listing resumes exactly where it stopped. Each inode is a
+        listing's view (its stat fields only: Inode.from_bytes ``listing``)."""
         with self.ix.read() as txn:
             rec = self.ix.inode(txn, ino)
             if rec is None:
@@ -391,7 +392,7 @@ class Store:
                 raise NotADirectory(f"inode {ino} is not a directory")
             entries = []
             for c, n, i in self.ix.list_dir(txn, ino, after_cookie):
-                entries.append((c, n, self.inode(i, txn)))
+                entries.append((c, n, self.inode(i, txn, listing=True)))
                 if limit is not None and len(entries) >= limit:
                     break
         return entries
@@ -434,10 +435,30 @@ class Store:
             return self.ix.meta(txn, "last_verify")
 
     def scrub_resume(self):
-        """The cursor of a scrub pass in pieces not finished yet (mirror/scrubcursor.py, as
-        its last piece's event holds it), or None."""
+        """The cursor of a scrub pass in pieces not finished yet (mirror/scrubcursor.py), or
+        None. It is read from the log, from the event of the pass's last piece: the index
+        keeps only that event's seq, so an index edited behind the daemon's back cannot hand
+        the scrub a cursor the chain does not hold, and one that points at a piece of a pass
+        that has ended (before ``scrub_ended``, or older than the last whole verification)
+        is not taken: it could only make the walk skip what it has not read."""
         with self.ix.read() as txn:
-            return self.ix.meta(txn, "scrub_resume")
+            seq = self.ix.meta(txn, "scrub_resume")
+            last = self.ix.meta(txn, "last_verify")
+            ended = self.ix.meta(txn, "scrub_ended")
+        if type(seq) is not int or (type(ended) is int and seq < ended):
+            return None
+        try:
+            ev = event_at(self.log, self.ix, seq)
+            before = parse_date(last["time"]) if last else None
+        except (WormError, KeyError, TypeError):
+            return None
+        if not isinstance(ev, dict) or ev.get("seq") != seq or \
+                ev.get("type") not in ("scrub", "verify") or \
+                not isinstance(ev.get("resume"), dict) or type(ev.get("time_us")) is not int:
+            return None
+        if before is not None and ev["time_us"] < before:
+            return None
+        return ev["resume"]
 
     def unit_info(self):
         with self.ix.read() as txn:
