@@ -127,3 +127,42 @@ def test_a_writer_may_hold_more_files_open_than_the_daemons_soft_limit(mount_fac
             os.close(fd)
     assert len(fds) == 400
     assert os.getxattr(m.path("held399.eml"), "user.worm.state") == b"sealed"
+
+
+def test_a_directory_of_many_entries_lists_each_once_with_its_attributes(mnt):
+    """A listing spans many READDIRPLUS requests (about 24 entries fit in one) and each
+    entry's attributes come from a listing's own decode of the inode (the stat fields
+    only): every name once, and what the listing shows equals a stat of the name after the
+    kernel's caches are dropped — sealed records (retain-until as atime, no write bits), a
+    file still open for writing, a subdirectory, a record with an event-based retention."""
+    d = mnt.path("many")
+    os.mkdir(d)
+    os.mkdir(os.path.join(d, "sub"))
+    for i in range(150):
+        with open(os.path.join(d, f"r{i:04d}.eml"), "wb") as f:
+            f.write(b"x" * i)
+    subprocess.run(["setfattr", "-n", "user.worm.retain_until", "-v", "event+7y",
+                    os.path.join(d, "r0007.eml")], check=True)
+    held_open = open(os.path.join(d, "open.txt"), "wb")
+    try:
+        held_open.write(b"still being written")
+        held_open.flush()
+        listed = {}
+        with os.scandir(d) as it:
+            for e in it:
+                assert e.name not in listed
+                st = e.stat(follow_symlinks=False)
+                listed[e.name] = (st.st_ino, st.st_mode, st.st_size, st.st_nlink, st.st_uid,
+                                  st.st_atime_ns, st.st_mtime_ns)
+        assert set(listed) == {f"r{i:04d}.eml" for i in range(150)} | {"sub", "open.txt"}
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")   # dentries and inodes: the stats below ask the daemon again
+        for name, seen in listed.items():
+            st = os.stat(os.path.join(d, name))
+            assert seen == (st.st_ino, st.st_mode, st.st_size, st.st_nlink, st.st_uid,
+                            st.st_atime_ns, st.st_mtime_ns), name
+        assert listed["r0003.eml"][1] & 0o222 == 0 and listed["r0003.eml"][2] == 3
+        assert listed["open.txt"][2] == len(b"still being written")
+        assert listed["sub"][3] == 2
+    finally:
+        held_open.close()

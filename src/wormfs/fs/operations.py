@@ -35,7 +35,11 @@ from .permissions import R, W, X
 log = logging.getLogger("wormfs.fs")
 
 WORKER_THREADS = 8
-READDIR_BATCH = 128
+# Entries read from the store per step of a READDIR. The kernel asks READDIRPLUS with a one-
+# page buffer, which holds about 24 entries (each with its attributes); the entries of a
+# batch that do not fit are read again by the next request, so a batch much bigger than a
+# buffer's worth is mostly wasted (128 read five times over what a listing shows).
+READDIR_BATCH = 32
 DOT_ENTRIES = 2  # '.' and '..' take the first two readdir offsets
 XATTR_PREFIX = xattrs.PREFIX.encode()
 
