@@ -110,10 +110,35 @@ def status_seconds(m):
     return time.perf_counter() - t0
 
 
+def disk_per_record(unit, n):
+    """(index bytes, of which inodes, segment bytes) per record of one unit: the index as the
+    LMDB pages its databases use (not data.mdb's size, which keeps freed pages)."""
+    import lmdb
+    env = lmdb.open(os.path.join(unit, "index"), readonly=True, lock=False, max_dbs=64)
+    try:
+        with env.begin() as txn:
+            names = [k for k, _ in txn.cursor()]
+        total = inodes = 0
+        for name in names:
+            with env.begin() as txn:
+                s = txn.stat(env.open_db(name, txn=txn, create=False))
+            b = s["psize"] * (s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"])
+            total += b
+            inodes += b if name == b"inodes" else 0
+    finally:
+        env.close()
+    seg = os.path.join(unit, "segments")
+    segs = sum(os.path.getsize(os.path.join(seg, f)) for f in os.listdir(seg))
+    return total / n, inodes / n, segs / n
+
+
 def measure(m, n):
     t, rss0, rss1, status = cold_mount(m, n, status_seconds)
     print(f"{n:8d}   {t * 1000:7.0f} ms   {rss0 / 1024:10.1f} MiB   {rss1 / 1024:10.1f} MiB"
           f"   {status * 1000:7.0f} ms", flush=True)
+    ix, inodes, segs = disk_per_record(m.store, n)
+    print(f"   per record: index {ix:.0f} B (inodes {inodes:.0f} B), segments {segs:.0f} B",
+          flush=True)
 
 
 def main():
