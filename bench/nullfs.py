@@ -1,8 +1,8 @@
 """A null pyfuse3 + trio file system: the FUSE ceiling for bench/fs.py.
 
-It answers the requests a create/write/close loop and a sequential write send, with the
-same pyfuse3, trio and mount options as wormfs, and keeps nothing but each file's size:
-no store, no fsync. Whatever wormfs costs beyond this line is ours, not FUSE's.
+It answers the requests a create/write/close loop, a sequential write and a directory
+listing send, with the same pyfuse3, trio and mount options as wormfs, and keeps nothing but
+each file's size and its directory's entries in memory: no store, no fsync. Whatever wormfs costs beyond this line is ours, not FUSE's.
 
     python bench/nullfs.py MOUNTPOINT      (foreground; unmount with fusermount3 -u)
 
@@ -30,6 +30,7 @@ class NullOps(pyfuse3.Operations):
         now = time.time_ns()
         self.attrs = {ROOT: self._attrs(ROOT, stat.S_IFDIR | 0o755, now)}
         self.names = {}            # (parent, name) -> ino
+        self.entries = {ROOT: []}  # directory ino -> [(name, ino)] in creation order
         self.next_ino = ROOT + 1
 
     def _attrs(self, ino, mode, now):
@@ -45,7 +46,24 @@ class NullOps(pyfuse3.Operations):
         ino, self.next_ino = self.next_ino, self.next_ino + 1
         self.attrs[ino] = self._attrs(ino, mode, time.time_ns())
         self.names[(parent, name)] = ino
+        self.entries[parent].append((name, ino))
+        if stat.S_ISDIR(mode):
+            self.entries[ino] = []
         return self.attrs[ino]
+
+    async def opendir(self, ino, ctx):
+        return ino
+
+    async def readdir(self, fh, start_id, token):
+        # An entry's offset is its index + 1: a listing resumes where the last reply ended.
+        entries = self.entries[fh]
+        for i in range(start_id, len(entries)):
+            name, ino = entries[i]
+            if not pyfuse3.readdir_reply(token, name, self.attrs[ino], i + 1):
+                return
+
+    async def releasedir(self, fh):
+        pass
 
     async def getattr(self, ino, ctx=None):
         return self.attrs[ino]

@@ -9,7 +9,10 @@ a directory of N empty files with the same names on the same file system. Each r
 the page cache, then lists each directory twice: names only (``os.scandir``, getdents; through
 FUSE the kernel still asks READDIRPLUS, so the daemon builds every entry's attributes) and
 names with attributes (``ls -l``'s work: scandir then a stat of each). The first listing after
-the mount is cold (the daemon reads the index from disk); the second is warm.
+the mount is cold (the daemon reads the index from disk); the second is warm. The FUSE floor
+beside them: bench/nullfs.py (the same pyfuse3 and trio, entries and attributes in memory)
+holding a directory of the same names, listed the same way ("cold" there drops only the
+kernel's caches).
 Needs root and /dev/fuse. Not run by CI.
 """
 import argparse
@@ -21,7 +24,7 @@ import tempfile
 import time
 
 from benchlib import remove_tree
-from fs import Mounted, drop_caches
+from fs import Mounted, NullMount, drop_caches
 
 NAME = "msg-%08d.eml"
 
@@ -79,6 +82,24 @@ def main():
         print(f"filled {args.entries} records in one directory in "
               f"{time.perf_counter() - t:.0f} s", flush=True)
         big = os.path.join(m.mnt, "big")
+        null = NullMount(os.path.join(root, "null"))
+        try:
+            nbig = os.path.join(null.mnt, "big")
+            os.mkdir(nbig)
+            for i in range(args.entries):
+                os.close(os.open(os.path.join(nbig, NAME % i), os.O_CREAT | os.O_WRONLY,
+                                 0o644))
+            null_rows = {}
+            for label, fn in (("names (getdents)", names_only),
+                              ("names + stat", with_attributes)):
+                for temp in ("cold", "warm"):
+                    if temp == "cold":
+                        drop_caches()
+                    tn, n = fn(nbig)
+                    assert n == args.entries, n
+                    null_rows[f"{label}, {temp}"] = tn
+        finally:
+            null.umount()
         for r in range(args.rounds):
             drop_caches()
             m.mount()
@@ -96,9 +117,11 @@ def main():
             finally:
                 m.umount()
             for label, tw, tr in rows:
+                tn = null_rows[label]
                 print(f"{args.entries} entries  {label:24s} wormfs {tw:7.2f} s "
                       f"({args.entries / tw:9.0f}/s)   raw {tr:6.2f} s "
-                      f"({args.entries / tr:9.0f}/s)   ratio {tr / tw:5.2f}x", flush=True)
+                      f"({args.entries / tr:9.0f}/s)   ratio {tr / tw:5.2f}x   | null daemon "
+                      f"{tn:6.2f} s ({tr / tn:4.2f}x raw)", flush=True)
     finally:
         remove_tree(root)
 
