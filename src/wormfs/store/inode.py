@@ -276,6 +276,9 @@ def _json(v):
 
 
 def _pack(n):
+    # Written out field by field, as Inode.copy is: this runs at every put_inode (several
+    # per seal), and a loop over a field table with getattr costs more than the packing.
+    # test_any_record_reads_back_exactly keeps it and _unpack in step.
     flags, fixed, tail = 0, [], []
     if n.serial is not None:
         flags |= F_SERIAL
