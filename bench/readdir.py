@@ -58,6 +58,23 @@ def with_attributes(path):
     return time.perf_counter() - t, n
 
 
+def listings(dirs, entries):
+    """{row label: [seconds for each of ``dirs``]}: each way of listing, cold (the page cache
+    dropped once before the row, so every directory in it is read cold) and warm."""
+    rows = {}
+    for label, fn in (("names (getdents)", names_only), ("names + stat", with_attributes)):
+        for temp in ("cold", "warm"):
+            if temp == "cold":
+                drop_caches()
+            times = []
+            for d in dirs:
+                t, n = fn(d)
+                assert n == entries, (d, n)
+                times.append(t)
+            rows[f"{label}, {temp}"] = times
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/var/tmp")
@@ -89,35 +106,18 @@ def main():
             for i in range(args.entries):
                 os.close(os.open(os.path.join(nbig, NAME % i), os.O_CREAT | os.O_WRONLY,
                                  0o644))
-            null_rows = {}
-            for label, fn in (("names (getdents)", names_only),
-                              ("names + stat", with_attributes)):
-                for temp in ("cold", "warm"):
-                    if temp == "cold":
-                        drop_caches()
-                    tn, n = fn(nbig)
-                    assert n == args.entries, n
-                    null_rows[f"{label}, {temp}"] = tn
+            null_rows = listings([nbig], args.entries)
         finally:
             null.umount()
         for r in range(args.rounds):
             drop_caches()
             m.mount()
             try:
-                rows = []
-                for label, fn in (("names (getdents)", names_only),
-                                  ("names + stat", with_attributes)):
-                    for temp in ("cold", "warm"):
-                        if temp == "cold":
-                            drop_caches()
-                        tw, n = fn(big)
-                        tr, nr = fn(raw)
-                        assert n == nr == args.entries, (n, nr)
-                        rows.append((f"{label}, {temp}", tw, tr))
+                rows = listings([big, raw], args.entries)
             finally:
                 m.umount()
-            for label, tw, tr in rows:
-                tn = null_rows[label]
+            for label, (tw, tr) in rows.items():
+                (tn,) = null_rows[label]
                 print(f"{args.entries} entries  {label:24s} wormfs {tw:7.2f} s "
                       f"({args.entries / tw:9.0f}/s)   raw {tr:6.2f} s "
                       f"({args.entries / tr:9.0f}/s)   ratio {tr / tw:5.2f}x   | null daemon "
