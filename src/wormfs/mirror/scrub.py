@@ -110,11 +110,11 @@ class Unit:
 
     def end_of(self, segno, mapped):
         """How far to walk a segment: to the index's applied position in the last one."""
-        if mapped is None:
-            return None
-        if segno == self.applied[0]:
-            return min(len(mapped), self.applied[1])
-        return len(mapped)
+        return None if mapped is None else self.walk_length(segno, len(mapped))
+
+    def walk_length(self, segno, size):
+        """The bytes of a segment of ``size`` bytes the walk reads (end_of)."""
+        return min(size, self.applied[1]) if segno == self.applied[0] else size
 
 
 class Report:
@@ -198,11 +198,8 @@ def new_cursor(units, started=0):
     last = max(u.applied[0] for u in units)
     total = sum(u.stats.get("logical_bytes", 0) for u in units)
     for n in range(1, last + 1):
-        sizes = [u.log.file_size(n) for u in units if n <= u.applied[0]]
-        sizes = [min(s, u.applied[1]) if n == u.applied[0] else s
-                 for u, s in zip((u for u in units if n <= u.applied[0]), sizes)
-                 if s is not None]
-        total += max(sizes, default=0)
+        sizes = [(u, u.log.file_size(n)) for u in units if n <= u.applied[0]]
+        total += max((u.walk_length(n, s) for u, s in sizes if s is not None), default=0)
     return Cursor(started, [u.start_place() for u in units],
                   max(u.last_serial for u in units), total)
 

@@ -50,8 +50,10 @@ def run(store, *, deep=False, repair=False, progress=None, cause="command", resu
     fresh = cursor is None
     if fresh:
         cursor = new_cursor(units, store.now())
-    start = copy.deepcopy(cursor)   # where this piece began (a walk again after repairs)
     from_bucket = target is not None and hasattr(target, "check_bucket")
+    # Where this piece began, for a walk again after repairs from the bucket (the walk
+    # changes the cursor as it goes).
+    start = copy.deepcopy(cursor) if from_bucket else None
 
     def on_repair(f):
         fields = {k: f[k] for k in ("unit", "segment", "offset", "length", "source", "detail")

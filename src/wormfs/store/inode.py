@@ -225,8 +225,9 @@ class Inode:
 
 # -- the binary record (docs/FORMAT.md "Inodes") ---------------------------------------------
 # version, kind, state, flags, then ino, parent, mode, uid, gid, size, ctime, mtime, atime,
-# cookie; little-endian. Then, in the order of _OPTIONAL, each optional field whose flag bit
-# is set: first the ones of a fixed size, then the ones of a length (u16 or u32) and bytes.
+# cookie; little-endian. Then each optional field whose flag bit is set: first the ones of a
+# fixed size, in the order of _FIXED; then name and path (a u16 or u32 length and UTF-8),
+# and the JSON ones (a u32 length and the JSON), in _pack's order.
 
 VERSION = 1
 _HEAD = struct.Struct("<BBBHQQIIIQqqqQ")
@@ -262,6 +263,24 @@ def _fixed(flags):
 
 # The retention most records have: a date, nothing else. Stored as one integer (F_UNTIL).
 _UNTIL_KEYS = ("event_date", "event_period", "indefinite", "until")
+
+
+def _until(value):
+    """The retention a record with only a retain-until date has (F_UNTIL)."""
+    return {"event_date": None, "event_period": None, "indefinite": False, "until": value}
+
+
+def _texts(v, off, flags):
+    """(name bytes or None, path bytes or None, the offset past them) of a record whose
+    name starts at ``off``, if it has one."""
+    name = path = None
+    if flags & F_NAME:
+        ln = _H.unpack_from(v, off)[0]
+        name, off = v[off + 2:off + 2 + ln], off + 2 + ln
+    if flags & F_PATH:
+        ln = _I.unpack_from(v, off)[0]
+        path, off = v[off + 4:off + 4 + ln], off + 4 + ln
+    return name, path, off
 
 
 def _int(v):
@@ -367,35 +386,26 @@ def _unpack(cls, v, listing=False):
     if fixed == _A_RECORD:    # most of a store: written out, not looped over
         n.serial, n.committed, digest, n.seal_seq, until = st.unpack_from(v, _HEAD.size)
         n.blake3 = digest.hex()
-        n.retention = {"event_date": None, "event_period": None, "indefinite": False,
-                       "until": until}
+        n.retention = _until(until)
     elif names:
         for name, value in zip(names, st.unpack_from(v, _HEAD.size)):
             if name == "until":
-                n.retention = {"event_date": None, "event_period": None,
-                               "indefinite": False, "until": value}
+                n.retention = _until(value)
             elif name == "blake3":
                 n.blake3 = value.hex()
             else:
                 setattr(n, name, value)
+    name, path, off = _texts(v, off, flags)
     if listing:
         # The JSON parts are most of a decode's time; a listing of a big directory needs
-        # none of them but an odd retention (name and path come before it).
+        # none of them but an odd retention.
         if flags & F_RETENTION:
-            if flags & F_NAME:
-                off += 2 + _H.unpack_from(v, off)[0]
-            if flags & F_PATH:
-                off += 4 + _I.unpack_from(v, off)[0]
             n.retention = _unjson(v, off)[0]
         return n
-    if flags & F_NAME:
-        ln = _H.unpack_from(v, off)[0]
-        n.name = v[off + 2:off + 2 + ln].decode("utf-8", "surrogatepass")
-        off += 2 + ln
-    if flags & F_PATH:
-        ln = _I.unpack_from(v, off)[0]
-        n.path = v[off + 4:off + 4 + ln].decode("utf-8", "surrogatepass")
-        off += 4 + ln
+    if name is not None:
+        n.name = name.decode("utf-8", "surrogatepass")
+    if path is not None:
+        n.path = path.decode("utf-8", "surrogatepass")
     if flags & F_RETENTION:
         n.retention, off = _unjson(v, off)
     if flags & F_HOLDS:
@@ -428,10 +438,6 @@ def stored_path(v):
         n = Inode.from_bytes(v)
         return n.state is State.SEALED, n.path
     flags = _H.unpack_from(v, 3)[0]
-    if not flags & F_PATH:
-        return v[2] == 3, None
-    off = _HEAD.size + _fixed(flags & _FIXED_MASK)[0].size
-    if flags & F_NAME:
-        off += 2 + _H.unpack_from(v, off)[0]
-    ln = _I.unpack_from(v, off)[0]
-    return v[2] == 3, v[off + 4:off + 4 + ln].decode("utf-8", "surrogatepass")
+    _, path, _ = _texts(v, _HEAD.size + _fixed(flags & _FIXED_MASK)[0].size, flags)
+    sealed = v[2] == _STATE_CODES[State.SEALED]
+    return sealed, None if path is None else path.decode("utf-8", "surrogatepass")
