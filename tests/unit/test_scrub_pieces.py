@@ -203,6 +203,56 @@ def test_the_background_scrub_goes_on_after_a_restart_where_it_stood(filled, mon
     assert evs[-1]["ok"] and "resume" not in evs[-1]
 
 
+class _Waits:
+    """The background scrub's stop event, recording how long the pacer asks to sleep
+    (and not sleeping)."""
+    def __init__(self):
+        self.asked = []
+
+    def wait(self, seconds):
+        self.asked.append(seconds)
+        return False
+
+    def is_set(self):
+        return False
+
+
+def test_a_new_pass_is_paced_from_its_own_start_not_from_a_cursor_it_cannot_use(
+        filled, monkeypatch):
+    """A pass left in pieces a day ago, resumed, is a day behind its schedule and reads at
+    once; but when the recorded cursor no longer fits the units (the mirror is unreachable
+    at the remount), the pass that begins instead is new and must be paced from now, not run
+    as one unpaced burst on the old cursor's day."""
+    p, m, t = filled
+    monkeypatch.setattr(background, "MIN_RATE", 1 << 10)   # pacing shows at this size
+    with opened(p, t) as st:
+        rep = verification.run(st, repair=True, cause="background", pause=lambda: True)
+        assert rep.resume is not None
+    t.advance(DAY)
+
+    def one_pass(st):
+        bg = object.__new__(background.BackgroundScrub)
+        bg.store, bg.piece_seconds, bg._stop = st, 10 ** 6, _Waits()
+        assert bg._one_pass(interval=30 * DAY) is not None
+        return bg._stop.asked
+
+    with opened(p, t) as st:
+        assert st.scrub_resume() is not None
+        assert one_pass(st) == []       # the cursor fits: a day behind, no sleep
+    with opened(p, t) as st:
+        rep = verification.run(st, repair=True, cause="background", pause=lambda: True)
+        assert rep.resume is not None
+    t.advance(DAY)
+    os.rename(m, m + ".away")
+    try:
+        with opened(p, t) as st:
+            assert st.scrub_resume() is not None
+            asked = one_pass(st)
+    finally:
+        os.rename(m + ".away", m)
+    assert asked and max(asked) > 60     # ~1 MB at 1 KiB/s: paced over minutes
+
+
 def _set_meta(unit, value):
     ix = Index(os.path.join(unit, "index"))
     try:

@@ -78,12 +78,7 @@ class BackgroundScrub:
     def _one_pass(self, interval):
         """Pieces until the pass is done (its Report) or the scrub is stopped (None)."""
         resume = self.store.scrub_resume()
-        # When the pass began, on this process's monotonic clock: a pass resumed after a
-        # remount has the time since its cursor's ``started`` (the store's clock) behind it.
-        began = time.monotonic()
-        started = resume.get("started") if isinstance(resume, dict) else None
-        if type(started) is int:
-            began -= max(0.0, (self.store.now() - started) / US)
+        pacer = Pacer(self.store, interval, self._stop.wait)
         while True:
             piece_began = time.monotonic()
 
@@ -92,25 +87,40 @@ class BackgroundScrub:
                     time.monotonic() - piece_began >= self.piece_seconds
 
             rep = verification.run(self.store, repair=True, cause="background",
-                                   progress=self._pacer(interval, began), resume=resume,
-                                   pause=pause)
+                                   progress=pacer, resume=resume, pause=pause,
+                                   on_cursor=pacer.start_from)
             if rep.resume is None:
                 return rep
             if self._stop.is_set():
                 return None
             resume = rep.resume.to_dict()
 
-    def _pacer(self, interval, began):
-        """Sleeps so that the pass, from when it began (``began``, monotonic), reads at
-        about the rate that ends it within half the interval. Stopping cuts a sleep short;
-        the walk then pauses at its next step."""
-        def progress(done, total):
-            rate = max(MIN_RATE, total / (interval / 2))
-            ahead = done / rate - (time.monotonic() - began)
-            if ahead > 0:
-                self._stop.wait(ahead)
-        return progress
-
     def stop(self):
         self._stop.set()
         self.thread.join(timeout=30)
+
+
+class Pacer:
+    """A walk's ``progress``: sleeps (with ``wait``, which stopping cuts short) so that the
+    pass, from when it began, reads at about the rate that ends it within half the
+    interval; the walk pauses at its next step once stopped.
+
+    When the pass began comes from the cursor the walk goes from (``start_from``, called by
+    verification.run): a pass resumed after a remount has the time since its cursor's
+    ``started`` (the store's clock) behind it, and a new one (also one begun because the
+    recorded cursor no longer fits the units) has none, so that its pacing counts from now,
+    not from a cursor it does not use."""
+
+    def __init__(self, store, interval, wait):
+        self.store, self.interval, self.wait = store, interval, wait
+        self.began = time.monotonic()   # on this process's monotonic clock
+
+    def start_from(self, cursor):
+        behind = max(0.0, (self.store.now() - cursor.started) / US)
+        self.began = time.monotonic() - behind
+
+    def __call__(self, done, total):
+        rate = max(MIN_RATE, total / (self.interval / 2))
+        ahead = done / rate - (time.monotonic() - self.began)
+        if ahead > 0:
+            self.wait(ahead)

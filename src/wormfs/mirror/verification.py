@@ -36,20 +36,24 @@ def primary_units(store):
 
 
 def run(store, *, deep=False, repair=False, progress=None, cause="command", resume=None,
-        pause=None):
+        pause=None, on_cursor=None):
     """Verify (or with ``repair`` scrub) a writable primary and its mirror, audited.
 
     In pieces (the background scrub): with ``pause``, the walk stops when pause() says so
     between two segments or two windows of records; the result event is then a piece's,
     with the cursor to go on from (``resume`` in the event; Store.scrub_resume), and the
     Report's ``resume`` is set. ``resume`` (such a cursor, as the event holds it) goes on
-    with that pass; one that does not parse, or was over other units, starts a new one."""
+    with that pass; one that does not parse, or was over other units, starts a new one.
+    ``on_cursor(cursor)`` is told the cursor the walk goes from before it starts (the
+    background scrub's pacer counts from its ``started``)."""
     units, target = primary_units(store)
     kind = "scrub" if repair else "verify"
     cursor = _resumable(resume, units)
     fresh = cursor is None
     if fresh:
         cursor = new_cursor(units, store.now())
+    if on_cursor is not None:
+        on_cursor(cursor)
     from_bucket = target is not None and hasattr(target, "check_bucket")
     # Where this piece began, for a walk again after repairs from the bucket (the walk
     # changes the cursor as it goes).
