@@ -29,10 +29,11 @@ def read_event(log, pos):
     try:
         head = log.read(segno, offset, F.FIXED_LEN)
         ftype, key, plen, pxxh, hl = F.parse_header(head)
-        if ftype != F.T_EVENT:
+        if ftype not in (F.T_EVENT, F.T_ZEVENT):
             raise F.FrameError("the frame there is not an event")
         payload = log.read(segno, offset + hl, plen)
         F.check_payload(payload, pxxh)
+        payload = F.event_payload(ftype, payload)
         return E.decode(payload), payload
     except (F.FrameError, ValueError) as e:
         raise IntegrityError(f"segment {segno} offset {offset}: {e}") from None

@@ -13,8 +13,8 @@ A segment is a 48-byte header followed by frames, back to back:
 
     frame = fixed header (24 bytes) | key (type-specific length) | payload
       0   2  magic b"WF"
-      2   1  type: 1 chunk, 2 event, 3 disposed chunk
-      3   1  flags, zero (reserved: compression)
+      2   1  type: 1 chunk, 2 event, 3 disposed chunk, 4 compressed event
+      3   1  flags, zero (reserved)
       4   4  payload length
       8   8  xxh3-64 of the payload (seed 0)
       16  4  low 32 bits of xxh3-64 of (bytes 0..16 of this header || key)
@@ -22,6 +22,11 @@ A segment is a 48-byte header followed by frames, back to back:
 
     chunk frame: key = 32-byte BLAKE3-256 of the payload; payload = the chunk's bytes
     event frame: no key; payload = one event as canonical JSON (events.py)
+    compressed event frame: no key; payload = a dictionary id (1 byte) and the event's
+                 canonical JSON as raw DEFLATE (RFC 1951) with that preset dictionary
+                 (eventdict.py). What the event is, and its hash in the chain, are those of
+                 its JSON: compression is how it is stored, nothing else. read_frame hands
+                 it out as an event frame, its payload the JSON.
     disposed chunk frame: what ``wormfs dispose`` leaves of a chunk frame it destroyed, in
                  place and at the same length, so that every offset in the log stays
                  valid: key = the chunk's id, payload = as many zero bytes (a hole in the
@@ -32,10 +37,12 @@ never computed twice. xxh3 catches torn writes and bit rot on every read; BLAKE3
 checked at seal and by verify/scrub.
 """
 import struct
+import zlib
 
 import xxhash
 
 from ..errors import IntegrityError
+from .eventdict import DICTIONARIES
 
 SEG_MAGIC = b"WORMFSSG"
 SEG_VERSION = 1
@@ -48,8 +55,16 @@ FIXED_LEN = FIXED.size  # 24
 T_CHUNK = 1
 T_EVENT = 2
 T_DISPOSED = 3
-KEY_LEN = {T_CHUNK: 32, T_EVENT: 0, T_DISPOSED: 32}
+T_ZEVENT = 4
+KEY_LEN = {T_CHUNK: 32, T_EVENT: 0, T_DISPOSED: 32, T_ZEVENT: 0}
 MAX_PAYLOAD = (1 << 32) - 1
+ZDICT = 1          # the dictionary new compressed events use
+ZLEVEL = 6
+# Only events up to this size are compressed (the small ones of every record, where the
+# bytes count); a bigger one (the seal of a file of many gigabytes lists a chunk every 64 KiB)
+# is written plain. So a compressed frame never inflates past it, and a forged one cannot
+# make a reader inflate gigabytes.
+MAX_ZEVENT = 1 << 20
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
@@ -86,7 +101,37 @@ def disposed_header(chunk_id, length):
 
 
 def encode_event(payload):
+    """The frame of one event (its canonical JSON): compressed (type 4) when that is
+    smaller, as it is for every event but the tiniest, and the event is at most
+    MAX_ZEVENT bytes."""
+    if len(payload) > MAX_ZEVENT:
+        return frame_header(T_EVENT, b"", len(payload), _xxh3(payload)) + payload
+    c = zlib.compressobj(ZLEVEL, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY,
+                         DICTIONARIES[ZDICT])
+    body = bytes((ZDICT,)) + c.compress(payload) + c.flush()
+    if len(body) < len(payload):
+        return frame_header(T_ZEVENT, b"", len(body), _xxh3(body)) + body
     return frame_header(T_EVENT, b"", len(payload), _xxh3(payload)) + payload
+
+
+def inflate_event(body):
+    """The JSON of a compressed event frame's (checked) payload. FrameError if it is not
+    one: an unknown dictionary, a DEFLATE stream that is broken, ends early, has bytes
+    after its end, or inflates past MAX_ZEVENT. A checksum that matches such a payload was
+    computed by whoever wrote it that way: it is damage all the same."""
+    zdict = DICTIONARIES.get(body[0]) if len(body) else None
+    if zdict is None:
+        raise FrameError("compressed event frame with an unknown dictionary")
+    d = zlib.decompressobj(-15, zdict=zdict)
+    try:
+        out = d.decompress(bytes(body[1:]), MAX_ZEVENT + 1)
+    except zlib.error as e:
+        raise FrameError(f"compressed event frame does not inflate: {e}") from None
+    if len(out) > MAX_ZEVENT:
+        raise FrameError(f"compressed event frame inflates past {MAX_ZEVENT} bytes")
+    if not d.eof or d.unused_data or d.unconsumed_tail:
+        raise FrameError("compressed event frame is not one whole DEFLATE stream")
+    return out
 
 
 class FrameError(IntegrityError):
@@ -143,8 +188,21 @@ def check_chunk(head, payload, chunk_id, length):
 def read_frame(buf, off, end):
     """Check the frame at ``off`` of ``buf``, whose data ends at ``end``: returns (type, key,
     payload, frame length), ``payload`` a slice of ``buf``. FrameError if it is damaged or
-    runs past ``end`` (``torn``)."""
+    runs past ``end`` (``torn``). A compressed event comes out as an event frame
+    (T_EVENT) with its JSON as the payload (bytes, inflated)."""
     ftype, key, plen, pxxh, hl = parse_header(buf[off:off + HEADER_PEEK], end - off)
     payload = buf[off + hl:off + hl + plen]
     check_payload(payload, pxxh)
+    if ftype == T_ZEVENT:
+        return T_EVENT, key, inflate_event(payload), hl + plen
     return ftype, key, payload, hl + plen
+
+
+def event_payload(ftype, payload):
+    """The JSON of an event frame's checked payload, for a reader that parsed the header
+    itself; FrameError if the frame is not an event."""
+    if ftype == T_EVENT:
+        return payload
+    if ftype == T_ZEVENT:
+        return inflate_event(payload)
+    raise FrameError("the frame there is not an event")

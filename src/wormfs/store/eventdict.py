@@ -1,0 +1,58 @@
+"""The preset dictionaries of compressed event frames (frames.py, docs/FORMAT.md
+"Compressed event frames"): part of the log's format, so never changed once written; a new
+dictionary takes a new id. Each is canonical JSON of made-up events of the commonest types,
+the commonest last (DEFLATE reaches back 32 KiB, nearer is cheaper). FORMAT.md quotes them
+byte for byte; tests/unit/test_frames.py holds the two to each other."""
+
+# Dictionary 1: nine events, one per line in FORMAT.md, concatenated without line breaks.
+DICTIONARY_1 = b"".join((
+    b'{"kind":"checkpoint","prev":"0123456789abcdef0123456789abcdef0123456789abcdef012',
+    b'3456789abcdef","readings":{"boot_id":"886fd863-b849-4df7-91ea-2577e03b07d2","boo',
+    b't_us":11335025641,"kernel_us":1796425808606645,"uptime_us":11335020000},"seq":4,',
+    b'"time":"2026-12-04T23:10:08.606645Z","time_us":1796425808606645,"type":"clock"}',
+    b'{"bytes":1048576,"cause":"background","deep":false,"findings":0,"ok":true,"pendi',
+    b'ng_records":0,"prev":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789',
+    b'abcdef","repaired":0,"seq":9,"summary":[],"time":"2026-12-04T23:10:08.606645Z","',
+    b'time_us":1796425808606645,"type":"verify","units":[]}',
+    b'{"actor":{"gid":1000,"pid":4242,"program":"rsync","uid":1000,"user":"records"},"',
+    b'ino":5,"name":"case-2026-17","path":"/2026/12/04/message.eml","prev":"0123456789',
+    b'abcdef0123456789abcdef0123456789abcdef0123456789abcdef","reason":"litigation","s',
+    b'eq":10,"serial":1,"time":"2026-12-04T23:10:08.606645Z","time_us":179642580860664',
+    b'5,"type":"hold"}',
+    b'{"actor":{"gid":1000,"pid":4242,"program":"rsync","uid":1000,"user":"records"},"',
+    b'after":{"event_date":null,"event_period":null,"indefinite":false,"until":1796425',
+    b'808606645},"before":{"event_date":null,"event_period":null,"indefinite":false,"u',
+    b'ntil":1796425808606645},"ino":5,"path":"/2026/12/04/message.eml","prev":"0123456',
+    b'789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","seq":11,"serial":1,"',
+    b'time":"2026-12-04T23:10:08.606645Z","time_us":1796425808606645,"type":"retention',
+    b'"}',
+    b'{"actor":{"gid":1000,"pid":4242,"program":"rsync","uid":1000,"user":"records"},"',
+    b'atime":1796425808606645,"ino":4,"mode":493,"mtime":1796425808606645,"prev":"0123',
+    b'456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","seq":12,"time":"2',
+    b'026-12-04T23:10:08.606645Z","time_us":1796425808606645,"type":"setattr"}',
+    b'{"actor":{"gid":1000,"pid":4242,"program":"rsync","uid":1000,"user":"records"},"',
+    b'ino":5,"name":".message.eml.Ab12Cd","new_name":"message.eml","new_parent":4,"par',
+    b'ent":4,"prev":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"',
+    b',"seq":13,"time":"2026-12-04T23:10:08.606645Z","time_us":1796425808606645,"type"',
+    b':"rename"}',
+    b'{"actor":{"gid":1000,"pid":4242,"program":"rsync","uid":1000,"user":"records"},"',
+    b'gid":1000,"ino":4,"mode":493,"name":"2026-12-04","parent":1,"prev":"0123456789ab',
+    b'cdef0123456789abcdef0123456789abcdef0123456789abcdef","seq":5,"time":"2026-12-04',
+    b'T23:10:08.606645Z","time_us":1796425808606645,"type":"mkdir","uid":1000}',
+    b'{"actor":{"gid":1000,"pid":4242,"program":"rsync","uid":1000,"user":"records"},"',
+    b'gid":1000,"ino":5,"mode":420,"name":"message.eml","parent":4,"prev":"0123456789a',
+    b'bcdef0123456789abcdef0123456789abcdef0123456789abcdef","seq":6,"state":"open","t',
+    b'ime":"2026-12-04T23:10:08.606645Z","time_us":1796425808606645,"type":"create","u',
+    b'id":1000}',
+    b'{"actor":{"gid":1000,"pid":4242,"program":"rsync","uid":1000,"user":"records"},"',
+    b'blake3":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","caus',
+    b'e":"close","chunks":[["0123456789abcdef0123456789abcdef0123456789abcdef012345678',
+    b'9abcdef",2560]],"gid":1000,"ino":5,"mode":292,"mtime":1796425808606645,"path":"/',
+    b'2026/12/04/message.eml","prev":"0123456789abcdef0123456789abcdef0123456789abcdef',
+    b'0123456789abcdef","retention":{"event_date":null,"event_period":null,"indefinite',
+    b'":false,"until":1796425808606645},"seq":7,"serial":1,"size":2560,"time":"2026-12',
+    b'-04T23:10:08.606645Z","time_us":1796425808606645,"type":"seal","uid":1000,"write',
+    b'r":{"gid":1000,"pid":4242,"program":"rsync","uid":1000,"user":"records"}}',
+))
+
+DICTIONARIES = {1: DICTIONARY_1}
