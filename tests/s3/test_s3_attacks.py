@@ -219,7 +219,7 @@ def test_a_forged_redacted_copy_destroys_nothing(written, s3_url, rgw, tmp_path)
     destroyed = bytearray(real)
     destroyed[off:off + length] = F.disposed_header(key, length - hl) + bytes(length - hl)
     _forge_put(c, bucket, f"{prefix}/dseg/0000000001/000000000998", bytes(destroyed))
-    ev_off, _, _, ev_len = next(fr for fr in frames if fr[1] == F.T_EVENT)
+    ev_off, _, _, ev_len = next(fr for fr in frames if fr[1] in (F.T_EVENT, F.T_ZEVENT))
     changed = bytearray(real)
     changed[ev_off + ev_len - 2] ^= 1   # inside the last byte of an event's payload
     _forge_put(c, bucket, f"{prefix}/dseg/0000000001/000000000999", bytes(changed))
