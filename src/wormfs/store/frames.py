@@ -63,7 +63,7 @@ ZDICT = 1          # the dictionary new compressed events use
 # more than compressing an event. A 4 KiB window (it holds the dictionary and reaches back
 # over an event) and small hash tables make the copy cheap (~100k instructions an event
 # with the compression, against ~220k for a fresh full-size compressor) and compress as
-# well. Any raw-DEFLATE reader inflates it (FORMAT.md says a 32 KiB window).
+# well. Any raw-DEFLATE reader inflates it (FORMAT.md's example uses a 32 KiB window).
 _PRIMED = zlib.compressobj(6, zlib.DEFLATED, -12, 4, zlib.Z_DEFAULT_STRATEGY,
                            DICTIONARIES[ZDICT])
 # Only events up to this size are compressed (the small ones of every record, where the
