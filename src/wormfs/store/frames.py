@@ -66,6 +66,7 @@ ZDICT = 1          # the dictionary new compressed events use
 # well. Any raw-DEFLATE reader inflates it (FORMAT.md's example uses a 32 KiB window).
 _PRIMED = zlib.compressobj(6, zlib.DEFLATED, -12, 4, zlib.Z_DEFAULT_STRATEGY,
                            DICTIONARIES[ZDICT])
+_ZHEAD = bytes((ZDICT,))   # a compressed event's payload starts with its dictionary's id
 # Only events up to this size are compressed (the small ones of every record, where the
 # bytes count); a bigger one (the seal of a file of many gigabytes lists a chunk every 64 KiB)
 # is written plain. So a compressed frame never inflates past it, and a forged one cannot
@@ -110,12 +111,11 @@ def encode_event(payload):
     """The frame of one event (its canonical JSON): compressed (type 4) when that is
     smaller, as it is for every event but the tiniest, and the event is at most
     MAX_ZEVENT bytes."""
-    if len(payload) > MAX_ZEVENT:
-        return frame_header(T_EVENT, b"", len(payload), _xxh3(payload)) + payload
-    c = _PRIMED.copy()
-    body = bytes((ZDICT,)) + c.compress(payload) + c.flush()
-    if len(body) < len(payload):
-        return frame_header(T_ZEVENT, b"", len(body), _xxh3(body)) + body
+    if len(payload) <= MAX_ZEVENT:
+        c = _PRIMED.copy()
+        body = _ZHEAD + c.compress(payload) + c.flush()
+        if len(body) < len(payload):
+            return frame_header(T_ZEVENT, b"", len(body), _xxh3(body)) + body
     return frame_header(T_EVENT, b"", len(payload), _xxh3(payload)) + payload
 
 
@@ -129,7 +129,7 @@ def inflate_event(body):
         raise FrameError("compressed event frame with an unknown dictionary")
     d = zlib.decompressobj(-15, zdict=zdict)
     try:
-        out = d.decompress(bytes(body[1:]), MAX_ZEVENT + 1)
+        out = d.decompress(body[1:], MAX_ZEVENT + 1)   # a slice of a map or a view
     except zlib.error as e:
         raise FrameError(f"compressed event frame does not inflate: {e}") from None
     if len(out) > MAX_ZEVENT:
